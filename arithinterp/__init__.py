@@ -1,0 +1,1 @@
+"""arithinterp: a workbench for arithmetic circuits in transformers."""

@@ -1,0 +1,126 @@
+"""Clean/corrupt minimal pairs for patching: same length, one controlled difference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from arithinterp.tasks.data import Dataset, draw_problems, make_dataset
+from arithinterp.tasks.spec import TaskSpec, compute_metadata
+
+MAX_ROUNDS = 50
+Partner = Callable[[int, int, torch.Generator], "tuple[int, int] | None"]
+
+
+@dataclass(frozen=True)
+class PromptPairs:
+    """Aligned clean and corrupt problems; `change` says what differs ('a_1', 'carry_2')."""
+
+    clean: Dataset
+    corrupt: Dataset
+    change: str
+
+    def __len__(self) -> int:
+        return len(self.clean)
+
+
+def make_digit_pairs(
+    spec: TaskSpec, n: int, *, operand: Literal["a", "b"], digit: int, seed: int = 0
+) -> PromptPairs:
+    """Pairs whose operands differ only in digit `digit` (0 = least significant) of `operand`.
+
+    The corrupt digit is drawn uniformly among values that keep the problem valid and change
+    the answer.
+    """
+    if operand not in ("a", "b"):
+        raise ValueError(f"operand must be 'a' or 'b', got {operand!r}")
+    width = spec.digits_a if operand == "a" else spec.digits_b
+    if not 0 <= digit < width:
+        raise ValueError(f"digit must be in 0..{width - 1} for operand {operand} of "
+                         f"{spec.name}, got {digit}")
+
+    def partner(a: int, b: int, gen: torch.Generator) -> tuple[int, int] | None:
+        x = a if operand == "a" else b
+        options = []
+        for d in range(10):
+            y = _replace_digit(x, digit, d)
+            cand = (y, b) if operand == "a" else (a, y)
+            if y != x and spec.is_valid(*cand) and _answer(spec, *cand) != _answer(spec, a, b):
+                options.append(cand)
+        return _choose(options, gen)
+
+    return _pairs(spec, n, seed, f"{operand}_{digit}", partner)
+
+
+def make_carry_pairs(spec: TaskSpec, n: int, *, position: int, seed: int = 0) -> PromptPairs:
+    """Pairs where the carry (borrow for subtraction) into answer `position` flips.
+
+    Only digit position-1 of one operand changes; carries further up may change with it.
+    """
+    if spec.op == "mul":
+        raise ValueError("carry pairs are defined for op 'add' and 'sub', not 'mul'; "
+                         "use make_digit_pairs")
+    top = min(spec.answer_width - 1, max(spec.digits_a, spec.digits_b))
+    if not 1 <= position <= top:
+        raise ValueError(f"position must be in 1..{top} for {spec.name} (no carry flows into "
+                         f"position 0), got {position}")
+    k = position - 1
+
+    def partner(a: int, b: int, gen: torch.Generator) -> tuple[int, int] | None:
+        carry = compute_metadata(spec, a, b).carry_in[position]
+        options = []
+        for which, width in (("a", spec.digits_a), ("b", spec.digits_b)):
+            if k >= width:
+                continue
+            for d in range(10):
+                cand = (_replace_digit(a, k, d), b) if which == "a" else (a, _replace_digit(b, k, d))
+                if cand != (a, b) and spec.is_valid(*cand) and \
+                        compute_metadata(spec, *cand).carry_in[position] != carry:
+                    options.append(cand)
+        return _choose(options, gen)
+
+    return _pairs(spec, n, seed, f"carry_{position}", partner)
+
+
+def _replace_digit(n: int, k: int, d: int) -> int:
+    return n + (d - (n // 10**k) % 10) * 10**k
+
+
+def _answer(spec: TaskSpec, a: int, b: int) -> int:
+    return compute_metadata(spec, a, b).answer
+
+
+def _choose(options: list, gen: torch.Generator):
+    if not options:
+        return None
+    return options[int(torch.randint(len(options), (1,), generator=gen))]
+
+
+def _pairs(spec: TaskSpec, n: int, seed: int, change: str, partner: Partner) -> PromptPairs:
+    """Draw clean problems and keep those `partner` finds a corrupt twin for."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    gen = torch.Generator().manual_seed(seed)
+    clean: list[tuple[int, int]] = []
+    dirty: list[tuple[int, int]] = []
+    for _ in range(MAX_ROUNDS):
+        for a, b in draw_problems(spec, 2 * (n - len(clean)) + 16, gen):
+            twin = partner(a, b, gen)
+            if twin is not None:
+                clean.append((a, b))
+                dirty.append(twin)
+                if len(clean) == n:
+                    break
+        if len(clean) == n:
+            break
+    else:
+        raise ValueError(f"could not find {n} pairs changing {change} in task {spec.name} "
+                         f"(found {len(clean)}): no such pair exists for most problems")
+
+    def ds(ps: list[tuple[int, int]]) -> Dataset:
+        return make_dataset(spec, torch.tensor([p[0] for p in ps]), torch.tensor([p[1] for p in ps]))
+
+    return PromptPairs(ds(clean), ds(dirty), change)

@@ -1,0 +1,174 @@
+"""Sampling problems (seeded, uniform or balanced by carries), disjoint splits, datasets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from arithinterp.tasks.spec import TaskSpec, compute_metadata
+from arithinterp.tasks.vocab import encode
+
+Sampling = Literal["uniform", "carries"]
+SAMPLINGS: tuple[str, ...] = ("uniform", "carries")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Rendered problems of one task with their metadata, all as stacked tensors.
+
+    ``loss_mask[i, t]`` is True where token t is a training target, i.e. where the logits
+    at position t - 1 are scored (answer, scratchpad / CoT tokens and <eos>).
+    """
+
+    spec: TaskSpec
+    a: Int[Tensor, " batch"]
+    b: Int[Tensor, " batch"]
+    tokens: Int[Tensor, "batch pos"]
+    loss_mask: Bool[Tensor, "batch pos"]
+    answer: Int[Tensor, " batch"]
+    answer_digits: Int[Tensor, "batch digit"]  # LSB first, digits of |answer|
+    a_digits: Int[Tensor, "batch digit"]
+    b_digits: Int[Tensor, "batch digit"]
+    carry_in: Int[Tensor, "batch digit"]
+    n_carries: Int[Tensor, " batch"]
+    column_sums: Int[Tensor, "batch digit"]
+
+    def __len__(self) -> int:
+        return int(self.a.shape[0])
+
+    def __getitem__(self, idx: slice | Tensor) -> Dataset:
+        """The examples at `idx` (a slice or an index tensor), as a new Dataset."""
+        fields = {k: v[idx] for k, v in vars(self).items() if isinstance(v, Tensor)}
+        return Dataset(spec=self.spec, **fields)
+
+    @property
+    def prompts(self) -> Int[Tensor, "batch prompt_pos"]:
+        """Tokens up to and including '='."""
+        return self.tokens[:, : self.spec.prompt_len]
+
+
+def make_dataset(spec: TaskSpec, a: Int[Tensor, " batch"], b: Int[Tensor, " batch"]) -> Dataset:
+    """Render problems (a[i], b[i]) of `spec` with their metadata."""
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D and of equal length, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    rows, metas = [], []
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        if not spec.is_valid(x, y):
+            raise ValueError(f"({x}, {y}) is not a problem of task {spec.name}")
+        rows.append(encode(spec.render(x, y), bos=True, eos=True))
+        metas.append(compute_metadata(spec, x, y))
+    tokens = torch.tensor(rows, dtype=torch.long).reshape(len(rows), spec.seq_len)
+    mask = torch.zeros_like(tokens, dtype=torch.bool)
+    mask[:, spec.prompt_len :] = True
+
+    def stack(name: str) -> Tensor:
+        return torch.tensor([getattr(m, name) for m in metas], dtype=torch.long)
+
+    return Dataset(
+        spec=spec, a=a.clone(), b=b.clone(), tokens=tokens, loss_mask=mask,
+        answer=stack("answer").reshape(-1), answer_digits=stack("answer_digits").reshape(
+            len(metas), spec.answer_width),
+        a_digits=stack("a_digits").reshape(len(metas), spec.digits_a),
+        b_digits=stack("b_digits").reshape(len(metas), spec.digits_b),
+        carry_in=stack("carry_in").reshape(len(metas), spec.answer_width),
+        n_carries=torch.tensor([m.n_carries for m in metas], dtype=torch.long),
+        column_sums=stack("column_sums").reshape(len(metas), spec.answer_width),
+    )
+
+
+def problem_space_size(spec: TaskSpec) -> int:
+    """Number of distinct problems of the task (exact, by counting)."""
+    (la, ha), (lb, hb) = spec.operand_range("a"), spec.operand_range("b")
+    if spec.op == "sub" and not spec.signed:
+        # pairs with a >= b: for each b, the a's in [max(la, b), ha]
+        return sum(max(0, ha - max(la, y) + 1) for y in range(lb, hb + 1))
+    return (ha - la + 1) * (hb - lb + 1)
+
+
+def _draw_operand(spec: TaskSpec, which: str, n: int, gen: torch.Generator) -> Tensor:
+    top = spec.digits_a if which == "a" else spec.digits_b
+    low_digits = spec.min_digits_a if which == "a" else spec.min_digits_b
+    if low_digits is None:
+        lo, hi = spec.operand_range(which)  # type: ignore[arg-type]
+        return torch.randint(lo, hi + 1, (n,), generator=gen)
+    # digit count uniform in low..top, then a value with exactly that many digits
+    counts = torch.randint(low_digits, top + 1, (n,), generator=gen)
+    lo = torch.where(counts == 1, torch.zeros_like(counts), 10 ** (counts - 1))
+    hi = 10**counts
+    u = torch.rand(n, generator=gen, dtype=torch.float64)
+    return (lo + (u * (hi - lo)).long()).clamp(max=hi - 1)
+
+
+def draw_problems(spec: TaskSpec, n: int, gen: torch.Generator) -> list[tuple[int, int]]:
+    """Up to n valid problems drawn independently (repeats possible, invalid draws dropped)."""
+    xs = _draw_operand(spec, "a", n, gen).tolist()
+    ys = _draw_operand(spec, "b", n, gen).tolist()
+    return [(x, y) for x, y in zip(xs, ys, strict=True) if spec.is_valid(x, y)]
+
+
+def sample_problems(
+    spec: TaskSpec,
+    n: int,
+    gen: torch.Generator,
+    *,
+    sampling: Sampling = "uniform",
+    exclude: set[tuple[int, int]] | None = None,
+) -> tuple[Int[Tensor, " batch"], Int[Tensor, " batch"]]:
+    """n distinct problems not in `exclude`; 'carries' balances the number of carries."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    exclude = exclude or set()
+    space = problem_space_size(spec)
+    if n > space - len(exclude):
+        raise ValueError(f"asked for {n} distinct problems but task {spec.name} has only "
+                         f"{space} ({len(exclude)} of them excluded)")
+    n_buckets = spec.answer_width  # a problem has 0..answer_width-1 carries
+    quota = [n // n_buckets + (1 if i < n % n_buckets else 0) for i in range(n_buckets)]
+    seen = set(exclude)
+    picked: list[tuple[int, int]] = []
+    filled = [0] * n_buckets
+    stalls = 0
+    while len(picked) < n:
+        chunk = max(256, 2 * (n - len(picked)))
+        before = len(picked)
+        for x, y in draw_problems(spec, chunk, gen):
+            if (x, y) in seen:
+                continue
+            if sampling == "carries":
+                k = compute_metadata(spec, x, y).n_carries
+                if filled[k] >= quota[k]:
+                    continue
+                filled[k] += 1
+            seen.add((x, y))
+            picked.append((x, y))
+            if len(picked) == n:
+                break
+        stalls = stalls + 1 if len(picked) == before else 0
+        if stalls > 200:
+            short = [k for k in range(n_buckets) if filled[k] < quota[k]]
+            raise ValueError(f"could not draw {n} distinct problems of {spec.name} with "
+                             f"sampling={sampling!r}: too few with {short} carries")
+    a = torch.tensor([p[0] for p in picked], dtype=torch.long)
+    b = torch.tensor([p[1] for p in picked], dtype=torch.long)
+    if sampling == "carries":  # buckets fill in draw order; shuffle so batches mix them
+        perm = torch.randperm(n, generator=gen)
+        a, b = a[perm], b[perm]
+    return a, b
+
+
+def make_splits(
+    spec: TaskSpec, n_train: int, n_test: int, seed: int, *, sampling: Sampling = "uniform"
+) -> tuple[Dataset, Dataset]:
+    """Disjoint train and test datasets: no test problem appears in training."""
+    gen = torch.Generator().manual_seed(seed)
+    test_a, test_b = sample_problems(spec, n_test, gen, sampling=sampling)
+    test_set = set(zip(test_a.tolist(), test_b.tolist(), strict=True))
+    train_a, train_b = sample_problems(spec, n_train, gen, sampling=sampling, exclude=test_set)
+    return make_dataset(spec, train_a, train_b), make_dataset(spec, test_a, test_b)

@@ -1,0 +1,258 @@
+"""Task specs and what one problem means: its metadata (Python ints) and its rendering.
+
+Every problem of a spec renders to the same number of tokens: operands are zero-padded to
+their width and the answer to the answer width, so prompts stack into one tensor and a
+token position means the same thing in every example (what patching needs).
+
+Layout: ``<bos> a OP b = TARGET <eos>`` where TARGET depends on the format:
+
+- ``plain``: answer digits, most significant first (``123+456=0579``);
+- ``reversed``: least significant first (``123+456=9750``);
+- ``scratchpad``: per-digit steps, ``|``, the plain answer;
+- ``cot``: the same steps as a chain of thought, ``|``, the reversed answer; the first
+  ``cot_tokens_removed`` step tokens are dropped (implicit-CoT curriculum, Deng et al. 2024).
+
+Steps: addition writes each column sum ``a_k + b_k + carry_in`` as two digits (carry out,
+answer digit) per column, least significant column first: ``09;07;05;``. Subtraction writes
+(borrow out, answer digit). Multiplication writes, for each digit b_j (least significant
+first), the partial product ``a * b_j`` reversed and, from j = 1, the running total
+``a * (b mod 10^(j+1))`` reversed in parentheses: ``8601;2881(8607);`` (Bai et al. 2025).
+A signed subtraction answer carries a sign token (``+`` or ``-``) before its digits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Op = Literal["add", "sub", "mul"]
+Format = Literal["plain", "reversed", "scratchpad", "cot"]
+OPS: tuple[str, ...] = ("add", "sub", "mul")
+FORMATS: tuple[str, ...] = ("plain", "reversed", "scratchpad", "cot")
+OP_CHAR = {"add": "+", "sub": "-", "mul": "*"}
+MAX_DIGITS = 9  # keeps every value inside int64 and every prompt short
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """An arithmetic task: operation, operand widths and output format."""
+
+    op: Op = "add"
+    digits_a: int = 3
+    digits_b: int = 3
+    # None: every operand has exactly digits_* digits. An int: the digit count is drawn
+    # uniformly from min..digits_* and the operand zero-padded to digits_*.
+    min_digits_a: int | None = None
+    min_digits_b: int | None = None
+    format: Format = "reversed"
+    signed: bool = False  # subtraction only: allow a < b (answer gets a sign token)
+    cot_tokens_removed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
+        for name in ("digits_a", "digits_b"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 1 <= v <= MAX_DIGITS:
+                raise ValueError(f"{name} must be an integer in 1..{MAX_DIGITS}, got {v!r}")
+        for name, top in (("min_digits_a", self.digits_a), ("min_digits_b", self.digits_b)):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or not 1 <= v <= top):
+                raise ValueError(f"{name} must be None or an integer in 1..{top}, got {v!r}")
+        if self.signed and self.op != "sub":
+            raise ValueError("signed=True is only meaningful for op='sub'")
+        if self.op == "sub" and not self.signed and self.digits_a < self.digits_b:
+            raise ValueError("unsigned subtraction needs a >= b: digits_a must be >= digits_b")
+        if self.cot_tokens_removed and self.format != "cot":
+            raise ValueError("cot_tokens_removed is only meaningful for format='cot'")
+        n_steps = len(self._full_steps_template())
+        if not 0 <= self.cot_tokens_removed <= n_steps:
+            raise ValueError(f"cot_tokens_removed must be in 0..{n_steps}, got {self.cot_tokens_removed}")
+
+    # ---- widths and layout -------------------------------------------------------------
+    @property
+    def answer_width(self) -> int:
+        """Number of answer digits (sign token not counted)."""
+        if self.op == "add":
+            return max(self.digits_a, self.digits_b) + 1
+        if self.op == "sub":
+            return max(self.digits_a, self.digits_b)
+        return self.digits_a + self.digits_b
+
+    @property
+    def prompt_len(self) -> int:
+        """Tokens up to and including '=' (with <bos>)."""
+        return 1 + self.digits_a + 1 + self.digits_b + 1
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens in a rendered example, <bos> to <eos>."""
+        return self.prompt_len + len(self.render_target(*self._example())) + 1
+
+    @property
+    def name(self) -> str:
+        """Short label such as 'add3x3-reversed'."""
+        return f"{self.op}{self.digits_a}x{self.digits_b}-{self.format}"
+
+    def answer_positions(self) -> list[int]:
+        """Token position of answer digit k (k = 0 is the least significant digit)."""
+        end = self.seq_len - 1  # position of <eos>
+        w = self.answer_width
+        first = end - w
+        if self.format in ("plain", "scratchpad"):
+            return [first + (w - 1 - k) for k in range(w)]
+        return [first + k for k in range(w)]
+
+    def sign_position(self) -> int | None:
+        """Token position of the answer's sign token, or None for unsigned tasks."""
+        return self.seq_len - 2 - self.answer_width if self.signed else None
+
+    def target_positions(self) -> list[int]:
+        """Positions the model is trained to predict: everything after '=' (incl. <eos>)."""
+        return list(range(self.prompt_len, self.seq_len))
+
+    def operand_positions(self) -> dict[str, list[int]]:
+        """Token position of each operand digit: {'a': [a_0, a_1, ...], 'b': [...]}, LSB first."""
+        a_msb = 1
+        b_msb = 1 + self.digits_a + 1
+        return {
+            "a": [a_msb + self.digits_a - 1 - i for i in range(self.digits_a)],
+            "b": [b_msb + self.digits_b - 1 - j for j in range(self.digits_b)],
+        }
+
+    # ---- operand ranges ----------------------------------------------------------------
+    def operand_range(self, which: Literal["a", "b"]) -> tuple[int, int]:
+        """Inclusive (low, high) of values an operand may take."""
+        top = self.digits_a if which == "a" else self.digits_b
+        low_digits = self.min_digits_a if which == "a" else self.min_digits_b
+        low_digits = top if low_digits is None else low_digits
+        low = 0 if low_digits == 1 else 10 ** (low_digits - 1)
+        return low, 10**top - 1
+
+    def is_valid(self, a: int, b: int) -> bool:
+        """Whether (a, b) is a problem of this task."""
+        (la, ha), (lb, hb) = self.operand_range("a"), self.operand_range("b")
+        if not (la <= a <= ha and lb <= b <= hb):
+            return False
+        return self.signed or self.op != "sub" or a >= b
+
+    # ---- rendering ---------------------------------------------------------------------
+    def render_prompt(self, a: int, b: int) -> str:
+        """Prompt text up to and including '=' (no <bos>)."""
+        return f"{a:0{self.digits_a}d}{OP_CHAR[self.op]}{b:0{self.digits_b}d}="
+
+    def render_target(self, a: int, b: int) -> str:
+        """Everything after '=' (no <eos>), per the format."""
+        m = compute_metadata(self, a, b)
+        digits = m.answer_digits  # LSB first
+        sign = ("-" if m.answer < 0 else "+") if self.signed else ""
+        plain = sign + "".join(str(d) for d in reversed(digits))
+        rev = sign + "".join(str(d) for d in digits)
+        if self.format == "plain":
+            return plain
+        if self.format == "reversed":
+            return rev
+        steps = "".join(_steps(self, m))
+        if self.format == "scratchpad":
+            return steps + "|" + plain
+        return steps[self.cot_tokens_removed :] + "|" + rev
+
+    def render(self, a: int, b: int) -> str:
+        """Full example text (no special tokens)."""
+        return self.render_prompt(a, b) + self.render_target(a, b)
+
+    def _example(self) -> tuple[int, int]:
+        return self.operand_range("a")[1], self.operand_range("b")[0]
+
+    def _full_steps_template(self) -> str:
+        a, b = self._example()
+        return "".join(_steps(self, compute_metadata(self, a, b)))
+
+
+@dataclass(frozen=True)
+class ProblemMeta:
+    """Everything known about one problem, computed with Python integers.
+
+    Digit lists are least-significant first. ``carry_in[k]`` is the carry (addition,
+    multiplication) or borrow (subtraction) flowing *into* answer position k, so
+    ``carry_in[0] == 0``. For multiplication ``running_sums[k]`` is Bai et al.'s
+    c_k = sum_{i+j=k} a_i b_j + floor(c_{k-1} / 10), whose last digit is answer digit k.
+    """
+
+    a: int
+    b: int
+    answer: int
+    a_digits: tuple[int, ...]
+    b_digits: tuple[int, ...]
+    answer_digits: tuple[int, ...]  # digits of |answer|, answer_width of them
+    carry_in: tuple[int, ...]
+    column_sums: tuple[int, ...]  # add: a_k+b_k+carry_in; sub: a_k-b_k-borrow_in; mul: c_k
+    partial_products: tuple[tuple[int, ...], ...] = field(default=())  # [i][j] = a_i * b_j
+    running_sums: tuple[int, ...] = field(default=())
+
+    @property
+    def n_carries(self) -> int:
+        """Number of answer positions with a nonzero carry (or borrow) coming in."""
+        return sum(1 for c in self.carry_in if c)
+
+
+def digits_of(n: int, width: int) -> tuple[int, ...]:
+    """The `width` lowest decimal digits of n >= 0, least significant first."""
+    return tuple((n // 10**k) % 10 for k in range(width))
+
+
+def compute_metadata(spec: TaskSpec, a: int, b: int) -> ProblemMeta:
+    """Operand/answer digits, carries, partial products and running sums of one problem."""
+    w = spec.answer_width
+    ad, bd = digits_of(a, spec.digits_a), digits_of(b, spec.digits_b)
+    pad = lambda ds: ds + (0,) * (w - len(ds))  # noqa: E731 - columns beyond an operand are 0
+    if spec.op == "add":
+        answer = a + b
+        carry, carries, sums = 0, [], []
+        for x, y in zip(pad(ad), pad(bd), strict=True):
+            carries.append(carry)
+            s = x + y + carry
+            sums.append(s)
+            carry = s // 10
+        return ProblemMeta(a, b, answer, ad, bd, digits_of(answer, w), tuple(carries), tuple(sums))
+    if spec.op == "sub":
+        answer = a - b
+        hi, lo = (a, b) if a >= b else (b, a)
+        borrow, borrows, diffs = 0, [], []
+        for x, y in zip(digits_of(hi, w), digits_of(lo, w), strict=True):
+            borrows.append(borrow)
+            d = x - y - borrow
+            diffs.append(d)
+            borrow = 1 if d < 0 else 0
+        return ProblemMeta(a, b, answer, ad, bd, digits_of(abs(answer), w), tuple(borrows),
+                           tuple(diffs))
+    answer = a * b
+    pp = tuple(tuple(x * y for y in bd) for x in ad)
+    c_prev, carries, running = 0, [], []
+    for k in range(w):
+        carries.append(c_prev // 10)
+        col = sum(pp[i][k - i] for i in range(len(ad)) if 0 <= k - i < len(bd))
+        c_prev = col + c_prev // 10
+        running.append(c_prev)
+    return ProblemMeta(a, b, answer, ad, bd, digits_of(answer, w), tuple(carries),
+                       tuple(running), pp, tuple(running))
+
+
+def _steps(spec: TaskSpec, m: ProblemMeta) -> list[str]:
+    """Scratchpad / CoT step strings (each ends in ';')."""
+    if spec.op == "add":
+        return [f"{s:02d};" for s in m.column_sums[: spec.answer_width - 1]]
+    if spec.op == "sub":
+        borrows_out = m.carry_in[1:] + (0,)
+        return [f"{bo}{d % 10};" for bo, d in zip(borrows_out, m.column_sums, strict=True)]
+    da = spec.digits_a
+    steps = []
+    for j, bj in enumerate(m.b_digits):
+        step = "".join(map(str, digits_of(m.a * bj, da + 1)))
+        if j:
+            total = m.a * (m.b % 10 ** (j + 1))
+            step += "(" + "".join(map(str, digits_of(total, da + j + 1))) + ")"
+        steps.append(step + ";")
+    return steps
