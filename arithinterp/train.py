@@ -133,6 +133,24 @@ class TrainResult:
     seconds: float
 
 
+ZOO_RECIPES: dict[str, TrainConfig] = {
+    f"add3-{fmt}": TrainConfig(
+        task=TaskSpec(op="add", digits_a=3, digits_b=3, format=fmt),
+        model=ModelSpec(n_layers=2, d_model=128, n_heads=4, d_mlp=512, seed=0),
+        n_train=50_000, n_test=2_000, batch_size=256, lr=1e-3, warmup_steps=50,
+        max_steps=3_000, eval_every=50, eval_size=1_000, target_accuracy=0.999, seed=0,
+    )
+    for fmt in ("reversed", "plain")
+}
+
+
+def zoo_recipe(name: str) -> TrainConfig:
+    """The training config a shipped zoo model is (re)built with."""
+    if name not in ZOO_RECIPES:
+        raise ValueError(f"no recipe for {name!r}; recipes: {', '.join(sorted(ZOO_RECIPES))}")
+    return ZOO_RECIPES[name]
+
+
 def lr_at(step: int, config: TrainConfig) -> float:
     """Linear warmup to config.lr, then cosine decay to 10% of it at max_steps."""
     if step < config.warmup_steps:

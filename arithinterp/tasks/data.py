@@ -30,12 +30,12 @@ class Dataset:
     tokens: Int[Tensor, "batch pos"]
     loss_mask: Bool[Tensor, "batch pos"]
     answer: Int[Tensor, " batch"]
-    answer_digits: Int[Tensor, "batch digit"]  # LSB first, digits of |answer|
-    a_digits: Int[Tensor, "batch digit"]
-    b_digits: Int[Tensor, "batch digit"]
-    carry_in: Int[Tensor, "batch digit"]
+    answer_digits: Int[Tensor, "batch answer_digit"]  # LSB first, digits of |answer|
+    a_digits: Int[Tensor, "batch a_digit"]
+    b_digits: Int[Tensor, "batch b_digit"]
+    carry_in: Int[Tensor, "batch answer_digit"]  # carry (borrow) into each answer digit
     n_carries: Int[Tensor, " batch"]
-    column_sums: Int[Tensor, "batch digit"]
+    column_sums: Int[Tensor, "batch answer_digit"]  # see ProblemMeta
 
     def __len__(self) -> int:
         return int(self.a.shape[0])

@@ -1,0 +1,33 @@
+"""Shared fixtures: one thread (tiny tensors run far slower on two), tiny models, quiet bars."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_task():
+    from arithinterp.tasks import TaskSpec
+
+    return TaskSpec(op="add", digits_a=2, digits_b=2, format="reversed")
+
+
+@pytest.fixture(scope="session")
+def tiny_spec():
+    from arithinterp.models import ModelSpec
+
+    return ModelSpec(n_layers=2, d_model=32, n_heads=4, d_mlp=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_spec, tiny_task):
+    from arithinterp.models import build_model
+
+    return build_model(tiny_spec, tiny_task).eval()
