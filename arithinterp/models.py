@@ -118,7 +118,14 @@ def build_model(spec: ModelSpec, task: TaskSpec, device: Device = "cpu") -> Hook
         d_mlp=spec.mlp_dim, act_fn=spec.act_fn, normalization_type=spec.normalization,
         attn_only=spec.attn_only, positional_embedding_type=spec.positional, seed=spec.seed,
     )
-    return move_to(TransformerBridge.boot_native(cfg), device)
+    model = TransformerBridge.boot_native(cfg)
+    # The bridge's default norm is an op-by-op Python LayerNorm (~15% of a training step);
+    # the native path runs the fused kernel and still feeds hook_scale / hook_normalized,
+    # and an edit to either falls back to the Python path, so hooks behave the same.
+    for module in model.modules():
+        if hasattr(module, "use_native_layernorm_autograd"):
+            module.use_native_layernorm_autograd = True
+    return move_to(model, device)
 
 
 def move_to(model: HookedModel, device: Device) -> HookedModel:
@@ -188,8 +195,8 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_model(path: str | Path, device: Device = "cpu") -> LoadedModel:
-    """Rebuild a checkpoint directory written by save_model."""
-    path = Path(path)
+    """Rebuild a checkpoint written by save_model, from its folder or a zoo name."""
+    path = resolve_model_path(path)
     spec, task = read_checkpoint_config(path)
     weights = read_weights(path / WEIGHTS_FILE)
     model = build_model(spec, task, "cpu")

@@ -9,7 +9,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from jaxtyping import TypeCheckError  # noqa: E402
+
 torch.set_num_threads(1)
+
+# A bad config value is a ValueError naming the field; under the runtime type checker the
+# tests run with, a value outside a Literal is caught earlier, as a TypeCheckError naming it.
+BAD_CONFIG = (ValueError, TypeCheckError)
 
 
 @pytest.fixture(scope="session")

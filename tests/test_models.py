@@ -4,6 +4,7 @@ import json
 import pickle
 
 import pytest
+from conftest import BAD_CONFIG
 import torch
 
 from arithinterp.models import (
@@ -91,7 +92,7 @@ def test_corrupt_or_mismatched_checkpoints_give_clear_errors(tmp_path, tiny_mode
     (ckpt / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_model(ckpt)
-    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+    with pytest.raises(ValueError, match="neither a checkpoint directory nor a zoo model"):
         load_model(tmp_path / "nowhere")
 
 
@@ -101,7 +102,7 @@ def test_corrupt_or_mismatched_checkpoints_give_clear_errors(tmp_path, tiny_mode
     ({"positional": "alibi"}, "positional"), ({"d_mlp": -1}, "d_mlp"),
 ])
 def test_bad_model_specs_name_the_field(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(BAD_CONFIG, match=field):
         ModelSpec(**kwargs)
 
 

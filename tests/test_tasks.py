@@ -1,6 +1,7 @@
 """Task specs, metadata and pairs, checked against Python integer arithmetic."""
 
 import pytest
+from conftest import BAD_CONFIG
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -110,7 +111,7 @@ def test_formats_render_as_documented():
     ({"signed": True}, "signed"),
 ])
 def test_bad_specs_name_the_field(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(BAD_CONFIG, match=field):
         TaskSpec(**kwargs)
 
 
@@ -192,5 +193,5 @@ def test_impossible_pairs_raise_clear_errors():
         make_carry_pairs(TaskSpec(op="mul"), 4, position=1)
     with pytest.raises(ValueError, match="position must be in"):  # no carries in 1-digit sub
         make_carry_pairs(TaskSpec(op="sub", digits_a=1, digits_b=1), 4, position=1)
-    with pytest.raises(ValueError, match="operand must be"):
+    with pytest.raises(BAD_CONFIG, match="operand"):
         make_digit_pairs(spec, 4, operand="c", digit=0)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import BAD_CONFIG
 import torch
 
 from arithinterp.models import ModelSpec, load_model
@@ -61,7 +62,7 @@ def test_refuses_to_clobber_or_mix_configs(tmp_path):
     ({"target_accuracy": 1.5}, "target_accuracy"), ({"sampling": "zipf"}, "sampling"),
 ])
 def test_bad_train_configs_name_the_field(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(BAD_CONFIG, match=field):
         TrainConfig(**{**TINY.__dict__, **kwargs})
 
 

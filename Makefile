@@ -1,0 +1,43 @@
+# Set-up and go. `make demo` runs the main job, `make test` the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 1
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+PIPQUIET := { grep -v '^WARNING: Location' || true; }
+
+.PHONY: setup demo test lint explore zoo bench clean
+
+setup: $(STAMP)
+
+# Torch first and explicitly: an unpinned torch pulled in by a dependency would fetch a
+# multi-GB CUDA build. Re-runs only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" 2>&1 | $(PIPQUIET)
+	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | $(PIPQUIET)
+	$(BIN)/python -c "import torch, transformer_lens, arithinterp"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/arithinterp demo $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest -q $(ARGS)
+
+zoo: setup
+	$(BIN)/arithinterp train arithinterp/zoo/add3-reversed --recipe add3-reversed --overwrite --device cpu
+	$(BIN)/arithinterp train arithinterp/zoo/add3-plain --recipe add3-plain --overwrite --device cpu
+
+bench: setup
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

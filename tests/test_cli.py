@@ -1,0 +1,62 @@
+"""The command line: help, errors as one line with exit code 2, real commands end to end."""
+
+import json
+
+import pytest
+
+from arithinterp.cli import main
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bogus"], "No such command 'bogus'"),
+    (["train", "x", "--format", "fancy"], "'--format'"),
+    (["train", "x", "--steps", "abc"], "'--steps'"),
+    (["train", "x", "--digits", "12"], "digits_a must be an integer in 1..9"),
+    (["train", "x", "--recipe", "nope"], "no recipe for 'nope'"),
+    (["eval"], "Missing argument"),
+    (["eval", "no-such-model"], "neither a checkpoint directory nor a zoo model"),
+    (["eval", "add3-reversed", "--n", "0"], "--n must be >= 1"),
+    (["demo", "--model", "no-such-model", "--runs-dir", "unused"], "no recipe"),
+])
+def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + out
+
+
+def test_help_texts(capsys):
+    code, out, _ = run([], capsys)
+    assert code == 0 and "train" in out and "demo" in out
+    code, out, _ = run(["train", "--help"], capsys)
+    assert code == 0 and "--recipe" in out and "reversed" in out
+
+
+def test_train_then_eval_from_the_command_line(tmp_path, capsys):
+    out_dir = tmp_path / "m"
+    code, out, err = run(["train", str(out_dir), "--digits", "1", "--n-layers", "1", "--d-model",
+                          "32", "--n-heads", "2", "--steps", "6", "--batch-size", "16",
+                          "--n-train", "64", "--n-test", "16", "--no-progress", "--device", "cpu"],
+                         capsys)
+    assert code == 0, err
+    assert "trained 6 steps" in out
+    code, out, err = run(["eval", str(out_dir), "--json", "--device", "cpu"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["n"] == 16 and 0.0 <= summary["exact_match"] <= 1.0
+    code, _, err = run(["train", str(out_dir), "--digits", "1", "--no-progress"], capsys)
+    assert code == 2 and "not empty" in err
+
+
+def test_zoo_lists_shipped_models_with_accuracy(capsys):
+    code, out, _ = run(["zoo"], capsys)
+    assert code == 0
+    assert "add3-reversed" in out and "add3-plain" in out
