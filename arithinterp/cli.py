@@ -46,12 +46,12 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show p
 
 @app.command("train")
 def train_cmd(
-    out_dir: Annotated[Path, typer.Argument(help="Folder the model, metrics and checkpoints go to.")],
-    recipe: Annotated[str | None, typer.Option(help="Start from a zoo recipe (add3-reversed, "
-                                                    "add3-plain); other flags override it.")] = None,
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the model, metrics, checkpoints.")],
+    recipe: Annotated[str | None, typer.Option(
+        help="Start from a zoo recipe (add3-reversed, add3-plain); flags override it.")] = None,
     op: Annotated[Op | None, typer.Option(help="add, sub or mul.")] = None,
     digits: Annotated[int | None, typer.Option(help="Digits of both operands (1-9).")] = None,
-    format: Annotated[Format | None, typer.Option(help="plain, reversed, scratchpad or cot.")] = None,
+    format: Annotated[Format | None, typer.Option(help="plain, reversed, scratchpad, cot.")] = None,
     n_layers: Annotated[int | None, typer.Option(help="Transformer layers.")] = None,
     d_model: Annotated[int | None, typer.Option(help="Residual stream width.")] = None,
     n_heads: Annotated[int | None, typer.Option(help="Attention heads per layer.")] = None,
@@ -59,7 +59,7 @@ def train_cmd(
     batch_size: Annotated[int | None, typer.Option(help="Problems per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
     n_train: Annotated[int | None, typer.Option(help="Distinct training problems.")] = None,
-    n_test: Annotated[int | None, typer.Option(help="Held-out problems (never trained on).")] = None,
+    n_test: Annotated[int | None, typer.Option(help="Held-out problems (never trained).")] = None,
     sampling: Annotated[Sampling | None, typer.Option(help="uniform or carries (balanced by "
                                                            "number of carries).")] = None,
     target_accuracy: Annotated[float | None, typer.Option(help="Stop when held-out exact match "
@@ -158,7 +158,7 @@ def zoo_cmd() -> None:
 
 @app.command("runs")
 def runs_cmd(
-    runs_dir: Annotated[Path, typer.Argument(help="Folder holding run directories.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Argument(help="Folder of run directories.")] = Path("runs"),
     show_all: Annotated[bool, typer.Option("--all", help="Include unfinished runs.")] = False,
 ) -> None:
     """List run directories (finished ones unless --all)."""
@@ -173,7 +173,7 @@ def runs_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    model: Annotated[str, typer.Option(help="Zoo name or model folder to analyse.")] = "add3-reversed",
+    model: Annotated[str, typer.Option(help="Zoo name or model folder.")] = "add3-reversed",
     runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(help="Run name (default: a timestamp); an "
                                                   "unfinished run of that name resumes.")] = None,

@@ -65,7 +65,8 @@ class ModelSpec:
         if self.act_fn not in ("gelu", "relu", "silu", "gelu_new"):
             raise ValueError(f"act_fn must be gelu, relu, silu or gelu_new, got {self.act_fn!r}")
         if self.normalization not in ("LN", "RMS", None):
-            raise ValueError(f"normalization must be 'LN', 'RMS' or None, got {self.normalization!r}")
+            raise ValueError("normalization must be 'LN', 'RMS' or None, "
+                             f"got {self.normalization!r}")
         if self.positional not in ("standard", "rotary"):
             raise ValueError(f"positional must be 'standard' or 'rotary', got {self.positional!r}")
 

@@ -89,7 +89,8 @@ class TrainConfig:
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
-            raise ValueError(f"target_accuracy must be in (0, 1] or None, got {self.target_accuracy}")
+            raise ValueError("target_accuracy must be in (0, 1] or None, "
+                             f"got {self.target_accuracy}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         if self.sampling not in SAMPLINGS:

@@ -8,7 +8,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
 from jaxtyping import TypeCheckError  # noqa: E402
 
 torch.set_num_threads(1)

@@ -4,8 +4,8 @@ import json
 import pickle
 
 import pytest
-from conftest import BAD_CONFIG
 import torch
+from conftest import BAD_CONFIG
 
 from arithinterp.models import (
     ModelSpec,

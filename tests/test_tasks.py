@@ -1,9 +1,9 @@
 """Task specs, metadata and pairs, checked against Python integer arithmetic."""
 
 import pytest
-from conftest import BAD_CONFIG
 import torch
-from hypothesis import given, settings
+from conftest import BAD_CONFIG
+from hypothesis import given
 from hypothesis import strategies as st
 
 from arithinterp.tasks import (
@@ -124,7 +124,8 @@ def test_splits_are_disjoint_and_seeded():
     train2, _ = make_splits(spec, 3000, 500, seed=3)
     assert torch.equal(train.tokens, train2.tokens)
     assert not torch.equal(train.tokens, make_splits(spec, 3000, 500, seed=4)[0].tokens)
-    assert train.loss_mask[:, spec.prompt_len:].all() and not train.loss_mask[:, :spec.prompt_len].any()
+    assert train.loss_mask[:, spec.prompt_len :].all()
+    assert not train.loss_mask[:, : spec.prompt_len].any()
 
 
 def test_balanced_sampling_equalises_carry_counts():

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from conftest import BAD_CONFIG
 import torch
+from conftest import BAD_CONFIG
 
 from arithinterp.models import ModelSpec, load_model
 from arithinterp.tasks import TaskSpec

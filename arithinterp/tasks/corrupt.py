@@ -76,7 +76,8 @@ def make_carry_pairs(spec: TaskSpec, n: int, *, position: int, seed: int = 0) ->
             if k >= width:
                 continue
             for d in range(10):
-                cand = (_replace_digit(a, k, d), b) if which == "a" else (a, _replace_digit(b, k, d))
+                cand = ((_replace_digit(a, k, d), b) if which == "a"
+                        else (a, _replace_digit(b, k, d)))
                 if cand != (a, b) and spec.is_valid(*cand) and \
                         compute_metadata(spec, *cand).carry_in[position] != carry:
                     options.append(cand)
@@ -121,6 +122,7 @@ def _pairs(spec: TaskSpec, n: int, seed: int, change: str, partner: Partner) -> 
                          f"(found {len(clean)}): no such pair exists for most problems")
 
     def ds(ps: list[tuple[int, int]]) -> Dataset:
-        return make_dataset(spec, torch.tensor([p[0] for p in ps]), torch.tensor([p[1] for p in ps]))
+        a, b = zip(*ps, strict=True)
+        return make_dataset(spec, torch.tensor(a), torch.tensor(b))
 
     return PromptPairs(ds(clean), ds(dirty), change)

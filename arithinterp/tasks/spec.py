@@ -69,7 +69,8 @@ class TaskSpec:
             raise ValueError("cot_tokens_removed is only meaningful for format='cot'")
         n_steps = len(self._full_steps_template())
         if not 0 <= self.cot_tokens_removed <= n_steps:
-            raise ValueError(f"cot_tokens_removed must be in 0..{n_steps}, got {self.cot_tokens_removed}")
+            raise ValueError(f"cot_tokens_removed must be in 0..{n_steps}, "
+                             f"got {self.cot_tokens_removed}")
 
     # ---- widths and layout -------------------------------------------------------------
     @property
@@ -121,6 +122,28 @@ class TaskSpec:
             "a": [a_msb + self.digits_a - 1 - i for i in range(self.digits_a)],
             "b": [b_msb + self.digits_b - 1 - j for j in range(self.digits_b)],
         }
+
+    def position_labels(self) -> list[str]:
+        """A readable name per token position: 'a2' (digit 2 of a), '=', 'c0' (answer digit 0).
+
+        Scratchpad / CoT step tokens are 's0', 's1', ...; the answer's sign token is 'sign'.
+        """
+        labels = [f"t{p}" for p in range(self.seq_len)]
+        labels[0], labels[self.prompt_len - 1], labels[-1] = "<bos>", "=", "<eos>"
+        labels[1 + self.digits_a] = OP_CHAR[self.op]
+        for which, positions in self.operand_positions().items():
+            for i, p in enumerate(positions):
+                labels[p] = f"{which}{i}"
+        for k, p in enumerate(self.answer_positions()):
+            labels[p] = f"c{k}"
+        if self.signed:
+            labels[self.sign_position()] = "sign"
+        step = 0
+        for p in range(self.prompt_len, self.seq_len):
+            if labels[p].startswith("t"):
+                labels[p] = f"s{step}"
+                step += 1
+        return labels
 
     # ---- operand ranges ----------------------------------------------------------------
     def operand_range(self, which: Literal["a", "b"]) -> tuple[int, int]:

@@ -36,7 +36,8 @@ def decode(ids: Int[Tensor, " pos"] | list[int], *, skip_special: bool = True) -
     out = []
     for pos, i in enumerate(ids):
         if not 0 <= i < VOCAB_SIZE:
-            raise ValueError(f"token id {i} at position {pos} is outside the vocabulary 0..{VOCAB_SIZE - 1}")
+            raise ValueError(f"token id {i} at position {pos} is outside the vocabulary "
+                             f"0..{VOCAB_SIZE - 1}")
         tok = TOKENS[i]
         if skip_special and tok in SPECIALS:
             continue

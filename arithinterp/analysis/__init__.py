@@ -1,0 +1,1 @@
+"""Localization: patching, attribution, attention summaries, component ranking."""
