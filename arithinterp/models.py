@@ -210,6 +210,94 @@ def load_model(path: str | Path, device: Device = "cpu") -> LoadedModel:
     return LoadedModel(move_to(model, device), spec, task)
 
 
+@dataclass(frozen=True)
+class NativeWeights:
+    """The weights of a from-scratch model in TransformerLens's shapes, detached.
+
+    W_Q/W_K/W_V: [layer head d_model d_head], W_O: [layer head d_head d_model],
+    W_in: [layer d_model d_mlp], W_out: [layer d_mlp d_model]; norm weights per layer.
+    """
+
+    W_E: torch.Tensor
+    W_pos: torch.Tensor
+    W_Q: torch.Tensor
+    b_Q: torch.Tensor
+    W_K: torch.Tensor
+    b_K: torch.Tensor
+    W_V: torch.Tensor
+    b_V: torch.Tensor
+    W_O: torch.Tensor
+    b_O: torch.Tensor
+    W_in: torch.Tensor | None
+    b_in: torch.Tensor | None
+    W_out: torch.Tensor | None
+    b_out: torch.Tensor | None
+    ln1: list[tuple[torch.Tensor, torch.Tensor | None]]
+    ln2: list[tuple[torch.Tensor, torch.Tensor | None]]
+    ln_final: tuple[torch.Tensor, torch.Tensor | None] | None
+    W_U: torch.Tensor
+    normalization: str | None  # "LN", "RMS" or None
+    eps: float
+    act_fn: str
+    attn_scale: float
+
+
+def native_weights(model: HookedModel) -> NativeWeights | None:
+    """Weights of a boot_native model with learned positions, or None for other models.
+
+    Engines that recompute parts of the forward pass themselves use these; models they do
+    not cover (rotary, grouped-query, gated MLPs, wrapped Hugging Face models) get None.
+    """
+    cfg = model.cfg
+    if (getattr(cfg, "architecture", None) != "TransformerLensNative"
+            or cfg.positional_embedding_type != "standard" or cfg.gated_mlp
+            or (cfg.n_key_value_heads not in (None, cfg.n_heads))
+            or cfg.parallel_attn_mlp or cfg.final_rms or cfg.attn_scores_soft_cap > 0
+            or cfg.output_logits_soft_cap > 0
+            or cfg.normalization_type not in ("LN", "RMS", None)):
+        return None
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+    if "pos_embed.weight" not in sd:
+        return None
+    n_layers, n_heads, d_head = cfg.n_layers, cfg.n_heads, cfg.d_head
+    norm = cfg.normalization_type
+
+    def per_layer(name: str) -> torch.Tensor:
+        return torch.stack([sd[f"blocks.{i}.{name}"] for i in range(n_layers)])
+
+    def heads_in(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        w = per_layer(f"attn.{name}.weight")  # [layer, head*d_head, d_model]
+        b = per_layer(f"attn.{name}.bias")
+        return (w.view(n_layers, n_heads, d_head, -1).transpose(-1, -2),
+                b.view(n_layers, n_heads, d_head))
+
+    def norm_of(prefix: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        if norm is None:
+            return None
+        return sd[f"{prefix}.weight"], sd.get(f"{prefix}.bias")
+
+    W_Q, b_Q = heads_in("q")
+    W_K, b_K = heads_in("k")
+    W_V, b_V = heads_in("v")
+    W_O = per_layer("attn.o.weight").view(n_layers, -1, n_heads, d_head).permute(0, 2, 3, 1)
+    mlp = not cfg.attn_only
+    scale = cfg.attn_scale if cfg.use_attn_scale and cfg.attn_scale > 0 else d_head**0.5
+    return NativeWeights(
+        W_E=sd["embed.weight"], W_pos=sd["pos_embed.weight"],
+        W_Q=W_Q, b_Q=b_Q, W_K=W_K, b_K=b_K, W_V=W_V, b_V=b_V, W_O=W_O,
+        b_O=per_layer("attn.o.bias"),
+        W_in=per_layer("mlp.in.weight").transpose(1, 2) if mlp else None,
+        b_in=per_layer("mlp.in.bias") if mlp else None,
+        W_out=per_layer("mlp.out.weight").transpose(1, 2) if mlp else None,
+        b_out=per_layer("mlp.out.bias") if mlp else None,
+        ln1=[norm_of(f"blocks.{i}.ln1") for i in range(n_layers)] if norm else [],
+        ln2=[norm_of(f"blocks.{i}.ln2") for i in range(n_layers)] if norm and mlp else [],
+        ln_final=norm_of("ln_final"),
+        W_U=sd["unembed.weight"].T, normalization=norm, eps=float(cfg.eps),
+        act_fn=cfg.act_fn, attn_scale=float(scale),
+    )
+
+
 # ---- the zoo -------------------------------------------------------------------------------
 def zoo_names() -> list[str]:
     """Names of the models shipped in arithinterp/zoo."""

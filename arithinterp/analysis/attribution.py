@@ -1,0 +1,197 @@
+"""Direct logit attribution (DLA) and the logit lens, read from a cached forward pass.
+
+DLA splits the logit difference at ``metric.pos`` (correct − wrong; positive = helps the
+correct answer) into what each component writes to the final residual stream, seen
+through the final norm with its cached scale: every head (``hook_z @ W_O``), every MLP,
+the token and positional embeddings, the attention output biases, and the constant rows
+``ln_final.b`` and ``b_U``. The rows of one prompt sum to its logit difference exactly.
+
+The logit lens reads each layer's residual stream at the position that predicts each
+answer digit through the model's own final norm (scale recomputed) and unembedding.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from arithinterp.analysis.metrics import AnswerMetric
+from arithinterp.models import HookedModel
+from arithinterp.tasks import Dataset
+
+
+# ---- TransformerLens surface: every TL-internal access of this module (move to models.py) ---
+def act_name(name: str, layer: int | None = None) -> str:
+    """The classic TransformerLens hook name ('z', 1) -> 'blocks.1.attn.hook_z'."""
+    from transformer_lens.utilities import get_act_name  # lazy: importing TL costs ~3 s
+
+    return get_act_name(name, layer)
+
+
+def _final_norm(model: HookedModel) -> tuple[str | None, Tensor | None, Tensor | None]:
+    """(normalization_type, effective weight, bias) of ln_final; weight None = identity."""
+    kind = model.cfg.normalization_type
+    if kind is None:
+        return None, None, None
+    norm = model.ln_final
+    weight = norm.weight + 1 if getattr(model.cfg, "rmsnorm_uses_offset", False) else norm.weight
+    return kind, weight, getattr(norm, "bias", None) if kind == "LN" else None
+
+
+def _has_pos_embed(model: HookedModel) -> bool:
+    return model.cfg.positional_embedding_type == "standard"
+
+
+def _readout(
+    model: HookedModel, resid: Float[Tensor, "*rest d_model"]
+) -> Float[Tensor, "*rest d_vocab"]:
+    """Logits of a residual stream through the model's own ln_final (fresh scale) and unembed."""
+    return model.unembed(model.ln_final(resid))
+
+
+# ---- DLA -----------------------------------------------------------------------------------
+def _dla_labels(model: HookedModel) -> list[tuple[str, int | None, int | None, str]]:
+    """(component, layer, head, kind) per row, in residual-stream order."""
+    rows: list[tuple[str, int | None, int | None, str]] = [("embed", None, None, "embed")]
+    if _has_pos_embed(model):
+        rows.append(("pos_embed", None, None, "pos_embed"))
+    for layer in range(model.cfg.n_layers):
+        rows += [(f"L{layer}H{h}", layer, h, "head") for h in range(model.cfg.n_heads)]
+        if not model.cfg.attn_only:
+            rows.append((f"L{layer}.mlp", layer, None, "mlp"))
+    rows.append(("b_O", None, None, "bias"))
+    if _final_norm(model)[2] is not None:
+        rows.append(("ln_final.b", None, None, "bias"))
+    rows.append(("b_U", None, None, "bias"))
+    return rows
+
+
+def _dla_hooks(model: HookedModel) -> set[str]:
+    names = {act_name("embed")} | {act_name("z", L) for L in range(model.cfg.n_layers)}
+    if _has_pos_embed(model):
+        names.add(act_name("pos_embed"))
+    if not model.cfg.attn_only:
+        names |= {act_name("mlp_out", L) for L in range(model.cfg.n_layers)}
+    if model.cfg.normalization_type is not None:
+        names.add(act_name("scale"))
+    return names
+
+
+def _dla_batch(
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], pos: int,
+    correct: Int[Tensor, " batch"], wrong: Int[Tensor, " batch"],
+) -> Float[Tensor, "batch component"]:
+    """Per-prompt DLA rows (in `_dla_labels` order) for one batch."""
+    hooks = _dla_hooks(model)
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
+    cfg = model.cfg
+    parts = [cache[act_name("embed")][:, pos, None]]
+    if _has_pos_embed(model):
+        parts.append(cache[act_name("pos_embed")][:, pos, None])
+    for layer in range(cfg.n_layers):
+        z = cache[act_name("z", layer)][:, pos]
+        parts.append(torch.einsum("bhd,hdm->bhm", z, model.W_O[layer]))
+        if not cfg.attn_only:
+            parts.append(cache[act_name("mlp_out", layer)][:, pos, None])
+    parts.append(model.b_O.sum(0).expand(len(tokens), 1, -1))
+    comps = torch.cat(parts, dim=1)  # [batch, component, d_model]
+    kind, weight, bias = _final_norm(model)
+    if kind == "LN":  # LN centers its input; centering is linear, so it splits per component
+        comps = comps - comps.mean(-1, keepdim=True)
+    if kind is not None:
+        comps = comps / cache[act_name("scale")][:, pos, None] * weight
+    direction = (model.W_U[:, correct] - model.W_U[:, wrong]).T  # [batch, d_model]
+    rows = [torch.einsum("bcm,bm->bc", comps, direction)]
+    if bias is not None:
+        rows.append((direction @ bias)[:, None])
+    rows.append((model.b_U[correct] - model.b_U[wrong])[:, None])
+    return torch.cat(rows, dim=1)
+
+
+@torch.inference_mode()
+def compute_dla_per_prompt(
+    model: HookedModel, data: Dataset, metric: AnswerMetric, *, batch_size: int = 256
+) -> tuple[Float[Tensor, "batch component"], list[str]]:
+    """Per-prompt DLA to the logit diff (correct − wrong) and row labels; rows sum to it."""
+    if metric.kind != "logit_diff":
+        raise ValueError(f"DLA decomposes a logit difference; metric.kind is {metric.kind!r}")
+    if len(metric.correct) != len(data):
+        raise ValueError(f"metric has {len(metric.correct)} prompts but data has {len(data)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(data), batch_size):
+        sl = slice(start, start + batch_size)
+        out.append(_dla_batch(model, data.tokens[sl].to(device), metric.pos,
+                              metric.correct[sl].to(device), metric.wrong[sl].to(device)).cpu())
+    return torch.cat(out), [row[0] for row in _dla_labels(model)]
+
+
+def compute_dla(
+    model: HookedModel, data: Dataset, metric: AnswerMetric, *, batch_size: int = 256
+) -> pd.DataFrame:
+    """DLA per component (mean and std over prompts); `value` > 0 pushes correct over wrong.
+
+    Columns: component, layer, head, kind, value, std. The values sum to the mean logit diff.
+    """
+    values, _ = compute_dla_per_prompt(model, data, metric, batch_size=batch_size)
+    labels = _dla_labels(model)
+    per_prompt = pd.DataFrame(values.double().numpy(), columns=[r[0] for r in labels])
+    return pd.DataFrame({
+        "component": [r[0] for r in labels],
+        "layer": pd.array([r[1] for r in labels], dtype="Int64"),
+        "head": pd.array([r[2] for r in labels], dtype="Int64"),
+        "kind": [r[3] for r in labels],
+        "value": per_prompt.mean().to_numpy(),
+        "std": per_prompt.std().to_numpy(),  # ddof=1; NaN for a single prompt
+    })
+
+
+# ---- logit lens ----------------------------------------------------------------------------
+def _lens_stages(model: HookedModel) -> list[tuple[str, int | None, str]]:
+    """(stage, layer, hook name): the embeddings, then each block's resid_post."""
+    stages: list[tuple[str, int | None, str]] = [("embed", None, act_name("resid_pre", 0))]
+    return stages + [(f"L{L}", L, act_name("resid_post", L)) for L in range(model.cfg.n_layers)]
+
+
+@torch.inference_mode()
+def compute_logit_lens(model: HookedModel, data: Dataset, *, batch_size: int = 256) -> pd.DataFrame:
+    """Accuracy, mean rank (0 = top) and mean probability of the correct answer digit token.
+
+    One row per (stage, answer digit k), read at position answer_positions()[k] - 1.
+    Columns: stage, layer, digit, pos, token (label of pos), target, accuracy, mean_rank,
+    mean_prob.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    spec = data.spec
+    targets = spec.answer_positions()
+    queries = [p - 1 for p in targets]
+    stages = _lens_stages(model)
+    hooks = {s[2] for s in stages}
+    device = next(model.parameters()).device
+    acc, rank, prob = [], [], []  # each: [stage, batch, digit] per batch
+    for start in range(0, len(data), batch_size):
+        tokens = data.tokens[start : start + batch_size].to(device)
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
+        correct = tokens[:, targets]
+        logits = torch.stack([_readout(model, cache[s[2]][:, queries]) for s in stages])
+        picked = logits.gather(-1, correct.expand(len(stages), -1, -1)[..., None])
+        acc.append((logits.argmax(-1) == correct).float().cpu())
+        rank.append((logits > picked).sum(-1).float().cpu())
+        prob.append(logits.float().softmax(-1).gather(
+            -1, correct.expand(len(stages), -1, -1)[..., None])[..., 0].cpu())
+    acc_m, rank_m, prob_m = (torch.cat(x, dim=1).double().mean(1) for x in (acc, rank, prob))
+    labels = spec.position_labels()
+    rows = [
+        {"stage": stage, "layer": layer, "digit": k, "pos": q, "token": labels[q],
+         "target": labels[targets[k]], "accuracy": float(acc_m[i, k]),
+         "mean_rank": float(rank_m[i, k]), "mean_prob": float(prob_m[i, k])}
+        for i, (stage, layer, _) in enumerate(stages) for k, q in enumerate(queries)
+    ]
+    df = pd.DataFrame(rows)
+    df["layer"] = df["layer"].astype("Int64")
+    return df

@@ -1,0 +1,163 @@
+"""A transformer forward pass written against `NativeWeights`, able to resume mid-network.
+
+Exact patching only needs the part of the network a patch can change: the layers from the
+patched one on, at positions from the first patched one up to the metric's position
+(attention is causal), with keys and values of earlier positions taken from the base run.
+`run_trace` computes and keeps every activation of a full run; `run_suffix` recomputes
+from a given layer on, for a stack of patched variants at once, and returns only the
+logits at the last position it was given. Both follow TransformerLens's native model
+operation by operation, so results agree with its hooks to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from arithinterp.models import NativeWeights
+
+Stage = Literal["pre", "mid"]
+ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+               "relu": F.relu, "silu": F.silu}
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Every activation of one run, per layer: [batch pos ...] tensors."""
+
+    resid_pre: list[Tensor]  # [batch pos d_model]
+    q: list[Tensor]  # [batch pos head d_head]
+    k: list[Tensor]
+    v: list[Tensor]
+    pattern: list[Tensor]  # [batch head query key]
+    z: list[Tensor]  # [batch pos head d_head]
+    attn_out: list[Tensor]  # [batch pos d_model]
+    resid_mid: list[Tensor]
+    mlp_out: list[Tensor]
+    resid_post: list[Tensor]
+    logits: Tensor  # [batch pos d_vocab]
+
+    def get(self, site: str, layer: int) -> Tensor:
+        """Activation of `site` ('z', 'resid_pre', ...) at `layer`."""
+        return getattr(self, site)[layer]
+
+
+def normalize(w: NativeWeights, x: Float[Tensor, "... d_model"],
+              params: tuple[Tensor, Tensor | None] | None) -> Float[Tensor, "... d_model"]:
+    """The model's LayerNorm / RMSNorm (or identity)."""
+    if w.normalization is None or params is None:
+        return x
+    weight, bias = params
+    if w.normalization == "LN":
+        return F.layer_norm(x, (x.shape[-1],), weight, bias, w.eps)
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + w.eps))
+
+
+def _norm(w: NativeWeights, kind: str, layer: int) -> tuple[Tensor, Tensor | None] | None:
+    table = w.ln1 if kind == "ln1" else w.ln2
+    return table[layer] if table else None
+
+
+def qkv(w: NativeWeights, layer: int, resid: Float[Tensor, "*b pos d_model"]):
+    """Queries, keys and values [*b pos head d_head] of a residual stream at `layer`."""
+    x = normalize(w, resid, _norm(w, "ln1", layer))
+    return tuple(
+        einops.einsum(x, W[layer], "... pos d_model, head d_model d_head -> ... pos head d_head")
+        + b[layer]
+        for W, b in ((w.W_Q, w.b_Q), (w.W_K, w.b_K), (w.W_V, w.b_V))
+    )
+
+
+def attend(w: NativeWeights, q: Tensor, k: Tensor, v: Tensor, q_offset: int):
+    """Causal attention of queries at positions q_offset.. over keys 0..: (pattern, z)."""
+    scores = einops.einsum(q, k, "... qpos head d_head, ... kpos head d_head -> ... head qpos kpos")
+    scores = scores / w.attn_scale
+    qpos = torch.arange(q.shape[-3], device=q.device)[:, None] + q_offset
+    kpos = torch.arange(k.shape[-3], device=q.device)[None, :]
+    masked = kpos > qpos
+    pattern = scores.masked_fill(masked, float("-inf")).softmax(-1).masked_fill(masked, 0.0)
+    z = einops.einsum(pattern, v,
+                      "... head qpos kpos, ... kpos head d_head -> ... qpos head d_head")
+    return pattern, z
+
+
+def head_out(w: NativeWeights, layer: int, z: Float[Tensor, "*b pos head d_head"]):
+    """Attention output [*b pos d_model] from z (all heads summed, plus b_O)."""
+    pattern = "... pos head d_head, head d_head d_model -> ... pos d_model"
+    return einops.einsum(z, w.W_O[layer], pattern) + w.b_O[layer]
+
+
+def mlp(w: NativeWeights, layer: int, resid_mid: Float[Tensor, "*b pos d_model"]):
+    """MLP output [*b pos d_model] (zeros for attention-only models)."""
+    if w.W_in is None:
+        return torch.zeros_like(resid_mid)
+    x = normalize(w, resid_mid, _norm(w, "ln2", layer))
+    hidden = ACTIVATIONS[w.act_fn](x @ w.W_in[layer] + w.b_in[layer])
+    return hidden @ w.W_out[layer] + w.b_out[layer]
+
+
+def unembed(w: NativeWeights, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+    """Logits from the final residual stream."""
+    return normalize(w, resid, w.ln_final) @ w.W_U
+
+
+@torch.inference_mode()
+def run_trace(w: NativeWeights, tokens: Int[Tensor, "batch pos"]) -> Trace:
+    """A full forward pass keeping every activation."""
+    n_layers = w.W_Q.shape[0]
+    acts: dict[str, list[Tensor]] = {name: [] for name in Trace.__dataclass_fields__
+                                     if name != "logits"}
+    resid = w.W_E[tokens] + w.W_pos[: tokens.shape[1]]
+    for layer in range(n_layers):
+        q, k, v = qkv(w, layer, resid)
+        pattern, z = attend(w, q, k, v, 0)
+        attn_out = head_out(w, layer, z)
+        mid = resid + attn_out
+        mlp_out = mlp(w, layer, mid)
+        post = mid + mlp_out
+        for name, val in (("resid_pre", resid), ("q", q), ("k", k), ("v", v),
+                          ("pattern", pattern), ("z", z), ("attn_out", attn_out),
+                          ("resid_mid", mid), ("mlp_out", mlp_out), ("resid_post", post)):
+            acts[name].append(val)
+        resid = post
+    return Trace(**acts, logits=unembed(w, resid))
+
+
+@torch.inference_mode()
+def run_suffix(
+    w: NativeWeights, base: Trace, layer: int, stage: Stage,
+    resid: Float[Tensor, "variant batch pos d_model"], lo: int,
+) -> Float[Tensor, "variant batch d_vocab"]:
+    """Logits at the last given position after resuming at `layer` (before its attention
+    for stage 'pre', before its MLP for 'mid') from `resid`, the residual stream at
+    positions lo..hi of each patched variant; positions < lo are the base run's.
+
+    Only the last position reaches the logits, so the final layer computes its query, its
+    MLP and everything after at that position alone.
+    """
+    n_layers = w.W_Q.shape[0]
+    hi = lo + resid.shape[2] - 1
+    if stage == "mid":
+        if layer == n_layers - 1:
+            resid = resid[:, :, -1:]
+        resid = resid + mlp(w, layer, resid)
+        layer += 1
+    for ell in range(layer, n_layers):
+        q, k, v = qkv(w, ell, resid)
+        if lo:
+            shape = (resid.shape[0], *base.k[ell].shape[:1], lo, *base.k[ell].shape[2:])
+            k = torch.cat([base.k[ell][:, :lo].expand(shape), k], dim=2)
+            v = torch.cat([base.v[ell][:, :lo].expand(shape), v], dim=2)
+        q_offset = lo
+        if ell == n_layers - 1:
+            q, resid, q_offset = q[:, :, -1:], resid[:, :, -1:], hi
+        _, z = attend(w, q, k, v, q_offset)
+        mid = resid + head_out(w, ell, z)
+        resid = mid + mlp(w, ell, mid)
+    return unembed(w, resid[:, :, -1])

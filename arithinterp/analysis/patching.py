@@ -1,0 +1,281 @@
+"""Exact activation patching over whole grids, without one forward pass per grid cell.
+
+Denoising copies each clean activation into the corrupted run; noising copies corrupted
+activations into the clean run. A cell's patch can only change the network from its layer
+on, at positions from the first patched one up to the metric's position, so the fast
+engine resumes the forward pass there (`forward.run_suffix`) for all the heads of a
+(layer, position) group at once. Models it does not cover (rotary, grouped-query, wrapped
+Hugging Face models) go through TransformerLens's own patching functions, the reference the
+tests hold the fast engine to.
+
+Grids (axes in this order): resid_pre / resid_mid / resid_post / attn_out / mlp_out:
+(layer, pos); z / q / k / v / pattern with by_pos: (layer, head, pos) where pos is the
+patched position (the destination position for pattern); without: (layer, head).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from arithinterp.analysis import forward as fw
+from arithinterp.analysis.metrics import AnswerMetric, normalized_effect
+from arithinterp.models import HookedModel, NativeWeights, native_weights
+from arithinterp.tasks import PromptPairs
+
+Site = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
+               "z", "q", "k", "v", "pattern"]
+Direction = Literal["denoise", "noise"]
+RESID_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+HEAD_SITES = ("z", "q", "k", "v", "pattern")
+MAX_ROWS = 1 << 16  # variant x prompt x position rows per recomputation chunk
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """Which activations to patch: one site, per position or all positions at once."""
+
+    site: Site
+    by_pos: bool = True  # head sites only; residual-type sites are always by position
+
+    def __post_init__(self) -> None:
+        if self.site not in RESID_SITES + HEAD_SITES:
+            raise ValueError(f"site must be one of {RESID_SITES + HEAD_SITES}, got {self.site!r}")
+        if self.site in RESID_SITES and not self.by_pos:
+            raise ValueError(f"site {self.site!r} is patched by position (by_pos=True)")
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        if self.site in RESID_SITES:
+            return ("layer", "pos")
+        return ("layer", "head", "pos") if self.by_pos else ("layer", "head")
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """Per-prompt metric of every patched run, with the unpatched baselines and labels."""
+
+    spec: PatchSpec
+    direction: Direction
+    metric: str
+    values: Float[Tensor, ...]  # [*grid, batch]
+    clean: Float[Tensor, " batch"]
+    corrupted: Float[Tensor, " batch"]
+    pos_labels: list[str]
+
+    def mean(self) -> Float[Tensor, ...]:
+        """Mean patched metric per grid cell."""
+        return self.values.mean(-1)
+
+    def normalized(self) -> Float[Tensor, ...]:
+        """Per cell: (patched - corrupted) / (clean - corrupted) on means; 1 = clean."""
+        return normalized_effect(self.mean(), float(self.clean.mean()),
+                                 float(self.corrupted.mean()))
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per grid cell: layer, head, pos, token, component, value, normalized."""
+        mean, norm = self.mean(), self.normalized()
+        rows = []
+        for idx in torch.cartesian_prod(*(torch.arange(n) for n in mean.shape)).reshape(
+                -1, mean.ndim).tolist():
+            cell = dict(zip(self.spec.axes, idx, strict=True))
+            layer, head, pos = cell["layer"], cell.get("head"), cell.get("pos")
+            component = (f"L{layer}H{head}" if head is not None else
+                         f"L{layer}.{'mlp' if self.spec.site == 'mlp_out' else 'attn'}"
+                         if self.spec.site in ("attn_out", "mlp_out") else f"L{layer}.resid")
+            rows.append({
+                "site": self.spec.site, "by_pos": self.spec.by_pos, "layer": layer,
+                "head": head, "pos": pos,
+                "token": self.pos_labels[pos] if pos is not None else None,
+                "component": component, "value": float(mean[tuple(idx)]),
+                "normalized": float(norm[tuple(idx)]), "direction": self.direction,
+                "metric": self.metric,
+            })
+        return pd.DataFrame(rows)
+
+
+def sweep_patching(
+    model: HookedModel, pairs: PromptPairs, spec: PatchSpec, metric: AnswerMetric,
+    *, direction: Direction = "denoise", engine: Literal["auto", "fast", "reference"] = "auto",
+) -> PatchResult:
+    """Patch every cell of spec's grid and score each patched run with `metric`."""
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    if engine not in ("auto", "fast", "reference"):
+        raise ValueError(f"engine must be auto, fast or reference, got {engine!r}")
+    weights = native_weights(model) if engine != "reference" else None
+    if engine == "fast" and weights is None:
+        raise ValueError("the fast engine covers from-scratch models with learned positions; "
+                         "use engine='auto' or 'reference' for this model")
+    device = next(model.parameters()).device
+    clean_tokens = pairs.clean.tokens.to(device)
+    corrupt_tokens = pairs.corrupt.tokens.to(device)
+    if weights is None:
+        values, clean, corrupted = _sweep_reference(model, clean_tokens, corrupt_tokens, spec,
+                                                    metric, direction)
+    else:
+        clean_trace = fw.run_trace(weights, clean_tokens)
+        corrupt_trace = fw.run_trace(weights, corrupt_tokens)
+        base, donor = ((corrupt_trace, clean_trace) if direction == "denoise"
+                       else (clean_trace, corrupt_trace))
+        values = _sweep_fast(weights, base, donor, spec, metric)
+        clean = metric.score(clean_trace.logits[:, metric.pos])
+        corrupted = metric.score(corrupt_trace.logits[:, metric.pos])
+    return PatchResult(spec, direction, metric.label, values.cpu(), clean.cpu(), corrupted.cpu(),
+                       pairs.clean.spec.position_labels())
+
+
+# ---- the fast engine ---------------------------------------------------------------------
+def _start(site: str, layer: int) -> tuple[int, fw.Stage, str]:
+    """Where a patch of `site` at `layer` re-enters the network: (layer, stage, resid)."""
+    if site in ("resid_pre",):
+        return layer, "pre", "resid_pre"
+    if site in ("resid_mid", "attn_out") or site in HEAD_SITES:
+        return layer, "mid", "resid_mid"
+    return layer + 1, "pre", "resid_post"  # resid_post, mlp_out
+
+
+def _sweep_fast(w: NativeWeights, base: fw.Trace, donor: fw.Trace, spec: PatchSpec,
+                metric: AnswerMetric) -> Tensor:
+    n_layers, n_heads = w.W_Q.shape[:2]
+    batch, n_pos = base.resid_pre[0].shape[:2]
+    hi = metric.pos
+    base_score = metric.score(base.logits[:, hi])
+    heads = spec.site in HEAD_SITES
+    grid = (n_layers, n_heads, n_pos) if heads and spec.by_pos else (
+        (n_layers, n_heads) if heads else (n_layers, n_pos))
+    out = base_score.expand(*grid, batch).clone()  # cells after the metric position: no effect
+    positions = list(range(hi + 1)) if spec.by_pos else [None]
+    for layer in range(n_layers):
+        start_layer, stage, resid_name = _start(spec.site, layer)
+        for p in positions:
+            lo = 0 if p is None else p
+            if lo < hi and _only_here(spec, start_layer, stage, n_layers):
+                continue  # changes only position lo, which the last layer never reads again
+            start = base.get(resid_name, start_layer - (resid_name == "resid_post"))
+            start = start[:, lo : hi + 1]
+            deltas = (_head_deltas(w, base, donor, spec.site, layer, p, hi) if heads
+                      else _resid_delta(base, donor, spec.site, layer, p, hi)[None])
+            scores = _run_chunked(w, base, start_layer, stage, start, deltas, lo, metric)
+            for v, score in enumerate(scores):
+                cell = (layer, v) if heads else (layer,)
+                if p is not None:
+                    out[(*cell, p)] = score
+                else:
+                    out[cell] = score
+    return out
+
+
+def _only_here(spec: PatchSpec, start_layer: int, stage: fw.Stage, n_layers: int) -> bool:
+    """Whether a by-position patch resuming here touches nothing the metric position reads:
+    after the last attention layer, positions no longer mix."""
+    past_attention = start_layer >= n_layers or (start_layer == n_layers - 1 and stage == "mid")
+    return spec.by_pos and past_attention and spec.site not in ("k", "v")
+
+
+def _resid_delta(base: fw.Trace, donor: fw.Trace, site: str, layer: int, p: int, hi: int):
+    """Change of the residual stream at positions p..hi when `site` at (layer, p) is patched."""
+    diff = donor.get(site, layer)[:, p] - base.get(site, layer)[:, p]
+    delta = torch.zeros_like(base.resid_pre[0][:, p : hi + 1])
+    delta[:, 0] = diff
+    return delta
+
+
+def _head_deltas(w: NativeWeights, base: fw.Trace, donor: fw.Trace, site: str, layer: int,
+                 p: int | None, hi: int) -> Tensor:
+    """[head batch pos d_model]: change of attention output at positions lo..hi per head."""
+    lo = 0 if p is None else p
+    sl = slice(None) if p is None else slice(p, p + 1)
+    q, k, v = (base.get(n, layer)[:, : hi + 1] for n in ("q", "k", "v"))
+    if site == "z":
+        z_new = _place(base.z[layer][:, : hi + 1], donor.z[layer][:, : hi + 1], sl)
+    elif site == "pattern":
+        pat = base.pattern[layer][:, :, : hi + 1, : hi + 1].clone()
+        pat[:, :, sl] = donor.pattern[layer][:, :, : hi + 1, : hi + 1][:, :, sl]
+        z_new = torch.einsum("bhqk,bkhd->bqhd", pat, v)
+    else:
+        src = {"q": q, "k": k, "v": v}
+        src[site] = _place(src[site], donor.get(site, layer)[:, : hi + 1], sl)
+        z_new = fw.attend(w, src["q"], src["k"], src["v"], 0)[1]
+    dz = (z_new - base.z[layer][:, : hi + 1])[:, lo:]  # [batch pos head d_head]
+    return torch.einsum("bphd,hdm->hbpm", dz, w.W_O[layer])
+
+
+def _place(base: Tensor, donor: Tensor, sl: slice) -> Tensor:
+    out = base.clone()
+    out[:, sl] = donor[:, sl]
+    return out
+
+
+def _run_chunked(w: NativeWeights, base: fw.Trace, layer: int, stage: fw.Stage, start: Tensor,
+                 deltas: Tensor, lo: int, metric: AnswerMetric) -> list[Tensor]:
+    """Scores [batch] for each variant (start + delta), chunked to bound memory."""
+    n_var, batch, n_pos = deltas.shape[:3]
+    per_chunk = max(1, MAX_ROWS // (batch * n_pos))
+    scores = []
+    for i in range(0, n_var, per_chunk):
+        resid = start[None] + deltas[i : i + per_chunk]
+        logits = fw.run_suffix(w, base, layer, stage, resid, lo)
+        scores.extend(metric.score(row) for row in logits)
+    return scores
+
+
+# ---- the reference engine: TransformerLens's own patching functions ------------------------
+_TL_FUNCS: dict[tuple[str, bool], tuple[str, Callable[[Tensor], Tensor]]] = {
+    # (site, by_pos) -> (TL function, permutation of its output into our axis order)
+    ("resid_pre", True): ("get_act_patch_resid_pre", lambda t: t),
+    ("resid_mid", True): ("get_act_patch_resid_mid", lambda t: t),
+    ("attn_out", True): ("get_act_patch_attn_out", lambda t: t),
+    ("mlp_out", True): ("get_act_patch_mlp_out", lambda t: t),
+    ("z", True): ("get_act_patch_attn_head_out_by_pos", lambda t: t.transpose(1, 2)),
+    ("q", True): ("get_act_patch_attn_head_q_by_pos", lambda t: t.transpose(1, 2)),
+    ("k", True): ("get_act_patch_attn_head_k_by_pos", lambda t: t.transpose(1, 2)),
+    ("v", True): ("get_act_patch_attn_head_v_by_pos", lambda t: t.transpose(1, 2)),
+    ("pattern", True): ("get_act_patch_attn_head_pattern_by_pos", lambda t: t),
+    ("z", False): ("get_act_patch_attn_head_out_all_pos", lambda t: t),
+    ("q", False): ("get_act_patch_attn_head_q_all_pos", lambda t: t),
+    ("k", False): ("get_act_patch_attn_head_k_all_pos", lambda t: t),
+    ("v", False): ("get_act_patch_attn_head_v_all_pos", lambda t: t),
+    ("pattern", False): ("get_act_patch_attn_head_pattern_all_pos", lambda t: t),
+}
+
+
+def reference_patching(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor,
+                       spec: PatchSpec, metric: Callable[[Tensor], Tensor]) -> Tensor:
+    """Mean metric per grid cell from TransformerLens's patching functions (our axis order)."""
+    from transformer_lens import patching
+
+    if spec.site == "resid_post":
+        raise ValueError("TransformerLens has no resid_post grid; it equals resid_pre of the "
+                         "next layer")
+    name, to_ours = _TL_FUNCS[(spec.site, spec.by_pos)]
+    _, donor_cache = model.run_with_cache(donor_tokens)
+    with torch.inference_mode():
+        return to_ours(getattr(patching, name)(model, base_tokens, donor_cache,
+                                               lambda logits: metric(logits).mean()))
+
+
+def _sweep_reference(model: HookedModel, clean_tokens: Tensor, corrupt_tokens: Tensor,
+                     spec: PatchSpec, metric: AnswerMetric, direction: Direction):
+    """Per-prompt values via TL (one forward per cell): the path for models the fast engine
+    does not cover."""
+    from transformer_lens import patching
+
+    base, donor = ((corrupt_tokens, clean_tokens) if direction == "denoise"
+                   else (clean_tokens, corrupt_tokens))
+    if spec.site == "resid_post":
+        raise ValueError("resid_post grids need the fast engine; use resid_pre of the next layer")
+    name, to_ours = _TL_FUNCS[(spec.site, spec.by_pos)]
+    with torch.inference_mode():
+        clean = metric(model(clean_tokens))
+        corrupted = metric(model(corrupt_tokens))
+        _, donor_cache = model.run_with_cache(donor)
+        result = getattr(patching, name)(model, base, donor_cache, metric, reduce="none")
+    values = result.values if hasattr(result, "values") else result
+    return to_ours(values), clean, corrupted

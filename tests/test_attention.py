@@ -1,0 +1,75 @@
+"""Attention summaries: rows sum to 1, a hand-checkable uniform model, and add3's column heads."""
+
+import pytest
+import torch
+
+from arithinterp.analysis.attention import compute_attention_patterns, compute_operand_attention
+from arithinterp.analysis.attribution import act_name
+from arithinterp.models import ModelSpec, build_model, load_model
+from arithinterp.tasks import make_splits
+
+
+@pytest.fixture(scope="module")
+def data(tiny_task):
+    return make_splits(tiny_task, 0, 24, seed=2)[1]
+
+
+@pytest.fixture(scope="module")
+def uniform_model(tiny_task):
+    """Zero queries: every score is 0, so each query attends uniformly to itself and before."""
+    model = build_model(ModelSpec(n_layers=2, d_model=32, n_heads=4, d_mlp=64), tiny_task)
+    state = model.state_dict()
+    for key in state:
+        if ".attn.q." in key:
+            state[key] = torch.zeros_like(state[key])
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def test_operand_attention_rows_sum_to_one(tiny_model, data):
+    df = compute_operand_attention(tiny_model, data, batch_size=10)
+    keys = ["a0", "a1", "b0", "b1", "other"]
+    assert len(df) == 2 * 4 * 3 * len(keys)
+    assert df["key"].tolist()[:5] == keys
+    assert df["key_pos"].tolist()[:4] == [2, 1, 5, 4] and df["key_pos"].isna().sum() == 24
+    sums = df.groupby(["layer", "head", "digit"])["attention"].sum()
+    assert sums.to_numpy() == pytest.approx(1.0, abs=1e-5)
+    assert (df["std"] >= 0).all()
+    assert set(df["component"]) == {f"L{L}H{h}" for L in range(2) for h in range(4)}
+
+
+def test_uniform_attention_is_one_over_prefix_length(uniform_model, data, tiny_task):
+    df = compute_operand_attention(uniform_model, data)
+    for q, group in df.groupby("query_pos"):
+        share = 1 / (q + 1)
+        operand = group[group["key"] != "other"]["attention"].to_numpy()
+        other = group[group["key"] == "other"]["attention"].to_numpy()
+        assert operand == pytest.approx(share, abs=1e-6)
+        assert other == pytest.approx((q + 1 - 4) * share, abs=1e-6)
+    assert sorted(df["query_pos"].unique()) == [p - 1 for p in tiny_task.answer_positions()]
+
+
+def test_attention_patterns_match_the_cache(tiny_model, data):
+    pattern = compute_attention_patterns(tiny_model, data.tokens, 1, 2, batch_size=7)
+    with torch.inference_mode():
+        _, cache = tiny_model.run_with_cache(data.tokens)
+    torch.testing.assert_close(pattern, cache[act_name("pattern", 1)][:, 2])
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:2]))
+    assert (pattern.triu(1) == 0).all()  # causal
+    with pytest.raises(ValueError, match="layer"):
+        compute_attention_patterns(tiny_model, data.tokens, 2, 0)
+    with pytest.raises(ValueError, match="head"):
+        compute_attention_patterns(tiny_model, data.tokens, 0, 4)
+
+
+def test_add3_has_a_layer0_head_reading_each_column():
+    loaded = load_model("add3-reversed")
+    task = loaded.task
+    _, test = make_splits(task, 0, 64, seed=0)
+    df = compute_operand_attention(loaded.model, test)
+    assert df.groupby(["layer", "head", "digit"])["attention"].sum().to_numpy() == \
+        pytest.approx(1.0, abs=1e-5)
+    layer0 = df[df["layer"] == 0]
+    for k in range(max(task.digits_a, task.digits_b)):
+        column = layer0[(layer0["digit"] == k) & layer0["key"].isin([f"a{k}", f"b{k}"])]
+        assert column.groupby("head")["attention"].sum().max() > 0.8
