@@ -131,6 +131,54 @@ def sweep_patching(
                        pairs.clean.spec.position_labels())
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One patched activation: site at layer, optionally one head and one position."""
+
+    site: Site
+    layer: int
+    head: int | None = None
+    pos: int | None = None  # None: every position
+
+
+HOOKS = {"resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid",
+         "resid_post": "hook_resid_post", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
+         "z": "attn.hook_z", "q": "attn.hook_q", "k": "attn.hook_k", "v": "attn.hook_v",
+         "pattern": "attn.hook_pattern"}
+
+
+def hook_name(site: str, layer: int) -> str:
+    """TransformerLens hook name of a patching site."""
+    return f"blocks.{layer}.{HOOKS[site]}"
+
+
+def _patch_hook(act: Tensor, hook, *, donor: Tensor, cells: list[Cell]) -> Tensor:
+    act = act.clone()
+    for c in cells:
+        if c.site == "pattern":  # [batch head query key]: pos indexes the query
+            idx = (slice(None), slice(None) if c.head is None else c.head,
+                   slice(None) if c.pos is None else c.pos)
+        else:  # [batch pos (head) ...]
+            idx = (slice(None), slice(None) if c.pos is None else c.pos) + (
+                () if c.head is None else (c.head,))
+        act[idx] = donor[idx]
+    return act
+
+
+@torch.inference_mode()
+def run_with_patches(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor,
+                     cells: list[Cell]) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits of the base run with every cell's activation copied from the donor run."""
+    from functools import partial
+
+    names = sorted({hook_name(c.site, c.layer) for c in cells})
+    _, donor_cache = model.run_with_cache(donor_tokens, names_filter=lambda n: n in names)
+    hooks = [(n, partial(_patch_hook, donor=donor_cache[n],
+                         cells=[c for c in cells if hook_name(c.site, c.layer) == n]))
+             for n in names]
+    return model.run_with_hooks(base_tokens, fwd_hooks=hooks)
+
+
 # ---- the fast engine ---------------------------------------------------------------------
 def _start(site: str, layer: int) -> tuple[int, fw.Stage, str]:
     """Where a patch of `site` at `layer` re-enters the network: (layer, stage, resid)."""
