@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -67,30 +66,32 @@ def _norm(w: NativeWeights, kind: str, layer: int) -> tuple[Tensor, Tensor | Non
 def qkv(w: NativeWeights, layer: int, resid: Float[Tensor, "*b pos d_model"]):
     """Queries, keys and values [*b pos head d_head] of a residual stream at `layer`."""
     x = normalize(w, resid, _norm(w, "ln1", layer))
-    return tuple(
-        einops.einsum(x, W[layer], "... pos d_model, head d_model d_head -> ... pos head d_head")
-        + b[layer]
-        for W, b in ((w.W_Q, w.b_Q), (w.W_K, w.b_K), (w.W_V, w.b_V))
-    )
+    n_heads, d_model, d_head = w.W_Q.shape[1:]
+    # one GEMM for all three: [d_model, 3 * head * d_head]
+    weight = torch.cat([W[layer].permute(1, 0, 2).reshape(d_model, -1)
+                        for W in (w.W_Q, w.W_K, w.W_V)], dim=1)
+    bias = torch.cat([b[layer].reshape(-1) for b in (w.b_Q, w.b_K, w.b_V)])
+    out = (x @ weight + bias).unflatten(-1, (3, n_heads, d_head))
+    return out[..., 0, :, :], out[..., 1, :, :], out[..., 2, :, :]
 
 
 def attend(w: NativeWeights, q: Tensor, k: Tensor, v: Tensor, q_offset: int):
-    """Causal attention of queries at positions q_offset.. over keys 0..: (pattern, z)."""
-    scores = einops.einsum(q, k, "... qpos head d_head, ... kpos head d_head -> ... head qpos kpos")
-    scores = scores / w.attn_scale
+    """Causal attention of queries at positions q_offset.. over keys 0..: (pattern, z).
+
+    q, k, v: [*b pos head d_head]; pattern: [*b head qpos kpos]; z: [*b qpos head d_head].
+    """
+    qh, kh, vh = (t.transpose(-3, -2) for t in (q, k, v))  # [*b head pos d_head]
+    scores = (qh @ kh.transpose(-1, -2)) / w.attn_scale
     qpos = torch.arange(q.shape[-3], device=q.device)[:, None] + q_offset
     kpos = torch.arange(k.shape[-3], device=q.device)[None, :]
     masked = kpos > qpos
     pattern = scores.masked_fill(masked, float("-inf")).softmax(-1).masked_fill(masked, 0.0)
-    z = einops.einsum(pattern, v,
-                      "... head qpos kpos, ... kpos head d_head -> ... qpos head d_head")
-    return pattern, z
+    return pattern, (pattern @ vh).transpose(-3, -2)
 
 
 def head_out(w: NativeWeights, layer: int, z: Float[Tensor, "*b pos head d_head"]):
     """Attention output [*b pos d_model] from z (all heads summed, plus b_O)."""
-    pattern = "... pos head d_head, head d_head d_model -> ... pos d_model"
-    return einops.einsum(z, w.W_O[layer], pattern) + w.b_O[layer]
+    return z.flatten(-2) @ w.W_O[layer].flatten(0, 1) + w.b_O[layer]
 
 
 def mlp(w: NativeWeights, layer: int, resid_mid: Float[Tensor, "*b pos d_model"]):
@@ -129,35 +130,46 @@ def run_trace(w: NativeWeights, tokens: Int[Tensor, "batch pos"]) -> Trace:
     return Trace(**acts, logits=unembed(w, resid))
 
 
+def _expand(t: Tensor, n_var: int) -> Tensor:
+    return t.expand(n_var, *t.shape)
+
+
 @torch.inference_mode()
 def run_suffix(
     w: NativeWeights, base: Trace, layer: int, stage: Stage,
-    resid: Float[Tensor, "variant batch pos d_model"], lo: int,
+    resid: Float[Tensor, "variant batch pos d_model"], lo: int, hi: int,
 ) -> Float[Tensor, "variant batch d_vocab"]:
-    """Logits at the last given position after resuming at `layer` (before its attention
-    for stage 'pre', before its MLP for 'mid') from `resid`, the residual stream at
-    positions lo..hi of each patched variant; positions < lo are the base run's.
+    """Logits at position hi of patched variants, resuming at `layer` (before its attention
+    for stage 'pre', before its MLP for 'mid').
 
-    Only the last position reaches the logits, so the final layer computes its query, its
-    MLP and everything after at that position alone.
+    `resid` holds each variant's residual stream at the positions its patch changed,
+    lo..lo+n-1; every other position starts as in the base run. Only changed positions are
+    recomputed in the first layer; after each attention layer every position up to hi may
+    have changed. Only position hi reaches the logits, so the final layer computes its query,
+    its MLP and everything after at that position alone.
     """
-    n_layers = w.W_Q.shape[0]
-    hi = lo + resid.shape[2] - 1
+    n_layers, n_var = w.W_Q.shape[0], resid.shape[0]
+    c_hi = lo + resid.shape[2] - 1  # last changed position
     if stage == "mid":
         if layer == n_layers - 1:
-            resid = resid[:, :, -1:]
+            resid = resid[:, :, hi - lo : hi - lo + 1]  # caller guarantees lo <= hi <= c_hi
         resid = resid + mlp(w, layer, resid)
         layer += 1
     for ell in range(layer, n_layers):
         q, k, v = qkv(w, ell, resid)
-        if lo:
-            shape = (resid.shape[0], *base.k[ell].shape[:1], lo, *base.k[ell].shape[2:])
-            k = torch.cat([base.k[ell][:, :lo].expand(shape), k], dim=2)
-            v = torch.cat([base.v[ell][:, :lo].expand(shape), v], dim=2)
+        k = torch.cat([_expand(base.k[ell][:, :lo], n_var), k,
+                       _expand(base.k[ell][:, c_hi + 1 : hi + 1], n_var)], dim=2)
+        v = torch.cat([_expand(base.v[ell][:, :lo], n_var), v,
+                       _expand(base.v[ell][:, c_hi + 1 : hi + 1], n_var)], dim=2)
+        if c_hi < hi:  # later positions keep their base inputs but may attend to changed ones
+            q = torch.cat([q, _expand(base.q[ell][:, c_hi + 1 : hi + 1], n_var)], dim=2)
+            resid = torch.cat([resid, _expand(base.resid_pre[ell][:, c_hi + 1 : hi + 1], n_var)],
+                              dim=2)
         q_offset = lo
         if ell == n_layers - 1:
             q, resid, q_offset = q[:, :, -1:], resid[:, :, -1:], hi
         _, z = attend(w, q, k, v, q_offset)
         mid = resid + head_out(w, ell, z)
         resid = mid + mlp(w, ell, mid)
+        c_hi = hi
     return unembed(w, resid[:, :, -1])

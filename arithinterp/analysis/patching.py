@@ -120,11 +120,13 @@ def sweep_patching(
         values, clean, corrupted = _sweep_reference(model, clean_tokens, corrupt_tokens, spec,
                                                     metric, direction)
     else:
-        clean_trace = fw.run_trace(weights, clean_tokens)
-        corrupt_trace = fw.run_trace(weights, corrupt_tokens)
+        # positions after the metric's cannot influence it: the traces stop there
+        end = metric.pos + 1
+        clean_trace = fw.run_trace(weights, clean_tokens[:, :end])
+        corrupt_trace = fw.run_trace(weights, corrupt_tokens[:, :end])
         base, donor = ((corrupt_trace, clean_trace) if direction == "denoise"
                        else (clean_trace, corrupt_trace))
-        values = _sweep_fast(weights, base, donor, spec, metric)
+        values = _sweep_fast(weights, base, donor, spec, metric, clean_tokens.shape[1])
         clean = metric.score(clean_trace.logits[:, metric.pos])
         corrupted = metric.score(corrupt_trace.logits[:, metric.pos])
     return PatchResult(spec, direction, metric.label, values.cpu(), clean.cpu(), corrupted.cpu(),
@@ -190,9 +192,9 @@ def _start(site: str, layer: int) -> tuple[int, fw.Stage, str]:
 
 
 def _sweep_fast(w: NativeWeights, base: fw.Trace, donor: fw.Trace, spec: PatchSpec,
-                metric: AnswerMetric) -> Tensor:
+                metric: AnswerMetric, n_pos: int) -> Tensor:
     n_layers, n_heads = w.W_Q.shape[:2]
-    batch, n_pos = base.resid_pre[0].shape[:2]
+    batch = base.resid_pre[0].shape[0]
     hi = metric.pos
     base_score = metric.score(base.logits[:, hi])
     heads = spec.site in HEAD_SITES
@@ -206,17 +208,14 @@ def _sweep_fast(w: NativeWeights, base: fw.Trace, donor: fw.Trace, spec: PatchSp
             lo = 0 if p is None else p
             if lo < hi and _only_here(spec, start_layer, stage, n_layers):
                 continue  # changes only position lo, which the last layer never reads again
-            start = base.get(resid_name, start_layer - (resid_name == "resid_post"))
-            start = start[:, lo : hi + 1]
             deltas = (_head_deltas(w, base, donor, spec.site, layer, p, hi) if heads
-                      else _resid_delta(base, donor, spec.site, layer, p, hi)[None])
-            scores = _run_chunked(w, base, start_layer, stage, start, deltas, lo, metric)
+                      else _resid_delta(base, donor, spec.site, layer, p)[None])
+            start = base.get(resid_name, start_layer - (resid_name == "resid_post"))
+            start = start[:, lo : lo + deltas.shape[2]]
+            scores = _run_chunked(w, base, start_layer, stage, start, deltas, lo, hi, metric)
             for v, score in enumerate(scores):
                 cell = (layer, v) if heads else (layer,)
-                if p is not None:
-                    out[(*cell, p)] = score
-                else:
-                    out[cell] = score
+                out[(*cell, p) if p is not None else cell] = score
     return out
 
 
@@ -227,17 +226,16 @@ def _only_here(spec: PatchSpec, start_layer: int, stage: fw.Stage, n_layers: int
     return spec.by_pos and past_attention and spec.site not in ("k", "v")
 
 
-def _resid_delta(base: fw.Trace, donor: fw.Trace, site: str, layer: int, p: int, hi: int):
-    """Change of the residual stream at positions p..hi when `site` at (layer, p) is patched."""
-    diff = donor.get(site, layer)[:, p] - base.get(site, layer)[:, p]
-    delta = torch.zeros_like(base.resid_pre[0][:, p : hi + 1])
-    delta[:, 0] = diff
-    return delta
+def _resid_delta(base: fw.Trace, donor: fw.Trace, site: str, layer: int, p: int) -> Tensor:
+    """[batch 1 d_model]: change of the residual stream at position p when `site` at
+    (layer, p) is patched."""
+    return (donor.get(site, layer)[:, p] - base.get(site, layer)[:, p])[:, None]
 
 
 def _head_deltas(w: NativeWeights, base: fw.Trace, donor: fw.Trace, site: str, layer: int,
                  p: int | None, hi: int) -> Tensor:
-    """[head batch pos d_model]: change of attention output at positions lo..hi per head."""
+    """[head batch pos d_model]: each head's change of the attention output, from lo to the
+    last position it changes (p itself for z, q and pattern; p..hi for k and v)."""
     lo = 0 if p is None else p
     sl = slice(None) if p is None else slice(p, p + 1)
     q, k, v = (base.get(n, layer)[:, : hi + 1] for n in ("q", "k", "v"))
@@ -246,13 +244,14 @@ def _head_deltas(w: NativeWeights, base: fw.Trace, donor: fw.Trace, site: str, l
     elif site == "pattern":
         pat = base.pattern[layer][:, :, : hi + 1, : hi + 1].clone()
         pat[:, :, sl] = donor.pattern[layer][:, :, : hi + 1, : hi + 1][:, :, sl]
-        z_new = torch.einsum("bhqk,bkhd->bqhd", pat, v)
+        z_new = (pat @ v.transpose(1, 2)).transpose(1, 2)
     else:
         src = {"q": q, "k": k, "v": v}
         src[site] = _place(src[site], donor.get(site, layer)[:, : hi + 1], sl)
         z_new = fw.attend(w, src["q"], src["k"], src["v"], 0)[1]
-    dz = (z_new - base.z[layer][:, : hi + 1])[:, lo:]  # [batch pos head d_head]
-    return torch.einsum("bphd,hdm->hbpm", dz, w.W_O[layer])
+    end = p + 1 if p is not None and site in ("z", "q", "pattern") else hi + 1
+    dz = (z_new - base.z[layer][:, : hi + 1])[:, lo:end]  # [batch pos head d_head]
+    return dz.permute(2, 0, 1, 3) @ w.W_O[layer][:, None]  # per head: [head batch pos d_model]
 
 
 def _place(base: Tensor, donor: Tensor, sl: slice) -> Tensor:
@@ -262,14 +261,14 @@ def _place(base: Tensor, donor: Tensor, sl: slice) -> Tensor:
 
 
 def _run_chunked(w: NativeWeights, base: fw.Trace, layer: int, stage: fw.Stage, start: Tensor,
-                 deltas: Tensor, lo: int, metric: AnswerMetric) -> list[Tensor]:
+                 deltas: Tensor, lo: int, hi: int, metric: AnswerMetric) -> list[Tensor]:
     """Scores [batch] for each variant (start + delta), chunked to bound memory."""
-    n_var, batch, n_pos = deltas.shape[:3]
-    per_chunk = max(1, MAX_ROWS // (batch * n_pos))
+    n_var, batch = deltas.shape[:2]
+    per_chunk = max(1, MAX_ROWS // (batch * (hi - lo + 1)))
     scores = []
     for i in range(0, n_var, per_chunk):
         resid = start[None] + deltas[i : i + per_chunk]
-        logits = fw.run_suffix(w, base, layer, stage, resid, lo)
+        logits = fw.run_suffix(w, base, layer, stage, resid, lo, hi)
         scores.extend(metric.score(row) for row in logits)
     return scores
 

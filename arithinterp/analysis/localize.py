@@ -1,0 +1,329 @@
+"""Component ranking and selection from patching tables, and knockout validation.
+
+Components are named as the rest of the package prints them and as selective fine-tuning
+consumes them: ``L1H3`` (head 3 of layer 1), ``L0.mlp`` (an MLP layer) and ``L0.attn`` (a
+whole attention layer). `rank_components` turns a tidy patching table into one row per
+component; `select_components` picks the top ones; `compute_knockout` checks a selection
+causally: ablating it together should hurt the task more than ablating as many random
+components of the same kinds.
+
+Ablations replace an activation: a head's ``blocks.L.attn.hook_z[:, :, h]``, an MLP's
+``blocks.L.hook_mlp_out``, an attention layer's ``blocks.L.hook_attn_out``. Replacements
+come from unablated runs: zeros ("zero"), the per-position mean over a reference dataset
+("mean"), or the activations of a seeded permutation of the reference prompts ("resample").
+All conditions of one call run in one batched forward pass (conditions stacked on the
+batch axis), through ``model.hooks``.
+
+Sign conventions: margin = logit(correct digit) - max logit(any other token) at the
+position predicting that digit (> 0 exactly when the argmax is right); metric_drop =
+metric(no ablation) - metric(condition), so a harmful ablation has a positive drop.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from typing import Literal
+
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from arithinterp.analysis.patching import hook_name
+from arithinterp.models import HookedModel
+from arithinterp.tasks import Dataset
+
+Kind = Literal["head", "mlp", "attn"]
+Method = Literal["zero", "mean", "resample"]
+METHODS: tuple[str, ...] = ("zero", "mean", "resample")
+KIND_ORDER = {"attn": 0, "head": 1, "mlp": 2}  # within a layer, in forward order
+MAX_LOGITS = 1 << 26  # logits elements per batched forward (256 MB in float32)
+_HEAD = re.compile(r"L(\d+)H(\d+)")
+_LAYER = re.compile(r"L(\d+)\.(mlp|attn)")
+
+
+def parse_component(name: str) -> tuple[Kind, int, int | None]:
+    """('head', 1, 3) from 'L1H3'; ('mlp', 0, None) from 'L0.mlp'; ('attn', 1, None) from
+    'L1.attn'."""
+    if m := _HEAD.fullmatch(name):
+        return "head", int(m[1]), int(m[2])
+    if m := _LAYER.fullmatch(name):
+        return m[2], int(m[1]), None  # type: ignore[return-value]
+    raise ValueError(f"{name!r} is not a component name: expected 'L<layer>H<head>' (a head), "
+                     "'L<layer>.mlp' or 'L<layer>.attn'")
+
+
+def component_name(kind: Kind, layer: int, head: int | None = None) -> str:
+    """The inverse of parse_component: 'L1H3', 'L0.mlp', 'L1.attn'."""
+    if kind == "head":
+        if head is None:
+            raise ValueError("a head component needs a head index")
+        return f"L{layer}H{head}"
+    if kind not in ("mlp", "attn"):
+        raise ValueError(f"kind must be 'head', 'mlp' or 'attn', got {kind!r}")
+    return f"L{layer}.{kind}"
+
+
+# ---- ranking and selection ----------------------------------------------------------------
+def rank_components(table: pd.DataFrame, *, value: str = "normalized") -> pd.DataFrame:
+    """One row per component, by |effect| descending (rank 1 = largest).
+
+    A component's effect is its signed `value` at the row (position) where |value| is
+    largest: a component that matters at one position is not diluted by the many positions
+    where it does nothing, and the score does not grow with sequence length (a sum would).
+    Tables without positions (all-position grids) have one row per component already;
+    rows whose value is NaN are skipped. Columns: component, kind, layer, head, pos (where
+    the max is; None without positions), effect, abs_effect, rank.
+    """
+    for col in ("component", value):
+        if col not in table.columns:
+            raise ValueError(f"table has no {col!r} column (columns: {list(table.columns)})")
+    if table.empty:
+        raise ValueError("table is empty: nothing to rank")
+    parsed = {name: parse_component(name) for name in table["component"].unique()}
+    work = table.reset_index(drop=True)
+    work = work.assign(abs_effect=work[value].abs()).dropna(subset=["abs_effect"])
+    if work.empty:
+        raise ValueError(f"every {value!r} value is NaN: nothing to rank")
+    best = work.loc[work.groupby("component", sort=False)["abs_effect"].idxmax()]
+    pos = best["pos"] if "pos" in best.columns else pd.Series(None, index=best.index)
+    out = pd.DataFrame({
+        "component": best["component"].to_numpy(),
+        "kind": [parsed[c][0] for c in best["component"]],
+        "layer": [parsed[c][1] for c in best["component"]],
+        "head": pd.array([parsed[c][2] for c in best["component"]], dtype="Int64"),
+        "pos": [None if pd.isna(p) else int(p) for p in pos],
+        "effect": best[value].astype(float).to_numpy(),
+        "abs_effect": best["abs_effect"].astype(float).to_numpy(),
+    })
+    # ties: forward order (layer, then attn < heads < mlp), so ranks are deterministic
+    out["_order"] = out["kind"].map(KIND_ORDER)
+    out = out.sort_values(["layer", "_order", "head"], na_position="first", kind="stable")
+    out = out.sort_values("abs_effect", ascending=False, kind="stable").drop(columns="_order")
+    out["rank"] = range(1, len(out) + 1)
+    return out.reset_index(drop=True)
+
+
+def select_components(ranked: pd.DataFrame, *, top_k: int | None = None,
+                      threshold: float | None = None) -> list[str]:
+    """Component names, by rank: the top_k first, or all with |effect| >= threshold."""
+    if (top_k is None) == (threshold is None):
+        raise ValueError("give exactly one of top_k and threshold, got "
+                         f"top_k={top_k!r}, threshold={threshold!r}")
+    for col in ("component", "abs_effect", "rank"):
+        if col not in ranked.columns:
+            raise ValueError(f"ranked has no {col!r} column; pass the output of rank_components")
+    ordered = ranked.sort_values("rank", kind="stable")
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        return ordered["component"].head(top_k).tolist()
+    if threshold < 0:
+        raise ValueError(f"threshold must be >= 0 (it bounds |effect|), got {threshold!r}")
+    return ordered.loc[ordered["abs_effect"] >= threshold, "component"].tolist()
+
+
+# ---- knockout -----------------------------------------------------------------------------
+def all_components(model: HookedModel, kind: Kind) -> list[str]:
+    """Every component of `kind` in the model, in forward order."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if kind == "head":
+        return [f"L{L}H{h}" for L in range(n_layers) for h in range(n_heads)]
+    if kind == "mlp" and model.cfg.attn_only:
+        return []
+    return [component_name(kind, L) for L in range(n_layers)]
+
+
+def _site(kind: Kind) -> str:
+    return {"head": "z", "mlp": "mlp_out", "attn": "attn_out"}[kind]
+
+
+def _check_component(model: HookedModel, name: str) -> tuple[Kind, int, int | None]:
+    kind, layer, head = parse_component(name)
+    if name not in all_components(model, kind):
+        raise ValueError(f"component {name!r} is not in this model ({model.cfg.n_layers} "
+                         f"layers, {model.cfg.n_heads} heads"
+                         f"{', attention only' if model.cfg.attn_only else ''})")
+    return kind, layer, head
+
+
+def draw_random_components(model: HookedModel, components: list[str], n: int,
+                           gen: torch.Generator) -> list[list[str]]:
+    """n draws, each as many components of each kind as `components` has, taken uniformly
+    from the model's components of that kind that are not in `components`."""
+    kinds = [_check_component(model, c)[0] for c in components]
+    draws: list[list[str]] = [[] for _ in range(n)]
+    for kind in sorted(set(kinds), key=KIND_ORDER.get):
+        need = kinds.count(kind)
+        pool = [c for c in all_components(model, kind) if c not in components]
+        if n and len(pool) < need:
+            raise ValueError(f"cannot draw {need} random {kind} components outside the "
+                             f"selection: only {len(pool)} are left; use n_random=0")
+        for draw in draws:
+            idx = torch.randperm(len(pool), generator=gen)[:need].tolist()
+            draw.extend(pool[i] for i in sorted(idx))
+    return draws
+
+
+def _ablate_hook(act: Tensor, hook, *, replacement: Tensor, mask: Tensor) -> Tensor:
+    """Conditions are stacked on the batch axis: act [cond*batch pos ...], mask [cond] or
+    [cond head], replacement [batch|1 pos ...]; masked units take the replacement."""
+    n_cond = mask.shape[0]
+    act = act.unflatten(0, (n_cond, -1))
+    m = mask.reshape(n_cond, 1, 1, *mask.shape[1:])
+    m = m.reshape(*m.shape, *([1] * (act.ndim - m.ndim)))
+    return torch.where(m, replacement.unsqueeze(0).to(act.dtype), act).flatten(0, 1)
+
+
+def _replacements(model: HookedModel, names: list[str], method: Method, reference: Dataset,
+                  donors: Tensor, device: torch.device) -> dict[str, Tensor]:
+    """Per hook: zeros [1 pos ...], the reference mean [1 pos ...] or a permutation of the
+    reference activations [batch pos ...], all from unablated runs."""
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(reference.tokens.to(device),
+                                        names_filter=lambda n: n in names)
+    if method == "zero":
+        return {n: torch.zeros_like(cache[n][:1]) for n in names}
+    if method == "mean":
+        return {n: cache[n].mean(0, keepdim=True) for n in names}
+    return {n: cache[n][donors.to(device)] for n in names}
+
+
+def _answer_scores(spec, logits: Float[Tensor, "batch pos d_vocab"],
+                   tokens: Int[Tensor, "batch pos"]) -> tuple[Bool[Tensor, " batch"],
+                                                              Bool[Tensor, "batch answer_digit"],
+                                                              Float[Tensor, "batch answer_digit"]]:
+    """Teacher-forced: (all answer tokens right, per-digit right, per-digit margin)."""
+    positions = torch.tensor(spec.answer_positions(), device=logits.device)
+    at = logits[:, positions - 1].float()  # [batch digit d_vocab]
+    target = tokens[:, positions]
+    correct_logit = at.gather(-1, target[..., None])[..., 0]
+    others = at.scatter(-1, target[..., None], float("-inf"))
+    margin = correct_logit - others.max(-1).values
+    digit_ok = at.argmax(-1) == target
+    exact = digit_ok.all(-1)
+    if spec.signed:
+        s = spec.sign_position()
+        exact &= logits[:, s - 1].argmax(-1) == tokens[:, s]
+    return exact, digit_ok, margin
+
+
+def _check_inputs(model: HookedModel, data: Dataset, components: list[str], method: str,
+                  reference: Dataset | None) -> Dataset:
+    """Validate a knockout's inputs; return the reference dataset (default: data)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if len(set(components)) != len(components):
+        raise ValueError(f"components has duplicates: {components}")
+    for name in components:
+        _check_component(model, name)
+    reference = data if reference is None else reference
+    if reference.tokens.shape[1] != data.tokens.shape[1]:
+        raise ValueError(f"reference prompts have {reference.tokens.shape[1]} positions, data "
+                         f"prompts {data.tokens.shape[1]}: ablations replace per position")
+    if method == "resample" and len(reference) < len(data):
+        raise ValueError(f"resample ablation permutes the reference prompts: reference has "
+                         f"{len(reference)}, fewer than data's {len(data)}")
+    return reference
+
+
+def _donors(data: Dataset, reference: Dataset, seed: int) -> tuple[torch.Generator, Tensor]:
+    """A generator seeded `seed` and the resample donors, always its first draw (so the same
+    seed gives the same donors and the same random components whatever the method)."""
+    gen = torch.Generator().manual_seed(seed)
+    return gen, torch.randperm(len(reference), generator=gen)[: len(data)]
+
+
+def _plan(model: HookedModel, conditions: list[list[str]], method: Method, reference: Dataset,
+          donors: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per hook: which units each condition replaces ([cond] or [cond head]) and with what."""
+    device = next(model.parameters()).device
+    masks: dict[str, Tensor] = {}
+    for c, names in enumerate(conditions):
+        for name in names:
+            kind, layer, head = parse_component(name)
+            hook = hook_name(_site(kind), layer)
+            if hook not in masks:
+                shape = ((len(conditions), model.cfg.n_heads) if kind == "head"
+                         else (len(conditions),))
+                masks[hook] = torch.zeros(shape, dtype=torch.bool, device=device)
+            masks[hook][(c, head) if kind == "head" else c] = True
+    return masks, _replacements(model, sorted(masks), method, reference, donors, device)
+
+
+def _run_conditions(model: HookedModel, tokens: Tensor, masks: dict[str, Tensor],
+                    replacement: dict[str, Tensor], lo: int, hi: int) -> Tensor:
+    """Logits [(hi-lo)*batch pos d_vocab] of conditions lo..hi-1, stacked on the batch axis."""
+    hooks = [(n, partial(_ablate_hook, replacement=replacement[n], mask=m[lo:hi]))
+             for n, m in masks.items()]
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        return model(tokens.repeat(hi - lo, 1))
+
+
+def run_with_ablation(
+    model: HookedModel, data: Dataset, components: list[str], *,
+    method: Method = "mean", reference: Dataset | None = None, seed: int = 0,
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits of `data` with `components` ablated together, as in `compute_knockout`
+    (same replacements; the same seed gives the same resample donors)."""
+    reference = _check_inputs(model, data, components, method, reference)
+    _, donors = _donors(data, reference, seed)
+    masks, replacement = _plan(model, [list(components)], method, reference, donors)
+    tokens = data.tokens.to(next(model.parameters()).device)
+    return _run_conditions(model, tokens, masks, replacement, 0, 1)
+
+
+def compute_knockout(
+    model: HookedModel, data: Dataset, components: list[str], *,
+    method: Method = "mean", reference: Dataset | None = None, n_random: int = 5, seed: int = 0,
+) -> pd.DataFrame:
+    """Accuracy and margin on `data` with `components` ablated together, against `n_random`
+    draws of as many random components of the same kinds, and no ablation.
+
+    One row per condition (`none`, `selected`, `random_0`, ...): exact_match (every answer
+    digit, and the sign of signed tasks, argmax-right at its predicting position given the
+    true prefix; for plain and reversed formats this equals the greedy exact match of
+    `evaluate`, since the first teacher-forced mistake is the first greedy one), acc_c<k>
+    per answer digit (also given the true prefix, so past the first digit it can differ
+    from greedy per-digit accuracy), metric = mean margin logit(correct) - max logit(other)
+    over prompts and answer digits, metric_drop = metric(none) - metric (positive: the
+    ablation hurts). Replacements come from unablated runs over `reference` (default:
+    `data`): zeros ("zero"), its per-position mean ("mean"), or the activations of a seeded
+    permutation of its prompts ("resample"; needs len(reference) >= len(data)). Random
+    components are drawn from those of each kind outside the selection.
+    """
+    if not components:
+        raise ValueError("components is empty: nothing to knock out")
+    if n_random < 0:
+        raise ValueError(f"n_random must be >= 0, got {n_random}")
+    reference = _check_inputs(model, data, components, method, reference)
+    gen, donors = _donors(data, reference, seed)
+    conditions = {"none": [], "selected": list(components)}
+    for i, draw in enumerate(draw_random_components(model, components, n_random, gen)):
+        conditions[f"random_{i}"] = draw
+    masks, replacement = _plan(model, list(conditions.values()), method, reference, donors)
+
+    tokens = data.tokens.to(next(model.parameters()).device)
+    batch, n_pos = tokens.shape
+    per_chunk = max(1, MAX_LOGITS // (batch * n_pos * model.cfg.d_vocab))
+    exact, digit_ok, margin = [], [], []
+    for lo in range(0, len(conditions), per_chunk):
+        hi = min(lo + per_chunk, len(conditions))
+        logits = _run_conditions(model, tokens, masks, replacement, lo, hi)
+        e, d, g = _answer_scores(data.spec, logits, tokens.repeat(hi - lo, 1))
+        exact.append(e.view(hi - lo, batch))
+        digit_ok.append(d.view(hi - lo, batch, -1))
+        margin.append(g.view(hi - lo, batch, -1))
+    exact_t, digit_t, margin_t = (torch.cat(x).cpu() for x in (exact, digit_ok, margin))
+    metric = margin_t.double().mean((1, 2))
+    rows = []
+    for c, (cond, names) in enumerate(conditions.items()):
+        row = {"condition": cond, "components": ",".join(names), "n_components": len(names),
+               "method": method, "exact_match": float(exact_t[c].double().mean())}
+        for k in range(digit_t.shape[2]):
+            row[f"acc_c{k}"] = float(digit_t[c, :, k].double().mean())
+        row["metric"] = float(metric[c])
+        row["metric_drop"] = float(metric[0] - metric[c])
+        rows.append(row)
+    return pd.DataFrame(rows)
