@@ -134,6 +134,32 @@ def _expand(t: Tensor, n_var: int) -> Tensor:
     return t.expand(n_var, *t.shape)
 
 
+def attend_variants(w: NativeWeights, q: Tensor, k_new: Tensor, v_new: Tensor, base_k: Tensor,
+                    base_v: Tensor, lo: int, q_offset: int) -> Tensor:
+    """z [variant batch qpos head d_head] for variants whose keys and values equal the base
+    run's except at positions lo.. (k_new, v_new: [variant batch n head d_head]).
+
+    Scores against the shared base keys fold the variants into the query axis, so the base
+    keys and values are never copied once per variant.
+    """
+    n_var, batch, n_q, n_heads, d_head = q.shape
+    n, end = base_k.shape[1], lo + k_new.shape[2]
+    folded = q.permute(1, 3, 0, 2, 4).reshape(batch, n_heads, n_var * n_q, d_head)
+    scores = (folded @ base_k.permute(0, 2, 3, 1)).view(batch, n_heads, n_var, n_q, n)
+    scores = scores.permute(2, 0, 1, 3, 4)  # [variant batch head qpos kpos]
+    new = torch.einsum("vbqhd,vbkhd->vbhqk", q, k_new)
+    scores = torch.cat([scores[..., :lo], new, scores[..., end:]], dim=-1) / w.attn_scale
+    qpos = torch.arange(n_q, device=q.device)[:, None] + q_offset
+    masked = torch.arange(n, device=q.device)[None, :] > qpos
+    pattern = scores.masked_fill(masked, float("-inf")).softmax(-1).masked_fill(masked, 0.0)
+    shared = pattern.clone()
+    shared[..., lo:end] = 0.0
+    shared = shared.permute(1, 2, 0, 3, 4).reshape(batch, n_heads, n_var * n_q, n)
+    z = (shared @ base_v.transpose(1, 2)).view(batch, n_heads, n_var, n_q, d_head)
+    z = z.permute(2, 0, 3, 1, 4) + torch.einsum("vbhqk,vbkhd->vbqhd", pattern[..., lo:end], v_new)
+    return z
+
+
 @torch.inference_mode()
 def run_suffix(
     w: NativeWeights, base: Trace, layer: int, stage: Stage,
@@ -157,10 +183,6 @@ def run_suffix(
         layer += 1
     for ell in range(layer, n_layers):
         q, k, v = qkv(w, ell, resid)
-        k = torch.cat([_expand(base.k[ell][:, :lo], n_var), k,
-                       _expand(base.k[ell][:, c_hi + 1 : hi + 1], n_var)], dim=2)
-        v = torch.cat([_expand(base.v[ell][:, :lo], n_var), v,
-                       _expand(base.v[ell][:, c_hi + 1 : hi + 1], n_var)], dim=2)
         if c_hi < hi:  # later positions keep their base inputs but may attend to changed ones
             q = torch.cat([q, _expand(base.q[ell][:, c_hi + 1 : hi + 1], n_var)], dim=2)
             resid = torch.cat([resid, _expand(base.resid_pre[ell][:, c_hi + 1 : hi + 1], n_var)],
@@ -168,7 +190,8 @@ def run_suffix(
         q_offset = lo
         if ell == n_layers - 1:
             q, resid, q_offset = q[:, :, -1:], resid[:, :, -1:], hi
-        _, z = attend(w, q, k, v, q_offset)
+        z = attend_variants(w, q, k, v, base.k[ell][:, : hi + 1], base.v[ell][:, : hi + 1], lo,
+                            q_offset)
         mid = resid + head_out(w, ell, z)
         resid = mid + mlp(w, ell, mid)
         c_hi = hi

@@ -210,6 +210,8 @@ def _sweep_fast(w: NativeWeights, base: fw.Trace, donor: fw.Trace, spec: PatchSp
                 continue  # changes only position lo, which the last layer never reads again
             deltas = (_head_deltas(w, base, donor, spec.site, layer, p, hi) if heads
                       else _resid_delta(base, donor, spec.site, layer, p)[None])
+            if not deltas.any():
+                continue  # donor and base agree here (e.g. before the first differing token)
             start = base.get(resid_name, start_layer - (resid_name == "resid_post"))
             start = start[:, lo : lo + deltas.shape[2]]
             scores = _run_chunked(w, base, start_layer, stage, start, deltas, lo, hi, metric)
@@ -251,7 +253,9 @@ def _head_deltas(w: NativeWeights, base: fw.Trace, donor: fw.Trace, site: str, l
         z_new = fw.attend(w, src["q"], src["k"], src["v"], 0)[1]
     end = p + 1 if p is not None and site in ("z", "q", "pattern") else hi + 1
     dz = (z_new - base.z[layer][:, : hi + 1])[:, lo:end]  # [batch pos head d_head]
-    return dz.permute(2, 0, 1, 3) @ w.W_O[layer][:, None]  # per head: [head batch pos d_model]
+    n_heads, batch, n_pos = dz.shape[2], dz.shape[0], dz.shape[1]
+    per_head = dz.permute(2, 0, 1, 3).reshape(n_heads, batch * n_pos, -1) @ w.W_O[layer]
+    return per_head.view(n_heads, batch, n_pos, -1)  # [head batch pos d_model]
 
 
 def _place(base: Tensor, donor: Tensor, sl: slice) -> Tensor:

@@ -1,0 +1,189 @@
+"""Attribution patching: the first-order (gradient × activation difference) estimate of every
+cell of an exact patching grid, from one donor forward and one base forward + backward.
+
+Denoising (base = corrupted run, donor = clean run):
+    estimate(cell) = metric(corrupted) + Σ_cell (a_clean − a_corrupt) · ∂metric/∂a |corrupted
+Noising mirrors it: gradients at the clean run, difference a_corrupt − a_clean. The sum runs
+over the cell's elements: d_model for residual-type sites, d_head for z/q/k/v, key positions
+for the attention pattern (its cells are (head, query position), as in exact patching), and
+also every position for the all-positions head grids. The metric follows `metrics`
+(logit difference = correct − wrong), so a positive effect moves the metric toward the
+clean answer.
+
+The result is a `patching.PatchResult` on the same grid as `sweep_patching` (values are
+per-prompt estimates [*grid, batch]), labelled with the metric name plus
+`ESTIMATE_SUFFIX`; `compare_with_exact` scores an estimate against the exact sweep.
+The whole batch goes through one backward pass: prompts do not interact, so each
+prompt's gradient is its own.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from arithinterp.analysis.metrics import AnswerMetric
+from arithinterp.analysis.patching import (
+    RESID_SITES,
+    Direction,
+    PatchResult,
+    PatchSpec,
+    hook_name,
+)
+from arithinterp.models import HookedModel
+from arithinterp.tasks import PromptPairs
+
+ESTIMATE_SUFFIX = " (attribution)"
+
+
+def sweep_attribution(
+    model: HookedModel, pairs: PromptPairs, spec: PatchSpec, metric: AnswerMetric,
+    *, direction: Direction = "denoise",
+) -> PatchResult:
+    """Linear estimate of the patched metric for every cell of spec's grid (1 = clean, as
+    in exact patching once normalized); metric label ends with ESTIMATE_SUFFIX."""
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    if model.training:
+        raise ValueError("model is in training mode: call model.eval() first, or dropout makes "
+                         "the clean and corrupted runs incomparable")
+    if torch.is_inference_mode_enabled():
+        raise ValueError("sweep_attribution needs gradients: call it outside "
+                         "torch.inference_mode()")
+    device = next(model.parameters()).device
+    clean_tokens = pairs.clean.tokens.to(device)
+    corrupt_tokens = pairs.corrupt.tokens.to(device)
+    base_tokens, donor_tokens = ((corrupt_tokens, clean_tokens) if direction == "denoise"
+                                 else (clean_tokens, corrupt_tokens))
+    names = [hook_name(spec.site, layer) for layer in range(model.cfg.n_layers)]
+
+    base_acts, grads, base_score = _run_with_gradients(model, base_tokens, names, metric)
+    with torch.inference_mode():
+        donor_logits, donor_cache = model.run_with_cache(
+            donor_tokens, names_filter=lambda n: n in names)
+        donor_score = metric(donor_logits)
+
+    with torch.no_grad():
+        per_layer = [_cell_sums(spec, (donor_cache[n] - base_acts[n]) * grads[n]) for n in names]
+        values = torch.stack(per_layer) + base_score
+    clean, corrupted = ((donor_score, base_score) if direction == "denoise"
+                        else (base_score, donor_score))
+    return PatchResult(spec, direction, metric.label + ESTIMATE_SUFFIX, values.cpu(),
+                       clean.detach().cpu().clone(), corrupted.detach().cpu().clone(),
+                       pairs.clean.spec.position_labels())
+
+
+def is_attribution(result: PatchResult) -> bool:
+    """Whether a PatchResult holds attribution estimates rather than exact patching."""
+    return result.metric.endswith(ESTIMATE_SUFFIX)
+
+
+def _capture_hook(act: Tensor, hook, *, name: str, acts: dict[str, Tensor],
+                  zeros: dict[str, Tensor]) -> Tensor:
+    # The bridge reshapes some activations (hook_z, hook_q, ...) for the hook and consumes
+    # the returned tensor, so retain_grad() on `act` would see no gradient; adding a zero
+    # leaf to the returned tensor does: its gradient is ∂metric/∂act.
+    if name in zeros:
+        raise ValueError(f"hook {name} fired twice in one forward pass; attribution needs "
+                         "each hooked activation to be used once")
+    acts[name] = act.detach()
+    zeros[name] = torch.zeros_like(act, requires_grad=True)
+    return act + zeros[name]
+
+
+def _run_with_gradients(
+    model: HookedModel, tokens: Tensor, names: list[str], metric: AnswerMetric
+) -> tuple[dict[str, Tensor], dict[str, Tensor], Float[Tensor, " batch"]]:
+    """Activations at `names`, ∂metric/∂activation per prompt, and the metric, in one
+    forward + backward (autograd.grad: no parameter's .grad is touched)."""
+    acts: dict[str, Tensor] = {}
+    zeros: dict[str, Tensor] = {}
+    hooks = [(n, partial(_capture_hook, name=n, acts=acts, zeros=zeros)) for n in names]
+    with torch.enable_grad():
+        try:
+            score = metric(model.run_with_hooks(tokens, fwd_hooks=hooks))
+        except KeyError as e:  # the bridge refuses hook names this model does not have
+            raise ValueError(f"this model has no such activation: {e}") from e
+        missing = [n for n in names if n not in zeros]
+        if missing:
+            raise ValueError(f"this model has no such activation: hooks {missing} never fired")
+        # prompts do not interact, so the gradient of the sum is each prompt's own gradient
+        grads = torch.autograd.grad(score.sum(), [zeros[n] for n in names], allow_unused=True)
+    grads_by_name = {n: torch.zeros_like(acts[n]) if g is None else g
+                     for n, g in zip(names, grads, strict=True)}
+    return acts, grads_by_name, score.detach()
+
+
+def _cell_sums(spec: PatchSpec, prod: Tensor) -> Tensor:
+    """Sum (difference × gradient) over each cell's elements: [*grid_without_layer, batch]."""
+    if spec.site in RESID_SITES:  # [batch pos d_model]
+        return prod.sum(-1).T
+    if spec.site == "pattern":  # [batch head query key]: a cell is (head, query)
+        per_query = prod.sum(-1)
+        return per_query.permute(1, 2, 0) if spec.by_pos else per_query.sum(-1).T
+    per_pos = prod.sum(-1)  # z/q/k/v: [batch pos head d_head] -> [batch pos head]
+    return per_pos.permute(2, 1, 0) if spec.by_pos else per_pos.sum(1).T
+
+
+# ---- estimate vs exact ---------------------------------------------------------------------
+def compare_with_exact(estimate: PatchResult, exact: PatchResult, k: int = 10) -> dict:
+    """How well attribution matches exact patching on the cell means of one grid.
+
+    pearson / spearman: correlation of the cell means; top_k_overlap: share of exact's k
+    largest |effect| cells among the estimate's k largest; max_abs_error: largest |estimate −
+    exact| cell mean; peak_ratio: max |estimated effect| / max |exact effect|. Effect = cell
+    mean − unpatched (base) metric mean.
+    """
+    if (estimate.spec, estimate.direction) != (exact.spec, exact.direction):
+        raise ValueError(f"grids differ: estimate is {estimate.spec}/{estimate.direction}, "
+                         f"exact is {exact.spec}/{exact.direction}")
+    est, ex = estimate.mean().double(), exact.mean().double()
+    if est.shape != ex.shape:
+        raise ValueError(f"grid shapes differ: {tuple(est.shape)} vs {tuple(ex.shape)}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    est, ex = est.flatten().numpy(), ex.flatten().numpy()
+    est_effect = est - _base(estimate)
+    ex_effect = ex - _base(exact)
+    k = min(k, ex.size)
+    top_est = set(np.argsort(-np.abs(est_effect), kind="stable")[:k].tolist())
+    top_ex = set(np.argsort(-np.abs(ex_effect), kind="stable")[:k].tolist())
+    peak_exact = float(np.abs(ex_effect).max())
+    return {
+        "n_cells": int(ex.size),
+        "pearson": _pearson(est, ex),
+        "spearman": _pearson(_ranks(est), _ranks(ex)),
+        "k": k,
+        "top_k_overlap": len(top_est & top_ex) / k,
+        "max_abs_error": float(np.abs(est - ex).max()),
+        "peak_ratio": float(np.abs(est_effect).max()) / peak_exact if peak_exact > 0 else
+        float("nan"),
+    }
+
+
+def _base(result: PatchResult) -> float:
+    """Mean metric of the unpatched run: corrupted when denoising, clean when noising."""
+    return float((result.corrupted if result.direction == "denoise" else result.clean).mean())
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    denom = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denom) if denom > 0 else float("nan")
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (as scipy.stats.rankdata), for Spearman's correlation."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    starts = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
+    group = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], x.size] - 1
+    ranks = np.empty(x.size)
+    ranks[order] = ((first + last) / 2.0)[group]
+    return ranks
