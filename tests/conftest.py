@@ -36,3 +36,23 @@ def tiny_model(tiny_spec, tiny_task):
     from arithinterp.models import build_model
 
     return build_model(tiny_spec, tiny_task).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory):
+    """A tiny GPT-2 built from a config and saved locally: stands in for a hub model."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    vocab = {ch: i for i, ch in enumerate("0123456789+=*- ")}
+    vocab["<unk>"] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<unk>",
+                                   eos_token="<unk>")
+    cfg = GPT2Config(vocab_size=len(vocab), n_positions=32, n_embd=32, n_layer=2, n_head=4)
+    torch.manual_seed(0)  # the HF initialiser reads the global generator
+    path = tmp_path_factory.mktemp("gpt") / "gpt"
+    GPT2LMHeadModel(cfg).eval().save_pretrained(path)
+    fast.save_pretrained(path)
+    return path

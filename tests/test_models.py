@@ -116,26 +116,15 @@ def test_resolve_device():
         resolve_device("toaster")
 
 
-def test_pretrained_loader_wraps_a_local_hf_model(tmp_path):
-    """A tiny GPT-2 built from a config and saved locally stands in for a hub model."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+def test_pretrained_loader_wraps_a_local_hf_model(tiny_gpt2_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    vocab = {ch: i for i, ch in enumerate("0123456789+=*- ")}
-    vocab["<unk>"] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<unk>",
-                                   eos_token="<unk>")
-    cfg = GPT2Config(vocab_size=len(vocab), n_positions=32, n_embd=32, n_layer=2, n_head=4)
-    hf = GPT2LMHeadModel(cfg).eval()
-    hf.save_pretrained(tmp_path / "gpt")
-    fast.save_pretrained(tmp_path / "gpt")
-    ids = torch.tensor([fast.encode("12+34=46")])
+    hf = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir).eval()
+    ids = torch.tensor([AutoTokenizer.from_pretrained(tiny_gpt2_dir).encode("12+34=46")])
     with torch.no_grad():
         expected = hf(ids).logits
 
-    loaded = load_pretrained(tmp_path / "gpt")
+    loaded = load_pretrained(tiny_gpt2_dir)
     assert loaded.spec is None and loaded.task is None
     assert loaded.model.cfg.n_layers == 2 and loaded.model.cfg.n_heads == 4
     with torch.no_grad():
