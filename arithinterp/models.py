@@ -88,6 +88,13 @@ class LoadedModel:
     task: TaskSpec | None
 
 
+def act_name(name: str, layer: int | None = None) -> str:
+    """The classic TransformerLens hook name: ('z', 1) -> 'blocks.1.attn.hook_z'."""
+    from transformer_lens.utilities import get_act_name  # lazy: importing TL costs seconds
+
+    return get_act_name(name, layer)
+
+
 def resolve_device(device: Device = "auto") -> torch.device:
     """'auto' picks cuda when available, else cpu; other names are checked."""
     if device == "auto":

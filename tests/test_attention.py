@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from arithinterp.analysis.attention import compute_attention_patterns, compute_operand_attention
-from arithinterp.analysis.attribution import act_name
-from arithinterp.models import ModelSpec, build_model, load_model
+from arithinterp.models import ModelSpec, act_name, build_model, load_model
 from arithinterp.tasks import make_splits
 
 

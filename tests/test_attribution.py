@@ -6,13 +6,12 @@ import pytest
 import torch
 
 from arithinterp.analysis.attribution import (
-    act_name,
     compute_dla,
     compute_dla_per_prompt,
     compute_logit_lens,
 )
 from arithinterp.analysis.metrics import AnswerMetric, answer_metric
-from arithinterp.models import ModelSpec, build_model, load_model
+from arithinterp.models import ModelSpec, act_name, build_model, load_model
 from arithinterp.tasks import make_digit_pairs, make_splits
 
 VARIANTS = {

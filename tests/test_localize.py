@@ -20,9 +20,9 @@ from arithinterp.analysis.localize import (
     select_components,
 )
 from arithinterp.analysis.metrics import answer_metric
-from arithinterp.analysis.patching import PatchSpec, hook_name, sweep_patching
+from arithinterp.analysis.patching import PatchSpec, sweep_patching
 from arithinterp.evaluate import evaluate
-from arithinterp.models import ModelSpec, build_model, load_model, native_weights
+from arithinterp.models import ModelSpec, act_name, build_model, load_model, native_weights
 from arithinterp.tasks import make_dataset, make_digit_pairs, make_splits
 
 COLUMNS = ["condition", "components", "n_components", "method", "exact_match"]
@@ -139,7 +139,7 @@ def test_zero_ablating_all_heads_leaves_only_the_output_bias(attn_only, tiny_dat
     heads = all_components(model, "head")
     ablated = run_with_ablation(model, tiny_data, heads, method="zero")
     b_O = native_weights(model).b_O  # [layer d_model]
-    hooks = [(hook_name("attn_out", L), functools.partial(_set_hook, value=b_O[L]))
+    hooks = [(act_name("attn_out", L), functools.partial(_set_hook, value=b_O[L]))
              for L in range(b_O.shape[0])]
     with torch.inference_mode():
         expected = model.run_with_hooks(tiny_data.tokens, fwd_hooks=hooks)
@@ -252,7 +252,7 @@ def test_teacher_forced_exact_match_equals_greedy_under_ablation(shipped):
         z[:, :, head] = 0.0
         return z
 
-    hooks = [(hook_name("z", parse_component(h)[1]),
+    hooks = [(act_name("z", parse_component(h)[1]),
               functools.partial(zero_head, head=parse_component(h)[2])) for h in heads]
     with model.hooks(fwd_hooks=hooks):
         ablated = evaluate(model, data)

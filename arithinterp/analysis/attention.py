@@ -12,8 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from arithinterp.analysis.attribution import act_name
-from arithinterp.models import HookedModel
+from arithinterp.models import HookedModel, act_name
 from arithinterp.tasks import Dataset, TaskSpec
 
 

@@ -18,18 +18,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from arithinterp.analysis.metrics import AnswerMetric
-from arithinterp.models import HookedModel
+from arithinterp.models import HookedModel, act_name
 from arithinterp.tasks import Dataset
 
 
 # ---- TransformerLens surface: every TL-internal access of this module (move to models.py) ---
-def act_name(name: str, layer: int | None = None) -> str:
-    """The classic TransformerLens hook name ('z', 1) -> 'blocks.1.attn.hook_z'."""
-    from transformer_lens.utilities import get_act_name  # lazy: importing TL costs ~3 s
-
-    return get_act_name(name, layer)
-
-
 def _final_norm(model: HookedModel) -> tuple[str | None, Tensor | None, Tensor | None]:
     """(normalization_type, effective weight, bias) of ln_final; weight None = identity."""
     kind = model.cfg.normalization_type

@@ -32,9 +32,8 @@ from arithinterp.analysis.patching import (
     Direction,
     PatchResult,
     PatchSpec,
-    hook_name,
 )
-from arithinterp.models import HookedModel
+from arithinterp.models import HookedModel, act_name
 from arithinterp.tasks import PromptPairs
 
 ESTIMATE_SUFFIX = " (attribution)"
@@ -59,7 +58,7 @@ def sweep_attribution(
     corrupt_tokens = pairs.corrupt.tokens.to(device)
     base_tokens, donor_tokens = ((corrupt_tokens, clean_tokens) if direction == "denoise"
                                  else (clean_tokens, corrupt_tokens))
-    names = [hook_name(spec.site, layer) for layer in range(model.cfg.n_layers)]
+    names = [act_name(spec.site, layer) for layer in range(model.cfg.n_layers)]
 
     base_acts, grads, base_score = _run_with_gradients(model, base_tokens, names, metric)
     with torch.inference_mode():

@@ -30,8 +30,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from arithinterp.analysis.patching import hook_name
-from arithinterp.models import HookedModel
+from arithinterp.models import HookedModel, act_name
 from arithinterp.tasks import Dataset
 
 Kind = Literal["head", "mlp", "attn"]
@@ -243,7 +242,7 @@ def _plan(model: HookedModel, conditions: list[list[str]], method: Method, refer
     for c, names in enumerate(conditions):
         for name in names:
             kind, layer, head = parse_component(name)
-            hook = hook_name(_site(kind), layer)
+            hook = act_name(_site(kind), layer)
             if hook not in masks:
                 shape = ((len(conditions), model.cfg.n_heads) if kind == "head"
                          else (len(conditions),))

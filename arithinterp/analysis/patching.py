@@ -26,7 +26,7 @@ from torch import Tensor
 
 from arithinterp.analysis import forward as fw
 from arithinterp.analysis.metrics import AnswerMetric, normalized_effect
-from arithinterp.models import HookedModel, NativeWeights, native_weights
+from arithinterp.models import HookedModel, NativeWeights, act_name, native_weights
 from arithinterp.tasks import PromptPairs
 
 Site = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
@@ -143,17 +143,6 @@ class Cell:
     pos: int | None = None  # None: every position
 
 
-HOOKS = {"resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid",
-         "resid_post": "hook_resid_post", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
-         "z": "attn.hook_z", "q": "attn.hook_q", "k": "attn.hook_k", "v": "attn.hook_v",
-         "pattern": "attn.hook_pattern"}
-
-
-def hook_name(site: str, layer: int) -> str:
-    """TransformerLens hook name of a patching site."""
-    return f"blocks.{layer}.{HOOKS[site]}"
-
-
 def _patch_hook(act: Tensor, hook, *, donor: Tensor, cells: list[Cell]) -> Tensor:
     act = act.clone()
     for c in cells:
@@ -173,10 +162,10 @@ def run_with_patches(model: HookedModel, base_tokens: Tensor, donor_tokens: Tens
     """Logits of the base run with every cell's activation copied from the donor run."""
     from functools import partial
 
-    names = sorted({hook_name(c.site, c.layer) for c in cells})
+    names = sorted({act_name(c.site, c.layer) for c in cells})
     _, donor_cache = model.run_with_cache(donor_tokens, names_filter=lambda n: n in names)
     hooks = [(n, partial(_patch_hook, donor=donor_cache[n],
-                         cells=[c for c in cells if hook_name(c.site, c.layer) == n]))
+                         cells=[c for c in cells if act_name(c.site, c.layer) == n]))
              for n in names]
     return model.run_with_hooks(base_tokens, fwd_hooks=hooks)
 

@@ -29,8 +29,8 @@ from torch import Tensor
 from arithinterp.analysis import forward as fw
 from arithinterp.analysis.localize import component_name, parse_component
 from arithinterp.analysis.metrics import AnswerMetric, normalized_effect
-from arithinterp.analysis.patching import Direction, hook_name
-from arithinterp.models import HookedModel, NativeWeights, native_weights
+from arithinterp.analysis.patching import Direction
+from arithinterp.models import HookedModel, NativeWeights, act_name, native_weights
 from arithinterp.tasks import PromptPairs
 
 Input = Literal["q", "k", "v"]
@@ -155,7 +155,7 @@ def _hook_path(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, se
                metric: AnswerMetric) -> Float[Tensor, " batch"]:
     cfg = model.cfg
     kind, s_layer, s_head = parse_component(sender)
-    names = {hook_name(site, layer) for layer in range(cfg.n_layers)
+    names = {act_name(site, layer) for layer in range(cfg.n_layers)
              for site in ("z",) + (() if cfg.attn_only else ("mlp_out",))}
     _, base_cache = model.run_with_cache(base_tokens, names_filter=lambda n: n in names)
     _, donor_cache = model.run_with_cache(donor_tokens, names_filter=lambda n: n in names)
@@ -163,7 +163,7 @@ def _hook_path(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, se
     # the sender, which carries its donor value
     freeze = []
     for layer in range(s_layer, cfg.n_layers):
-        z_name = hook_name("z", layer)
+        z_name = act_name("z", layer)
         if kind == "head" and layer == s_layer:
             donor_z = base_cache[z_name].clone()
             donor_z[:, :, s_head] = donor_cache[z_name][:, :, s_head]
@@ -171,13 +171,13 @@ def _hook_path(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, se
         else:
             freeze.append((z_name, partial(_set, value=base_cache[z_name])))
         if not cfg.attn_only:
-            mlp_name = hook_name("mlp_out", layer)
+            mlp_name = act_name("mlp_out", layer)
             source = donor_cache if (kind == "mlp" and layer == s_layer) else base_cache
             freeze.append((mlp_name, partial(_set, value=source[mlp_name])))
     if receiver == "logits":
         return metric(model.run_with_hooks(base_tokens, fwd_hooks=freeze))
     _, r_layer, r_head = parse_component(receiver)
-    r_name = hook_name(receiver_input, r_layer)
+    r_name = act_name(receiver_input, r_layer)
     captured: dict[str, Tensor] = {}
 
     def capture(act: Tensor, hook) -> Tensor:

@@ -1,0 +1,47 @@
+"""Caching selected activations over many prompts, in batches, never "cache everything".
+
+Hook names are TransformerLens's (``blocks.0.hook_resid_post``, ``blocks.1.attn.hook_z``);
+`act_names` builds them from sites and layers with `models.act_name`. Results are CPU
+tensors keyed by hook name, ready for `RunDir.save_tensors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from arithinterp.models import HookedModel, act_name
+
+
+def act_names(model: HookedModel, sites: Iterable[str],
+              layers: Iterable[int] | None = None) -> list[str]:
+    """Hook names of every site at every layer (all layers by default)."""
+    layers = range(model.cfg.n_layers) if layers is None else layers
+    return [act_name(site, layer) for layer in layers for site in sites]
+
+
+@torch.inference_mode()
+def run_cached(
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], names: list[str] | Callable[[str], bool],
+    *, batch_size: int = 256, progress: bool = False, desc: str = "cache",
+) -> dict[str, Tensor]:
+    """Activations of the named hooks for every prompt, run in batches, on the CPU."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    wanted = names if callable(names) else set(names).__contains__
+    unknown = [] if callable(names) else sorted(set(names) - set(model.hook_dict))
+    if unknown:
+        raise ValueError(f"unknown hook names {unknown[:5]}; e.g. {act_name('resid_post', 0)}")
+    device = next(model.parameters()).device
+    parts: dict[str, list[Tensor]] = {}
+    starts = range(0, tokens.shape[0], batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
+        _, cache = model.run_with_cache(tokens[start : start + batch_size].to(device),
+                                        names_filter=wanted)
+        for name, act in cache.items():
+            parts.setdefault(name, []).append(act.detach().cpu())
+    return {name: torch.cat(chunks) for name, chunks in parts.items()}

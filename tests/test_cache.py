@@ -1,0 +1,27 @@
+"""Batched activation caching equals one unbatched run_with_cache and caches only what's named."""
+
+import pytest
+import torch
+
+from arithinterp.cache import act_names, run_cached
+from arithinterp.models import act_name
+
+
+def test_batched_cache_equals_one_run(tiny_model, tiny_task):
+    tokens = torch.randint(0, 20, (10, tiny_task.seq_len))
+    names = act_names(tiny_model, ["resid_post", "z"])
+    assert names == ["blocks.0.hook_resid_post", "blocks.0.attn.hook_z",
+                     "blocks.1.hook_resid_post", "blocks.1.attn.hook_z"]
+    got = run_cached(tiny_model, tokens, names, batch_size=3)
+    _, full = tiny_model.run_with_cache(tokens)
+    assert set(got) == set(names)
+    for name in names:
+        torch.testing.assert_close(got[name], full[name], atol=1e-6, rtol=0)
+
+
+def test_bad_names_are_refused(tiny_model, tiny_task):
+    tokens = torch.zeros(2, tiny_task.seq_len, dtype=torch.long)
+    with pytest.raises(ValueError, match="unknown hook names"):
+        run_cached(tiny_model, tokens, ["blocks.9.hook_resid_post"])
+    with pytest.raises(ValueError, match="batch_size"):
+        run_cached(tiny_model, tokens, [act_name("z", 0)], batch_size=0)
