@@ -1,4 +1,4 @@
-"""The `arithinterp` command: train, eval, zoo, runs, demo.
+"""The `arithinterp` command: train, eval, localize, zoo, runs, demo.
 
 Bad input (an unknown option, a value out of range, a missing model) exits with code 2 and
 one line on stderr that names the problem; no traceback.
@@ -10,7 +10,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -171,6 +171,58 @@ def runs_cmd(
     out.print(table)
 
 
+@app.command("localize")
+def localize_cmd(
+    target: Annotated[str, typer.Argument(help="A run directory (its model is used), a zoo name "
+                                               "or a model folder.")],
+    task: Annotated[str | None, typer.Option(help="Task name such as add3x3-reversed (default: "
+                                                  "the model's own).")] = None,
+    pairs: Annotated[int, typer.Option(help="Clean/corrupt minimal pairs.")] = 256,
+    corrupt: Annotated[Literal["digit", "carry"], typer.Option(
+        help="digit: change one operand digit; carry: flip the carry into --position.")] = "digit",
+    operand: Annotated[Literal["a", "b"], typer.Option(
+        help="Operand whose digit changes.")] = "a",
+    digit: Annotated[int, typer.Option(help="Which digit of it (0 = least significant).")] = 1,
+    position: Annotated[int, typer.Option(help="Answer position whose carry flips.")] = 1,
+    answer_digit: Annotated[int | None, typer.Option(
+        help="Answer digit the metric reads (default: the one that changes).")] = None,
+    metric: Annotated[Literal["logit_diff", "prob", "logprob"], typer.Option(
+        help="What to measure at the answer digit.")] = "logit_diff",
+    top_k: Annotated[int, typer.Option(help="Components to knock out together.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed for pairs and random draws.")] = 0,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(help="Run name (default: a timestamp).")] = None,
+    device: Device = "auto",
+    progress: Progress = True,
+) -> None:
+    """Find the heads, MLPs, positions and paths that carry the answer (writes a run)."""
+    from arithinterp.analysis.suite import LocalizeConfig
+    from arithinterp.pipeline import run_localize
+    from arithinterp.tasks import TaskSpec
+
+    with user_errors():
+        config = LocalizeConfig(n_pairs=pairs, corrupt=corrupt, operand=operand, digit=digit,
+                                position=position, answer_digit=answer_digit, metric=metric,
+                                top_k=top_k, seed=seed)
+        run = run_localize(target, config, runs_dir, name=name, device=device, progress=progress,
+                           task=TaskSpec.from_name(task) if task else None)
+    _print_localization(run)
+    out.print(f"run written to {run.dir}")
+
+
+def _print_localization(run) -> None:
+    summary = run.load_json("localize/summary.json")
+    out.print(f"{summary['task']}: {summary['n_pairs']} pairs changing {summary['change']}, "
+              f"metric {summary['metric']} (clean {summary['clean_metric']:.2f}, corrupted "
+              f"{summary['corrupted_metric']:.2f})")
+    ranked = run.load_table("localize/ranking.parquet")
+    out.print(_table("top components (normalized patching effect)",
+                     ranked[["rank", "component", "effect"]].head(8)))
+    knock = run.load_table("localize/knockout.parquet")
+    out.print(_table(f"knockout ({knock['method'].iloc[0]} ablation)",
+                     knock[["condition", "components", "exact_match", "metric_drop"]]))
+
+
 @app.command("demo")
 def demo_cmd(
     model: Annotated[str, typer.Option(help="Zoo name or model folder.")] = "add3-reversed",
@@ -183,7 +235,8 @@ def demo_cmd(
     device: Device = "auto",
     progress: Progress = True,
 ) -> None:
-    """The main job: load the shipped model (training it if absent), evaluate it, write a run."""
+    """The main job: load the shipped model (training it if absent), evaluate it, localize
+    its circuit, write a run."""
     from arithinterp.pipeline import DemoConfig, run_demo
 
     with user_errors():
@@ -193,6 +246,8 @@ def demo_cmd(
     out.print(f"[bold]{model}[/bold]: held-out exact match {summary['exact_match']:.4f} on "
               f"{summary['n']} problems")
     out.print(_table("by number of carries", run.load_table("evaluate/by_carries.parquet")))
+    if run.stage_done("localize"):
+        _print_localization(run)
     out.print(f"run written to {run.dir}")
 
 

@@ -1,21 +1,25 @@
 """The main job, stage by stage, into one run directory; a finished stage is never redone.
 
 Stages: ``model`` (the shipped zoo model, trained with its recipe if it is missing),
-``evaluate`` (held-out accuracy: exact, per digit, by number of carries, worst cases).
+``evaluate`` (held-out accuracy: exact, per digit, by number of carries, worst cases),
+``localize`` (patching, attribution, paths, DLA, logit lens, attention, ranking, knockout:
+``localize/*.parquet`` tables, per-prompt patching values and the activation cache as
+``localize/*.safetensors``, ``localize/summary.json``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from arithinterp.analysis.suite import LocalizeConfig, compute_localization
 from arithinterp.evaluate import evaluate
-from arithinterp.models import ZOO_DIR, LoadedModel, load_model, resolve_model_path, zoo_names
+from arithinterp.models import ZOO_DIR, LoadedModel, load_model, resolve_model_path
 from arithinterp.runs import RunDir
-from arithinterp.tasks import make_splits
+from arithinterp.tasks import TaskSpec, make_splits
 from arithinterp.train import TRAIN_CONFIG_FILE, TrainConfig, train, zoo_recipe
 
 DEFAULT_MODEL = "add3-reversed"
@@ -28,6 +32,7 @@ class DemoConfig:
     model: str = DEFAULT_MODEL  # a zoo name or a checkpoint directory
     n_eval: int | None = None  # held-out problems to score; None: the model's whole test split
     device: str = "auto"
+    localize: LocalizeConfig | None = field(default_factory=LocalizeConfig)  # None: skip
 
     def __post_init__(self) -> None:
         if self.n_eval is not None and self.n_eval < 1:
@@ -59,23 +64,11 @@ def held_out_split(path: Path, loaded: LoadedModel, n: int | None = None):
 def run_demo(config: DemoConfig, runs_dir: str | Path, *, name: str | None = None,
              overwrite: bool = False, progress: bool = True) -> RunDir:
     """Run (or resume) the main job into runs_dir/name and mark the run complete."""
-    run = RunDir.create(runs_dir, name, config=asdict(config), seeds={}, overwrite=overwrite)
+    seeds = {"localize": config.localize.seed} if config.localize else {}
+    run = RunDir.create(runs_dir, name, config=asdict(config), seeds=seeds, overwrite=overwrite)
     path = ensure_model(config.model, device=config.device, progress=progress)
     loaded = load_model(path, device=config.device)
-
-    if not run.stage_done("model"):
-        run.start_stage("model")
-        run.save_json("model/config.json", json.loads((path / "config.json").read_text()),
-                      stage="model")
-        for extra in ("train_config.json", "metrics.json"):
-            if (path / extra).is_file():
-                run.save_json(f"model/{extra}", json.loads((path / extra).read_text()),
-                              stage="model")
-        curve = path / "metrics.jsonl"
-        if curve.is_file():
-            rows = [json.loads(line) for line in curve.read_text().splitlines()]
-            run.save_table("model/training_curve.parquet", _curve_table(rows), stage="model")
-        run.finish_stage("model", {"source": str(path), "zoo": config.model in zoo_names()})
+    record_model_stage(run, path)
 
     if not run.stage_done("evaluate"):
         run.start_stage("evaluate")
@@ -86,8 +79,78 @@ def run_demo(config: DemoConfig, runs_dir: str | Path, *, name: str | None = Non
         run.save_table("evaluate/by_carries.parquet", result.by_carries, stage="evaluate")
         run.finish_stage("evaluate", {"exact_match": result.exact_match, "n": len(test)})
 
+    if config.localize is not None and not run.stage_done("localize"):
+        run_localize_stage(run, loaded, config.localize, progress=progress)
+
     run.finish()
     return run
+
+
+def model_source(target: str | Path) -> Path:
+    """The checkpoint behind a run directory (its model stage), a zoo name or a folder."""
+    manifest = Path(target) / "manifest.json"
+    if manifest.is_file():
+        stages = RunDir.open(target).manifest["stages"]
+        if "model" not in stages or "source" not in (stages["model"].get("summary") or {}):
+            raise ValueError(f"run {target} records no model (no finished 'model' stage)")
+        return Path(stages["model"]["summary"]["source"])
+    return resolve_model_path(target)
+
+
+def record_model_stage(run: RunDir, path: Path) -> None:
+    """Copy the model's config, training config, metrics and training curve into the run."""
+    if run.stage_done("model"):
+        return
+    run.start_stage("model")
+    run.save_json("model/config.json", json.loads((path / "config.json").read_text()),
+                  stage="model")
+    for extra in ("train_config.json", "metrics.json"):
+        if (path / extra).is_file():
+            run.save_json(f"model/{extra}", json.loads((path / extra).read_text()),
+                          stage="model")
+    curve = path / "metrics.jsonl"
+    if curve.is_file():
+        rows = [json.loads(line) for line in curve.read_text().splitlines()]
+        run.save_table("model/training_curve.parquet", _curve_table(rows), stage="model")
+    run.finish_stage("model", {"source": str(path.resolve()), "zoo": path.parent == ZOO_DIR})
+
+
+def run_localize(target: str | Path, config: LocalizeConfig, runs_dir: str | Path, *,
+                 name: str | None = None, task: TaskSpec | None = None, device: str = "auto",
+                 overwrite: bool = False, progress: bool = True) -> RunDir:
+    """Localization of a model (or the model behind a run) into a new run directory."""
+    path = model_source(target)
+    loaded = load_model(path, device=device)
+    if task is not None:
+        if task.seq_len > loaded.model.cfg.n_ctx:
+            raise ValueError(f"task {task.name} needs {task.seq_len} positions; the model has "
+                             f"{loaded.model.cfg.n_ctx}")
+        loaded = LoadedModel(loaded.model, loaded.spec, task)
+    run = RunDir.create(runs_dir, name, config={"model": str(path), "task": asdict(loaded.task),
+                                                "localize": asdict(config)},
+                        seeds={"localize": config.seed}, overwrite=overwrite)
+    record_model_stage(run, path)
+    if not run.stage_done("localize"):
+        run_localize_stage(run, loaded, config, progress=progress)
+    run.finish()
+    return run
+
+
+def run_localize_stage(run: RunDir, loaded: LoadedModel, config: LocalizeConfig, *,
+                       progress: bool = True) -> None:
+    """Compute the localization suite and write it into the run's `localize/` folder."""
+    run.start_stage("localize")
+    result = compute_localization(loaded.model, loaded.task, config, progress=progress)
+    for name, table in result.tables.items():
+        run.save_table(f"localize/{name}.parquet", table, stage="localize")
+    for group in ("patching", "cache"):
+        tensors = {k.split("/", 1)[1]: v for k, v in result.tensors.items()
+                   if k.startswith(group + "/")}
+        if tensors:
+            run.save_tensors(f"localize/{group}.safetensors", tensors, stage="localize")
+    run.save_json("localize/summary.json", result.summary, stage="localize")
+    run.finish_stage("localize", {k: result.summary[k] for k in
+                                  ("change", "metric", "n_pairs", "selected")})
 
 
 def _curve_table(rows: list[dict]) -> pd.DataFrame:

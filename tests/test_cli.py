@@ -24,6 +24,11 @@ def run(argv, capsys):
     (["eval", "no-such-model"], "neither a checkpoint directory nor a zoo model"),
     (["eval", "add3-reversed", "--n", "0"], "--n must be >= 1"),
     (["demo", "--model", "no-such-model", "--runs-dir", "unused"], "no recipe"),
+    (["localize", "add3-reversed", "--corrupt", "foo"], "'--corrupt'"),
+    (["localize", "add3-reversed", "--digit", "5"], "digit must be in 0..2"),
+    (["localize", "add3-reversed", "--task", "add3-rev"], "is not of the form"),
+    (["localize", "add3-reversed", "--answer-digit", "7"], "answer_digit must be in 0..3"),
+    (["localize", "nowhere"], "neither a checkpoint directory nor a zoo model"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -22,6 +22,7 @@ A signed subtraction answer carries a sign token (``+`` or ``-``) before its dig
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -96,6 +97,15 @@ class TaskSpec:
     def name(self) -> str:
         """Short label such as 'add3x3-reversed'."""
         return f"{self.op}{self.digits_a}x{self.digits_b}-{self.format}"
+
+    @classmethod
+    def from_name(cls, name: str) -> TaskSpec:
+        """The task a name like 'add3x3-reversed' or 'mul2x2-plain' stands for."""
+        m = re.fullmatch(r"(add|sub|mul)(\d)x(\d)-(\w+)", name)
+        if m is None:
+            raise ValueError(f"task name {name!r} is not of the form <op><digits>x<digits>-"
+                             f"<format>, e.g. 'add3x3-reversed' (ops {OPS}, formats {FORMATS})")
+        return cls(op=m[1], digits_a=int(m[2]), digits_b=int(m[3]), format=m[4])
 
     def answer_positions(self) -> list[int]:
         """Token position of answer digit k (k = 0 is the least significant digit)."""
