@@ -10,9 +10,15 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 PIPQUIET := { grep -v '^WARNING: Location' || true; }
 
-.PHONY: setup demo test lint explore zoo bench clean
+.PHONY: setup browser demo test lint explore zoo bench clean
 
 setup: $(STAMP)
+
+# Debian's Chromium for the real-browser tests (playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null; }
 
 # Torch first and explicitly: an unpinned torch pulled in by a dependency would fetch a
 # multi-GB CUDA build. Re-runs only when pyproject.toml changes.
@@ -29,7 +35,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup lint
+test: setup browser lint
 	$(BIN)/python -m pytest -q $(ARGS)
 
 zoo: setup
