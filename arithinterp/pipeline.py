@@ -19,7 +19,8 @@ from arithinterp.analysis.suite import LocalizeConfig, compute_localization
 from arithinterp.evaluate import evaluate
 from arithinterp.models import ZOO_DIR, LoadedModel, load_model, resolve_model_path
 from arithinterp.runs import RunDir
-from arithinterp.tasks import TaskSpec, make_splits
+from arithinterp.tasks import TaskSpec
+from arithinterp.tasks.data import make_test_split
 from arithinterp.train import TRAIN_CONFIG_FILE, TrainConfig, train, zoo_recipe
 
 DEFAULT_MODEL = "add3-reversed"
@@ -55,9 +56,9 @@ def held_out_split(path: Path, loaded: LoadedModel, n: int | None = None):
     cfg_file = path / TRAIN_CONFIG_FILE
     if cfg_file.is_file():
         tc = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
-        _, test = make_splits(tc.task, tc.n_train, tc.n_test, tc.seed, sampling=tc.sampling)
+        test = make_test_split(tc.task, tc.n_test, tc.seed, sampling=tc.sampling)
     else:
-        _, test = make_splits(loaded.task, 0, n or 2_000, seed=12345)
+        test = make_test_split(loaded.task, n or 2_000, seed=12345)
     return test if n is None else test[:n]
 
 

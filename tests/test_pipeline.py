@@ -10,7 +10,10 @@ from arithinterp.runs import RunDir, list_runs
 
 @pytest.mark.slow
 def test_demo_writes_a_complete_run_and_resumes(tmp_path):
-    cfg = DemoConfig(n_eval=200, device="cpu")
+    from arithinterp.analysis.suite import LocalizeConfig
+
+    cfg = DemoConfig(n_eval=200, device="cpu",
+                     localize=LocalizeConfig(n_pairs=96, n_eval=96, n_random=3))
     run = run_demo(cfg, tmp_path, name="demo", progress=False)
     assert run.is_complete and [r.name for r in list_runs(tmp_path)] == ["demo"]
     summary = run.load_json("evaluate/summary.json")

@@ -16,7 +16,7 @@ from arithinterp.tasks import (
     make_splits,
     sample_problems,
 )
-from arithinterp.tasks.data import problem_space_size
+from arithinterp.tasks.data import make_test_split, problem_space_size
 from arithinterp.tasks.vocab import decode, encode
 
 
@@ -124,6 +124,7 @@ def test_splits_are_disjoint_and_seeded():
     train2, _ = make_splits(spec, 3000, 500, seed=3)
     assert torch.equal(train.tokens, train2.tokens)
     assert not torch.equal(train.tokens, make_splits(spec, 3000, 500, seed=4)[0].tokens)
+    assert torch.equal(make_test_split(spec, 500, seed=3).tokens, test.tokens)
     assert train.loss_mask[:, spec.prompt_len :].all()
     assert not train.loss_mask[:, : spec.prompt_len].any()
 

@@ -35,6 +35,33 @@ def make_digit_pairs(
     The corrupt digit is drawn uniformly among values that keep the problem valid and change
     the answer.
     """
+    _check_digit(spec, operand, digit)
+
+    def partner(a: int, b: int, gen: torch.Generator) -> tuple[int, int] | None:
+        return _choose(_digit_options(spec, a, b, operand, digit), gen)
+
+    return _pairs(spec, n, seed, f"{operand}_{digit}", partner)
+
+
+def corrupt_problem(
+    spec: TaskSpec, a: int, b: int, *, operand: Literal["a", "b"], digit: int, seed: int = 0
+) -> tuple[int, int]:
+    """A corrupt partner of problem (a, b): digit `digit` of `operand` replaced (seeded draw
+    among the values that keep the problem valid and change the answer), as in
+    `make_digit_pairs`. Raises ValueError naming the problem when no such partner exists."""
+    _check_digit(spec, operand, digit)
+    if not spec.is_valid(a, b):
+        raise ValueError(f"({a}, {b}) is not a problem of task {spec.name}")
+    twin = _choose(_digit_options(spec, a, b, operand, digit),
+                   torch.Generator().manual_seed(seed))
+    if twin is None:
+        raise ValueError(f"no change of digit {digit} of operand {operand} in "
+                         f"{spec.render_prompt(a, b)} keeps the problem valid and changes "
+                         "the answer")
+    return twin
+
+
+def _check_digit(spec: TaskSpec, operand: str, digit: int) -> None:
     if operand not in ("a", "b"):
         raise ValueError(f"operand must be 'a' or 'b', got {operand!r}")
     width = spec.digits_a if operand == "a" else spec.digits_b
@@ -42,17 +69,18 @@ def make_digit_pairs(
         raise ValueError(f"digit must be in 0..{width - 1} for operand {operand} of "
                          f"{spec.name}, got {digit}")
 
-    def partner(a: int, b: int, gen: torch.Generator) -> tuple[int, int] | None:
-        x = a if operand == "a" else b
-        options = []
-        for d in range(10):
-            y = _replace_digit(x, digit, d)
-            cand = (y, b) if operand == "a" else (a, y)
-            if y != x and spec.is_valid(*cand) and _answer(spec, *cand) != _answer(spec, a, b):
-                options.append(cand)
-        return _choose(options, gen)
 
-    return _pairs(spec, n, seed, f"{operand}_{digit}", partner)
+def _digit_options(spec: TaskSpec, a: int, b: int, operand: str, digit: int
+                   ) -> list[tuple[int, int]]:
+    """Problems with digit `digit` of `operand` replaced, still valid, with another answer."""
+    x = a if operand == "a" else b
+    options = []
+    for d in range(10):
+        y = _replace_digit(x, digit, d)
+        cand = (y, b) if operand == "a" else (a, y)
+        if y != x and spec.is_valid(*cand) and _answer(spec, *cand) != _answer(spec, a, b):
+            options.append(cand)
+    return options
 
 
 def make_carry_pairs(spec: TaskSpec, n: int, *, position: int, seed: int = 0) -> PromptPairs:

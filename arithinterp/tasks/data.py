@@ -163,11 +163,20 @@ def sample_problems(
     return a, b
 
 
+def make_test_split(spec: TaskSpec, n_test: int, seed: int, *,
+                    sampling: Sampling = "uniform") -> Dataset:
+    """The test half of make_splits(spec, ..., n_test, seed), without drawing a training set."""
+    test_a, test_b = sample_problems(spec, n_test, torch.Generator().manual_seed(seed),
+                                     sampling=sampling)
+    return make_dataset(spec, test_a, test_b)
+
+
 def make_splits(
     spec: TaskSpec, n_train: int, n_test: int, seed: int, *, sampling: Sampling = "uniform"
 ) -> tuple[Dataset, Dataset]:
     """Disjoint train and test datasets: no test problem appears in training."""
     gen = torch.Generator().manual_seed(seed)
+    # the test set is drawn first, so make_test_split reproduces it alone
     test_a, test_b = sample_problems(spec, n_test, gen, sampling=sampling)
     test_set = set(zip(test_a.tolist(), test_b.tolist(), strict=True))
     train_a, train_b = sample_problems(spec, n_train, gen, sampling=sampling, exclude=test_set)

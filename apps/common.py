@@ -1,0 +1,332 @@
+"""The explorer's shared frame: runs directory, run picker, cached readers, the model, live
+forward passes on a few prompts.
+
+Streamlit puts only ``apps/`` on ``sys.path``: views import this module as ``common``.
+Tables and tensors go through ``st.cache_data`` (keyed by run folder, artifact and file
+mtime, so a rewritten artifact is re-read); the model through ``st.cache_resource`` (keyed
+by checkpoint path). Nothing here trains or writes into a run. A missing artifact is an
+``st.info`` naming it and the stage that makes it; an unreadable one is an ``st.error``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from arithinterp.runs import RunDir, list_runs
+from arithinterp.tasks import TaskSpec
+
+torch.set_num_threads(1)  # tiny forward passes; more threads only add overhead
+
+RUNS_ENV = "ARITHINTERP_RUNS_DIR"
+DEFAULT_RUNS_DIR = "runs"
+N_PROMPTS = 16  # prompts offered for live views
+STAGE_HINTS = {
+    "model": "the run records no model stage",
+    "evaluate": "run the main job (`arithinterp demo`) to evaluate the model",
+    "localize": "run `arithinterp localize` on this run's model (or the demo with "
+                "localization) to produce it",
+    "probes": "this run has no probes yet: run the probe stage to produce them",
+    "fourier": "this run has no Fourier analysis yet: run the Fourier stage to produce it",
+}
+
+
+# ---- runs directory and run picker -----------------------------------------------------------
+def runs_dir(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Path:
+    """Runs folder: ``--runs-dir X`` after ``--``, else $ARITHINTERP_RUNS_DIR, else the first
+    script argument (``streamlit run apps/explorer.py -- runs``), else ``runs/``."""
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    args = argv[1:]
+    for i, arg in enumerate(args):
+        if arg == "--runs-dir" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--runs-dir="):
+            return Path(arg.split("=", 1)[1])
+    if environ.get(RUNS_ENV):
+        return Path(environ[RUNS_ENV])
+    # a bare argument only counts under `streamlit run explorer.py` (not e.g. under pytest)
+    if argv and Path(argv[0]).name == "explorer.py" and args and not args[0].startswith("-"):
+        return Path(args[0])
+    return Path(DEFAULT_RUNS_DIR)
+
+
+def pick_run() -> RunDir | None:
+    """The sidebar run picker shared by every page; the choice is kept in ``?run=``."""
+    root = runs_dir()
+    st.sidebar.caption(f"Runs folder: `{root}`")
+    include = st.sidebar.toggle("Include unfinished runs", key="include_incomplete")
+    runs = list_runs(root, include_incomplete=include)
+    st.session_state["_run_dir"] = None
+    if not runs:
+        where = "does not exist" if not root.is_dir() else "holds no " + (
+            "runs" if include else "finished runs")
+        st.sidebar.error(f"The runs folder `{root}` {where}. Pass another with "
+                         f"`streamlit run apps/explorer.py -- --runs-dir DIR` or ${RUNS_ENV}.")
+        return None
+    names = [r.name for r in runs]
+    if st.session_state.get("run") not in names:
+        wanted = st.query_params.get("run")
+        st.session_state["run"] = wanted if wanted in names else names[-1]
+    name = st.sidebar.selectbox("Run", names, key="run",
+                                help="Runs are sorted by creation time (newest last).")
+    st.query_params["run"] = name
+    run = runs[names.index(name)]
+    stages = ", ".join(run.manifest["stages"]) or "none"
+    st.sidebar.caption(f"{'complete' if run.is_complete else 'unfinished'} · stages: {stages}")
+    st.session_state["_run_dir"] = str(run.dir)
+    return run
+
+
+def current_run() -> RunDir:
+    """The run the sidebar picked; stops the page with a message when there is none."""
+    path = st.session_state.get("_run_dir")
+    if not path:
+        st.info("No run to show: pick a runs folder that holds runs (see the sidebar).")
+        st.stop()
+    try:
+        return RunDir.open(path)
+    except (OSError, ValueError) as e:
+        st.error(f"Cannot open run `{path}`: {e}")
+        st.stop()
+
+
+# ---- artifacts -------------------------------------------------------------------------------
+def _stamp(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def missing_message(run: RunDir, relpath: str) -> str:
+    """'Run X has no `relpath`: <how to make it>'."""
+    hint = STAGE_HINTS.get(relpath.split("/", 1)[0], "")
+    return f"Run **{run.name}** has no `{relpath}`" + (f": {hint}." if hint else ".")
+
+
+def has(run: RunDir, relpath: str) -> bool:
+    """Whether the run holds this artifact."""
+    return (run.dir / relpath).is_file()
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _read_table(run_dir: str, relpath: str, stamp: int) -> pd.DataFrame:
+    return RunDir.open(run_dir).load_table(relpath)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _read_json(run_dir: str, relpath: str, stamp: int) -> Any:
+    return RunDir.open(run_dir).load_json(relpath)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _read_tensors(run_dir: str, relpath: str, stamp: int) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in RunDir.open(run_dir).load_tensors(relpath).items()}
+
+
+def _load(reader, run: RunDir, relpath: str, quiet: bool):
+    path = run.dir / relpath
+    if not path.is_file():
+        if not quiet:
+            st.info(missing_message(run, relpath))
+        return None
+    try:
+        return reader(str(run.dir), relpath, _stamp(path))
+    except Exception as e:  # an unreadable artifact is a message, never a traceback
+        st.error(f"Cannot read `{relpath}` of run {run.name}: {type(e).__name__}: {e}")
+        return None
+
+
+def table(run: RunDir, relpath: str, *, quiet: bool = False) -> pd.DataFrame | None:
+    """A parquet artifact, or None (after an st.info unless quiet) when the run lacks it."""
+    return _load(_read_table, run, relpath, quiet)
+
+
+def load_json(run: RunDir, relpath: str, *, quiet: bool = False) -> Any | None:
+    """A json artifact, or None (after an st.info unless quiet)."""
+    return _load(_read_json, run, relpath, quiet)
+
+
+def tensors(run: RunDir, relpath: str, *, quiet: bool = False) -> dict[str, np.ndarray] | None:
+    """A safetensors artifact as numpy arrays, or None (after an st.info unless quiet)."""
+    return _load(_read_tensors, run, relpath, quiet)
+
+
+def tables_under(run: RunDir, folder: str) -> dict[str, pd.DataFrame]:
+    """Every readable parquet table in a folder of the run, by file stem."""
+    out = {}
+    for path in sorted((run.dir / folder).glob("*.parquet")):
+        df = table(run, f"{folder}/{path.name}", quiet=True)
+        if df is not None:
+            out[path.stem] = df
+    return out
+
+
+# ---- task and model --------------------------------------------------------------------------
+def task_of(run: RunDir) -> TaskSpec | None:
+    """The run's task: its config's task (a localize run may override it), else the model's."""
+    candidates = [run.manifest["config"].get("task")]
+    if has(run, "model/config.json"):
+        candidates.append((load_json(run, "model/config.json", quiet=True) or {}).get("task"))
+    for cand in candidates:
+        if isinstance(cand, dict):
+            try:
+                return TaskSpec(**cand)
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+def task_key(task: TaskSpec) -> str:
+    """A hashable stand-in for a task in cache keys."""
+    return json.dumps(asdict(task), sort_keys=True)
+
+
+def model_path(run: RunDir) -> Path | None:
+    """The checkpoint the run's model stage recorded (None when it recorded none)."""
+    summary = run.manifest["stages"].get("model", {}).get("summary") or {}
+    return Path(summary["source"]) if summary.get("source") else None
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def _load_model(path: str, task_json: str, stamp: int):
+    from arithinterp.models import LoadedModel, load_model
+
+    loaded = load_model(path, device="cpu")
+    return LoadedModel(loaded.model, loaded.spec, TaskSpec(**json.loads(task_json)))
+
+
+def model_of(run: RunDir):
+    """The run's model (loaded once per checkpoint, on the CPU), or None after a message."""
+    task = task_of(run)
+    path = model_path(run)
+    if task is None or path is None:
+        st.info(f"Run **{run.name}** records no model checkpoint with a task: live views "
+                "(attention patterns, the playground) need one.")
+        return None
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        st.error(f"The checkpoint of run {run.name} is missing (`{weights}`): live views need "
+                 "the model the run was made with.")
+        return None
+    try:
+        return _load_model(str(path), task_key(task), _stamp(weights))
+    except Exception as e:  # a checkpoint we cannot rebuild is a message, not a traceback
+        st.error(f"Cannot load the model of run {run.name} from `{path}`: {e}")
+        return None
+
+
+# ---- problems --------------------------------------------------------------------------------
+_PROBLEM = re.compile(r"(\d+)([^\d=])(\d+)=?")
+_OP_WORD = {"add": "adds ('+')", "sub": "subtracts ('-')", "mul": "multiplies ('*')"}
+
+
+def parse_problem(text: str, task: TaskSpec) -> tuple[int, int]:
+    """Operands of a typed problem such as '12+34' (or '12 + 34 =') for `task`.
+
+    Raises ValueError naming what is wrong: the form, the operator, an operand's digits.
+    """
+    from arithinterp.tasks.spec import OP_CHAR
+
+    compact = re.sub(r"\s+", "", text)
+    example = task.render_prompt(*task._example())[:-1]
+    if not compact:
+        raise ValueError(f"type a problem such as {example}")
+    m = _PROBLEM.fullmatch(compact)
+    if m is None:
+        raise ValueError(f"cannot read {text.strip()!r} as a problem: write two whole numbers "
+                         f"and an operator, e.g. {example}")
+    sa, op, sb = m.groups()
+    if op != OP_CHAR[task.op]:
+        raise ValueError(f"wrong operator {op!r}: this run's task {task.name} "
+                         f"{_OP_WORD[task.op]}, e.g. {example}")
+    a, b = int(sa), int(sb)
+    for which, s, value, width in (("a", sa, a, task.digits_a), ("b", sb, b, task.digits_b)):
+        if len(s) > width:
+            raise ValueError(f"too many digits in operand {which} ({s}): task {task.name} "
+                             f"takes at most {width}")
+        lo, hi = task.operand_range(which)
+        if not lo <= value <= hi:
+            raise ValueError(f"operand {which} ({s}) must be in {lo}..{hi} for task {task.name}")
+    if not task.is_valid(a, b):
+        raise ValueError(f"{compact} is not a problem of task {task.name}: unsigned "
+                         "subtraction needs a >= b")
+    return a, b
+
+
+def run_prompts(run: RunDir, task: TaskSpec, n: int = N_PROMPTS) -> list[tuple[int, int]]:
+    """A few of the run's problems: its evaluation set, else a seeded sample of the task."""
+    ex = table(run, "evaluate/examples.parquet", quiet=True)
+    if ex is not None and len(ex) and {"a", "b"} <= set(ex.columns):
+        return [(int(a), int(b)) for a, b in zip(ex["a"][:n], ex["b"][:n], strict=True)]
+    return _sample_prompts(task_key(task), n)
+
+
+@st.cache_data(show_spinner=False)
+def _sample_prompts(task_json: str, n: int) -> list[tuple[int, int]]:
+    from arithinterp.tasks import make_splits
+
+    test = make_splits(TaskSpec(**json.loads(task_json)), 0, n, seed=1)[1]
+    return list(zip(test.a.tolist(), test.b.tolist(), strict=True))
+
+
+# ---- live forward passes (cached per model, task and prompt) ----------------------------------
+@st.cache_data(show_spinner=False, max_entries=256)
+def attention_pattern(_loaded, model_key: str, task_json: str, a: int, b: int, layer: int,
+                      head: int) -> tuple[np.ndarray, list[str]]:
+    """One head's attention pattern on the rendered problem (a, b), with token labels."""
+    from arithinterp.analysis.attention import compute_attention_patterns
+    from arithinterp.tasks import make_dataset
+    from arithinterp.tasks.vocab import token_strings
+    from arithinterp.viz import token_labels
+
+    task = TaskSpec(**json.loads(task_json))
+    data = make_dataset(task, torch.tensor([a]), torch.tensor([b]))
+    pattern = compute_attention_patterns(_loaded.model, data.tokens, layer, head)[0]
+    return pattern.numpy(), token_labels(token_strings(data.tokens[0]), task.position_labels())
+
+
+def model_key(run: RunDir) -> str:
+    """Cache key of the run's model: its checkpoint path."""
+    return str(model_path(run))
+
+
+def cell_from_points(points: list[dict]) -> dict | None:
+    """The heatmap cell a click selected: the first point of the overlay ('cells') trace.
+
+    Returns {'row': key, 'col': key} from the point's customdata (set by viz), or None.
+    """
+    for p in points or []:
+        custom = p.get("customdata")
+        if isinstance(custom, list | tuple) and len(custom) >= 2:
+            return {"row": custom[0], "col": custom[1]}
+    return None
+
+
+def new_click(event, chart_key: str) -> dict | None:
+    """A cell newly clicked in chart `chart_key` since the last rerun, else None.
+
+    A chart keeps its selection across reruns; only a changed selection counts as a click,
+    so the latest click on any chart wins.
+    """
+    points = list(getattr(getattr(event, "selection", None), "points", None) or [])
+    seen_key = f"_seen_{chart_key}"
+    signature = json.dumps(points, sort_keys=True, default=str)
+    if st.session_state.get(seen_key) == signature:
+        return None
+    st.session_state[seen_key] = signature
+    return cell_from_points(points)
+
+
+def heatmap(fig, key: str):
+    """A clickable heatmap (viz overlay): on_select='rerun', selection by points."""
+    return st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points",
+                           width="stretch")

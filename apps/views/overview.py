@@ -1,0 +1,76 @@
+"""Overview: the run's task and model, held-out accuracy and the training curve."""
+
+import pandas as pd
+import streamlit as st
+
+import common
+from arithinterp import viz
+
+run = common.current_run()
+st.title(f"Run {run.name}")
+m = run.manifest
+st.caption(f"{m['status']} · created {m['created'][:19]} · commit "
+           f"{(m['git_commit'] or 'unknown')[:10]} · arithinterp "
+           f"{m['package_versions'].get('arithinterp', '?')}")
+
+task = common.task_of(run)
+left, right = st.columns(2)
+with left:
+    st.subheader("Task")
+    if task is None:
+        st.info(f"Run **{run.name}** records no task (no `model/config.json`).")
+    else:
+        a, b = task._example()
+        st.markdown(f"**{task.name}** — `{task.render(a, b)}` "
+                    f"({task.seq_len} tokens; answer width {task.answer_width})")
+        st.caption("positions: " + " ".join(task.position_labels()))
+with right:
+    st.subheader("Model")
+    cfg = common.load_json(run, "model/config.json", quiet=True)
+    if cfg is None:
+        st.info(common.missing_message(run, "model/config.json"))
+    else:
+        spec = cfg.get("model", {})
+        st.markdown(", ".join(f"{k} **{v}**" for k, v in spec.items() if v is not None))
+    source = common.model_path(run)
+    if source is not None:
+        st.caption(f"checkpoint: `{source}`")
+
+st.subheader("Held-out accuracy")
+summary = common.load_json(run, "evaluate/summary.json")
+if summary is not None:
+    cols = st.columns(3)
+    cols[0].metric("exact match", f"{summary['exact_match']:.3f}")
+    cols[1].metric("sequence match", f"{summary.get('sequence_match', float('nan')):.3f}")
+    cols[2].metric("problems", summary.get("n", "?"))
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(viz.digit_accuracy_figure(summary["digit_accuracy"]),
+                        key="overview_digits")
+    with right:
+        by_carries = common.table(run, "evaluate/by_carries.parquet")
+        if by_carries is not None and len(by_carries):
+            st.plotly_chart(viz.accuracy_by_carries_figure(by_carries), key="overview_carries")
+    examples = common.table(run, "evaluate/examples.parquet", quiet=True)
+    if examples is not None and "correct" in examples:
+        wrong = examples[~examples["correct"]]
+        with st.expander(f"Wrong answers ({len(wrong)} of {len(examples)})"):
+            st.dataframe(wrong.sort_values(["n_wrong_digits", "n_carries"], ascending=False)
+                         .head(50), hide_index=True)
+
+st.subheader("Training")
+curve = common.table(run, "model/training_curve.parquet", quiet=True)
+if curve is None:
+    st.info(f"Run **{run.name}** has no `model/training_curve.parquet` (a pretrained model or a "
+            "checkpoint without a metrics log).")
+elif curve.empty:
+    st.info("The training curve is empty.")
+else:
+    st.plotly_chart(viz.training_curve_figure(curve), key="overview_training")
+
+with st.expander("Stages and artifacts"):
+    stages = pd.DataFrame([{"stage": k, "status": v.get("status"), "finished": v.get("finished")}
+                           for k, v in m["stages"].items()])
+    st.dataframe(stages, hide_index=True)
+    st.dataframe(pd.DataFrame([{"artifact": k, **v} for k, v in m["artifacts"].items()]),
+                 hide_index=True)

@@ -1,0 +1,424 @@
+"""Plotly figure builders shared by the explorer and the notebooks.
+
+Every builder takes tables (the tidy DataFrames a run stores) or tensors and returns a
+``go.Figure``; none shows it. Signed heatmaps use ``RdBu`` centred on 0. Heatmaps a reader
+may click carry a near-transparent ``go.Scatter`` of square markers, one per cell (trace 1,
+``meta="cells"``), whose ``customdata`` holds the cell's keys: Plotly heatmaps report no
+point selections to Streamlit, scatter points do. This module imports no compute code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from jaxtyping import Float
+from plotly.subplots import make_subplots
+from torch import Tensor
+
+SIGNED_SCALE = "RdBu"
+UNSIGNED_SCALE = "Blues"
+CELLS = "cells"  # meta of the clickable overlay trace
+PATCH_KEYS = ("site", "by_pos", "direction", "layer", "head", "pos")
+_AXIS_TITLES = {"layer": "layer", "head": "head", "pos": "position", "component": "component"}
+
+
+# ---- labels ----------------------------------------------------------------------------------
+def unique_labels(labels: Sequence[str]) -> list[str]:
+    """Labels made unique (categorical axes merge equal labels) by prefixing the index."""
+    labels = [str(x) for x in labels]
+    if len(set(labels)) == len(labels):
+        return labels
+    return [f"{i}:{x}" for i, x in enumerate(labels)]
+
+
+def token_labels(chars: Sequence[str], position_labels: Sequence[str] | None = None) -> list[str]:
+    """Axis labels for the tokens of one prompt: '1 (a1)', '+', '<bos>' (unique)."""
+    if position_labels is None:
+        return unique_labels(chars)
+    return unique_labels([c if c == p or p.startswith("<") else f"{c} ({p})"
+                          for c, p in zip(chars, position_labels, strict=True)])
+
+
+def _key_label(axis: str, value) -> str:
+    if axis == "layer":
+        return f"L{int(value)}"
+    if axis == "head":
+        return f"H{int(value)}"
+    return str(value)
+
+
+def _axis_labels(df: pd.DataFrame, axis: str) -> tuple[list, list[str]]:
+    """Sorted keys of one axis and their display labels (position: the token column)."""
+    if axis == "component":
+        first = df.drop_duplicates("component").assign(
+            _h=lambda d: d["head"].fillna(-1) if "head" in d else -1)
+        keys = list(first.sort_values(["layer", "_h"], kind="stable")["component"])
+        return keys, unique_labels(keys)
+    keys = sorted(int(v) for v in df[axis].dropna().unique())
+    if axis == "pos" and "token" in df.columns:
+        by_pos = df.dropna(subset=["pos"]).drop_duplicates("pos").set_index("pos")["token"]
+        names = [str(by_pos.get(p, f"p{p}")) if pd.notna(by_pos.get(p)) else f"p{p}"
+                 for p in keys]
+        return keys, unique_labels(names)
+    return keys, [_key_label(axis, k) for k in keys]
+
+
+# ---- training and accuracy -------------------------------------------------------------------
+def training_curve_figure(curve: pd.DataFrame) -> go.Figure:
+    """Loss (top) and held-out exact match and per-digit accuracy (bottom) over steps.
+
+    `curve`: ``model/training_curve.parquet`` (step, loss, exact_match, digit, digit_accuracy).
+    """
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("training loss", "held-out accuracy"))
+    steps = curve.drop_duplicates("step").sort_values("step")
+    fig.add_trace(go.Scatter(x=steps["step"], y=steps["loss"], mode="lines+markers",
+                             name="loss"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=steps["step"], y=steps["exact_match"], mode="lines+markers",
+                             name="exact match", line={"width": 3}), row=2, col=1)
+    if "digit" in curve.columns:
+        for digit, g in curve.sort_values("step").groupby("digit"):
+            fig.add_trace(go.Scatter(x=g["step"], y=g["digit_accuracy"], mode="lines",
+                                     name=f"c{int(digit)}", line={"dash": "dot"}), row=2, col=1)
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02], row=2, col=1)
+    fig.update_xaxes(title_text="step", row=2, col=1)
+    fig.update_layout(title="Training curve", height=520, legend_title_text="")
+    return fig
+
+
+def digit_accuracy_figure(digit_accuracy: Sequence[float]) -> go.Figure:
+    """Held-out accuracy of each answer digit (c0 = least significant)."""
+    labels = [f"c{k}" for k in range(len(digit_accuracy))]
+    fig = go.Figure(go.Bar(x=labels, y=list(digit_accuracy), text=[f"{v:.3f}" for v in
+                                                                   digit_accuracy]))
+    fig.update_layout(title="Accuracy per answer digit", xaxis_title="answer digit",
+                      yaxis_title="accuracy", yaxis_range=[0, 1.05])
+    return fig
+
+
+def accuracy_by_carries_figure(by_carries: pd.DataFrame) -> go.Figure:
+    """Exact match by number of carries (bar text: number of problems)."""
+    df = by_carries.sort_values("n_carries")
+    fig = go.Figure(go.Bar(x=df["n_carries"].astype(str), y=df["exact_match"],
+                           text=[f"n={int(n)}" for n in df["count"]] if "count" in df else None,
+                           customdata=df.get("count")))
+    fig.update_layout(title="Exact match by number of carries", xaxis_title="carries",
+                      yaxis_title="exact match", yaxis_range=[0, 1.05])
+    return fig
+
+
+# ---- patching --------------------------------------------------------------------------------
+def clickable_heatmap_figure(
+    z: np.ndarray, x: Sequence[str], y: Sequence[str], *, keys: Sequence[Sequence],
+    title: str, x_title: str, y_title: str, color_title: str, signed: bool = True,
+    zrange: tuple[float, float] | None = None,
+) -> go.Figure:
+    """A heatmap (rows y, columns x) with a clickable overlay; keys[i][j] = cell i, j's keys."""
+    z = np.asarray(z, dtype=float)
+    if z.shape != (len(y), len(x)):
+        raise ValueError(f"z has shape {z.shape}, labels give {(len(y), len(x))}")
+    opts = ({"color_continuous_scale": SIGNED_SCALE, "color_continuous_midpoint": 0}
+            if signed else {"color_continuous_scale": UNSIGNED_SCALE})
+    if zrange is not None:
+        opts = {**opts, "zmin": zrange[0], "zmax": zrange[1]}
+        opts.pop("color_continuous_midpoint", None)
+    fig = px.imshow(z, x=list(x), y=list(y), aspect="auto", **opts,
+                    labels={"x": x_title, "y": y_title, "color": color_title})
+    fig.update_traces(hoverinfo="skip", hovertemplate=None, selector={"type": "heatmap"})
+    cells = [(i, j) for i in range(len(y)) for j in range(len(x)) if np.isfinite(z[i, j])]
+    size = int(np.clip(480 / max(len(x), len(y), 1), 10, 40))
+    fig.add_trace(go.Scatter(
+        x=[x[j] for _, j in cells], y=[y[i] for i, _ in cells], mode="markers",
+        marker={"symbol": "square", "size": size, "color": "black", "opacity": 0.01},
+        customdata=[[*keys[i][j], float(z[i, j])] for i, j in cells],
+        hovertemplate=(f"{y_title} %{{y}}<br>{x_title} %{{x}}<br>{color_title} "
+                       f"%{{customdata[{len(keys[0][0]) if cells else 0}]:.4g}}<extra></extra>"),
+        showlegend=False, meta=CELLS, name="cells",
+    ))
+    fig.update_xaxes(type="category", title_text=x_title, side="bottom")
+    fig.update_yaxes(type="category", title_text=y_title, autorange="reversed")
+    fig.update_layout(title=title, clickmode="event+select", hovermode="closest",
+                      height=max(260, 60 + 42 * len(y)))
+    return fig
+
+
+def patching_figure(
+    table: pd.DataFrame, *, rows: str = "layer", cols: str = "pos", value: str = "normalized",
+    title: str | None = None,
+) -> go.Figure:
+    """Heatmap of one patching grid (rows x cols: layer x pos, layer x head, head x pos, ...).
+
+    `table`: rows of ``localize/patching.parquet`` (or ``PatchResult.to_frame()``) for ONE
+    grid, i.e. one (site, by_pos, direction), restricted to one layer for head x pos.
+    `value`: 'normalized' (0 = corrupted run, 1 = clean) or 'value' (the raw metric).
+    Overlay customdata per cell: [row key, col key, value].
+    """
+    for axis in (rows, cols):
+        if axis not in _AXIS_TITLES:
+            raise ValueError(f"rows and cols must be among {sorted(_AXIS_TITLES)}, got {axis!r}")
+    if value not in table.columns:
+        raise ValueError(f"value must be a column of the table, got {value!r}")
+    if table.empty:
+        raise ValueError("the patching table is empty")
+    df = table.dropna(subset=[a for a in (rows, cols) if a != "component"])
+    row_keys, row_labels = _axis_labels(df, rows)
+    col_keys, col_labels = _axis_labels(df, cols)
+    ri = {k: i for i, k in enumerate(row_keys)}
+    ci = {k: j for j, k in enumerate(col_keys)}
+    z = np.full((len(row_keys), len(col_keys)), np.nan)
+    for r, c, v in zip(df[rows], df[cols], df[value], strict=True):
+        z[ri[r if rows == "component" else int(r)], ci[c if cols == "component" else int(c)]] = v
+    keys = [[(_py(r), _py(c)) for c in col_keys] for r in row_keys]
+    if title is None:
+        first = df.iloc[0]
+        grid = f"{first['site']}{'' if first.get('by_pos', True) else ' (all positions)'}"
+        title = f"{grid}, {first.get('direction', '')}: {rows} × {cols}"
+    return clickable_heatmap_figure(
+        z, col_labels, row_labels, keys=keys, title=title, x_title=_AXIS_TITLES[cols],
+        y_title=_AXIS_TITLES[rows], color_title=value)
+
+
+def _py(v):
+    """numpy scalars to plain Python (customdata goes through JSON)."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def effect_distribution_figure(
+    values: Float[Tensor, " batch"] | Float[np.ndarray, " batch"], *,
+    clean: float | None = None, corrupted: float | None = None, title: str = "",
+    x_title: str = "patched metric",
+) -> go.Figure:
+    """Histogram of one cell's per-prompt patched metric, with the unpatched baselines."""
+    v = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values, dtype=float)
+    fig = go.Figure(go.Histogram(x=v, nbinsx=min(40, max(5, len(v) // 2)), name="prompts"))
+    fig.add_vline(x=float(v.mean()), line_dash="solid", line_color="black",
+                  annotation_text="mean", annotation_position="top")
+    for name, x, color in (("clean", clean, "royalblue"), ("corrupted", corrupted, "firebrick")):
+        if x is not None:
+            fig.add_vline(x=x, line_dash="dash", line_color=color, annotation_text=name,
+                          annotation_position="top left" if name == "corrupted" else "top right")
+    fig.update_layout(title=title or "Effect over prompts", xaxis_title=x_title,
+                      yaxis_title="prompts", bargap=0.05, showlegend=False, height=320)
+    return fig
+
+
+# ---- attribution -----------------------------------------------------------------------------
+def dla_figure(dla: pd.DataFrame) -> go.Figure:
+    """Direct logit attribution per component (bars coloured by kind, error bars: std)."""
+    df = dla.copy()
+    fig = px.bar(df, x="component", y="value", color="kind",
+                 error_y="std" if "std" in df.columns else None,
+                 category_orders={"component": list(df["component"])},
+                 labels={"value": "logit diff contribution"})
+    fig.update_layout(title="Direct logit attribution (correct − wrong)",
+                      xaxis_title="component", xaxis_type="category")
+    return fig
+
+
+def logit_lens_figure(lens: pd.DataFrame, *, value: str = "accuracy") -> go.Figure:
+    """Logit lens: `value` (accuracy, mean_prob, mean_rank) per stage (rows) x answer digit."""
+    if value not in lens.columns:
+        raise ValueError(f"value must be a column of the logit-lens table, got {value!r}")
+    stages = list(dict.fromkeys(lens["stage"]))
+    digits = sorted(lens["digit"].unique())
+    z = np.full((len(stages), len(digits)), np.nan)
+    for s, d, v in zip(lens["stage"], lens["digit"], lens[value], strict=True):
+        z[stages.index(s), digits.index(d)] = v
+    bounded = value in ("accuracy", "mean_prob")
+    fig = px.imshow(z, x=[f"c{int(d)}" for d in digits], y=stages, aspect="auto",
+                    color_continuous_scale="Viridis", text_auto=".2f",
+                    zmin=0 if bounded else None, zmax=1 if bounded else None,
+                    labels={"x": "answer digit", "y": "stage", "color": value})
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    fig.update_layout(title=f"Logit lens: {value} of the correct digit", height=320)
+    return fig
+
+
+def attribution_scatter_figure(
+    attribution: pd.DataFrame, exact: pd.DataFrame, *, value: str = "value"
+) -> go.Figure:
+    """Attribution-patching estimate (y) against exact patching (x) per grid cell, with y = x."""
+    keys = [k for k in PATCH_KEYS if k in attribution.columns and k in exact.columns]
+    cols = keys + [value] + (["component", "token"] if "component" in exact.columns else [])
+    merged = exact[[c for c in cols if c in exact.columns]].merge(
+        attribution[keys + [value]], on=keys, suffixes=("_exact", "_attribution"))
+    if merged.empty:
+        raise ValueError("attribution and exact tables share no grid cell")
+    merged["grid"] = merged["site"] + np.where(merged["by_pos"], " by position",
+                                               " all positions")
+    fig = px.scatter(merged, x=f"{value}_exact", y=f"{value}_attribution", color="grid",
+                     hover_data=[c for c in ("component", "token") if c in merged.columns],
+                     labels={f"{value}_exact": f"exact patching ({value})",
+                             f"{value}_attribution": f"attribution patching ({value})"})
+    lo = float(np.nanmin(merged[[f"{value}_exact", f"{value}_attribution"]].to_numpy()))
+    hi = float(np.nanmax(merged[[f"{value}_exact", f"{value}_attribution"]].to_numpy()))
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
+                             line={"dash": "dash", "color": "grey"}))
+    fig.update_layout(title="Attribution patching vs exact patching")
+    return fig
+
+
+def paths_figure(paths: pd.DataFrame, *, value: str = "normalized") -> go.Figure:
+    """Path patching: effect of each sender, grouped by receiver (logits, or a head's q/k/v)."""
+    df = paths.copy()
+    inp = df["receiver_input"].fillna("") if "receiver_input" in df else ""
+    df["path to"] = df["receiver"] + np.where(inp != "", "." + inp, "")
+    fig = px.bar(df, x="sender", y=value, color="path to", barmode="group",
+                 category_orders={"sender": list(dict.fromkeys(df["sender"]))})
+    fig.update_layout(title=f"Path patching ({value})", xaxis_type="category")
+    return fig
+
+
+def knockout_figure(knockout: pd.DataFrame) -> go.Figure:
+    """Exact match after knocking out the selected components vs random sets of the same size."""
+    fig = go.Figure(go.Bar(x=knockout["condition"], y=knockout["exact_match"],
+                           text=knockout.get("components"), hovertext=knockout.get("components")))
+    fig.update_layout(title="Knockout: exact match", xaxis_title="condition",
+                      yaxis_title="exact match", yaxis_range=[0, 1.05], xaxis_type="category")
+    return fig
+
+
+# ---- attention -------------------------------------------------------------------------------
+def attention_pattern_figure(
+    pattern: Float[Tensor, "query_pos key_pos"] | Float[np.ndarray, "query_pos key_pos"],
+    labels: Sequence[str], *, title: str = "Attention pattern",
+) -> go.Figure:
+    """One head's attention on one prompt: queries (rows) x keys (columns), rows sum to 1."""
+    p = np.asarray(pattern.detach().cpu() if isinstance(pattern, Tensor) else pattern,
+                   dtype=float)
+    labels = unique_labels(labels)
+    if p.shape != (len(labels), len(labels)):
+        raise ValueError(f"pattern has shape {p.shape} but there are {len(labels)} labels")
+    masked = np.where(np.triu(np.ones_like(p, dtype=bool), k=1), np.nan, p)  # causal mask
+    fig = px.imshow(masked, x=labels, y=labels, color_continuous_scale=UNSIGNED_SCALE,
+                    zmin=0, zmax=1, aspect="auto",
+                    labels={"x": "key", "y": "query", "color": "attention"})
+    fig.update_xaxes(type="category", tickangle=-45)
+    fig.update_yaxes(type="category")
+    fig.update_layout(title=title, height=max(320, 40 + 28 * len(labels)))
+    return fig
+
+
+def operand_attention_figure(table: pd.DataFrame, *, value: str = "attention") -> go.Figure:
+    """Attention of each head (rows) on each operand digit (columns), one panel per answer digit.
+
+    `table`: ``localize/operand_attention.parquet`` (component, digit, key, attention, ...).
+    """
+    comps = list(dict.fromkeys(table.sort_values(["layer", "head"])["component"]))
+    keys = list(dict.fromkeys(table["key"]))
+    digits = sorted(table["digit"].unique())
+    fig = make_subplots(rows=1, cols=len(digits), shared_yaxes=True, horizontal_spacing=0.02,
+                        subplot_titles=[f"writing c{int(d)}" for d in digits])
+    for j, d in enumerate(digits):
+        g = table[table["digit"] == d]
+        z = np.full((len(comps), len(keys)), np.nan)
+        for c, k, v in zip(g["component"], g["key"], g[value], strict=True):
+            z[comps.index(c), keys.index(k)] = v
+        fig.add_trace(go.Heatmap(z=z, x=keys, y=comps, coloraxis="coloraxis",
+                                 text=np.round(z, 2), texttemplate="%{text}",
+                                 hovertemplate="%{y} → %{x}: %{z:.3f}<extra>c"
+                                 f"{int(d)}</extra>"), row=1, col=j + 1)
+    fig.update_xaxes(type="category", title_text="key")
+    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_layout(title="Attention on operand digits by answer digit",
+                      coloraxis={"colorscale": UNSIGNED_SCALE, "cmin": 0, "cmax": 1,
+                                 "colorbar": {"title": {"text": value}}},
+                      height=max(300, 80 + 26 * len(comps)))
+    return fig
+
+
+# ---- probes and Fourier ----------------------------------------------------------------------
+PROBE_PANELS = ("score", "shuffled", "random_model", "selectivity")
+
+
+def probe_scores_figure(
+    table: pd.DataFrame, *, target: str, metric: str | None = None, site: str | None = None,
+) -> go.Figure:
+    """Probe scores of one target by layer (rows) x position, beside its controls.
+
+    Panels (those present and not all NaN): score, shuffled (labels permuted),
+    random_model (same probe on a random model), selectivity (score − shuffled). Rows are
+    layers, or ``L{layer}H{head}`` for per-head sites. Position labels: the ``label`` or
+    ``token`` column.
+    """
+    df = table[table["target"] == target]
+    if site is not None and "site" in df.columns:
+        df = df[df["site"] == site]
+    if metric is None and "metric" in df.columns:
+        metrics = list(dict.fromkeys(df["metric"]))
+        metric = next((m for m in ("accuracy", "r2") if m in metrics), metrics[0] if metrics
+                      else None)
+    if metric is not None and "metric" in df.columns:
+        df = df[df["metric"] == metric]
+    if df.empty:
+        raise ValueError(f"no probe rows for target {target!r}"
+                         + (f", site {site!r}" if site else "") + (f", metric {metric!r}"
+                                                                     if metric else ""))
+    label_col = next((c for c in ("label", "token") if c in df.columns), None)
+    has_head = "head" in df.columns and df["head"].notna().any()
+    row_of = (lambda r: f"L{int(r['layer'])}H{int(r['head'])}") if has_head else (
+        lambda r: f"L{int(r['layer'])}")
+    df = df.assign(_row=[row_of(r) for _, r in df.iterrows()]).sort_values(
+        ["layer", "head", "pos"] if has_head else ["layer", "pos"])
+    rows = list(dict.fromkeys(df["_row"]))
+    positions = sorted(int(p) for p in df["pos"].unique())
+    names = (df.drop_duplicates("pos").set_index("pos")[label_col] if label_col else None)
+    cols = unique_labels([str(names[p]) if names is not None else f"p{p}" for p in positions])
+    panels = [c for c in PROBE_PANELS if c in df.columns and df[c].notna().any()]
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=panels)
+    for j, panel in enumerate(panels):
+        z = np.full((len(rows), len(positions)), np.nan)
+        for r, p, v in zip(df["_row"], df["pos"], df[panel], strict=True):
+            z[rows.index(r), positions.index(int(p))] = v
+        fig.add_trace(go.Heatmap(
+            z=z, x=cols, y=rows, coloraxis="coloraxis2" if panel == "selectivity" else
+            "coloraxis", hovertemplate=f"%{{y}} %{{x}}<br>{panel}: %{{z:.3f}}<extra></extra>",
+            name=panel), row=1, col=j + 1)
+    bounded = metric in ("accuracy", "balanced_accuracy", "r2")
+    fig.update_xaxes(type="category", title_text="position")
+    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_layout(
+        title=f"Probe {target}" + (f" ({metric})" if metric else "") + (f", {site}" if site
+                                                                          else ""),
+        coloraxis={"colorscale": "Viridis", "cmin": 0 if bounded else None,
+                   "cmax": 1 if bounded else None,
+                   "colorbar": {"title": {"text": metric or "score"}, "x": 1.0}},
+        coloraxis2={"colorscale": SIGNED_SCALE, "cmid": 0,
+                    "colorbar": {"title": {"text": "selectivity"}, "x": 1.08}},
+        height=max(280, 100 + 40 * len(rows)))
+    return fig
+
+
+def probe_predictions_figure(
+    predictions: pd.DataFrame, *, truth: str, prediction: str, color: str | None = None,
+    title: str = "Probe predictions vs truth",
+) -> go.Figure:
+    """Scatter of a probe's predictions against the true values, with y = x."""
+    fig = px.scatter(predictions, x=truth, y=prediction, color=color, opacity=0.6)
+    lo = float(np.nanmin(predictions[[truth, prediction]].to_numpy(dtype=float)))
+    hi = float(np.nanmax(predictions[[truth, prediction]].to_numpy(dtype=float)))
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
+                             line={"dash": "dash", "color": "grey"}))
+    fig.update_layout(title=title)
+    return fig
+
+
+def fourier_spectrum_figure(
+    spectrum: pd.DataFrame, *, frequency: str, value: str, color: str | None = None,
+    title: str = "Fourier spectrum",
+) -> go.Figure:
+    """Bars of `value` (power, norm, ...) per Fourier `frequency`, grouped by `color`."""
+    df = spectrum.copy()
+    df[frequency] = df[frequency].astype(str)
+    fig = px.bar(df, x=frequency, y=value, color=color, barmode="group",
+                 category_orders={frequency: list(dict.fromkeys(df[frequency]))})
+    fig.update_xaxes(type="category")
+    fig.update_layout(title=title)
+    return fig
