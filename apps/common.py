@@ -36,8 +36,8 @@ STAGE_HINTS = {
     "evaluate": "run the main job (`arithinterp demo`) to evaluate the model",
     "localize": "run `arithinterp localize` on this run's model (or the demo with "
                 "localization) to produce it",
-    "probes": "this run has no probes yet: run the probe stage to produce them",
-    "fourier": "this run has no Fourier analysis yet: run the Fourier stage to produce it",
+    "probes": "run the probe stage on this run to produce probe tables",
+    "fourier": "run the Fourier analysis on this run to produce spectra",
 }
 
 
@@ -229,6 +229,11 @@ _PROBLEM = re.compile(r"(\d+)([^\d=])(\d+)=?")
 _OP_WORD = {"add": "adds ('+')", "sub": "subtracts ('-')", "mul": "multiplies ('*')"}
 
 
+def example_problem(task: TaskSpec) -> tuple[int, int]:
+    """A valid problem of the task to show as an example (largest a, smallest b)."""
+    return task.operand_range("a")[1], task.operand_range("b")[0]
+
+
 def parse_problem(text: str, task: TaskSpec) -> tuple[int, int]:
     """Operands of a typed problem such as '12+34' (or '12 + 34 =') for `task`.
 
@@ -237,7 +242,7 @@ def parse_problem(text: str, task: TaskSpec) -> tuple[int, int]:
     from arithinterp.tasks.spec import OP_CHAR
 
     compact = re.sub(r"\s+", "", text)
-    example = task.render_prompt(*task._example())[:-1]
+    example = task.render_prompt(*example_problem(task))[:-1]
     if not compact:
         raise ValueError(f"type a problem such as {example}")
     m = _PROBLEM.fullmatch(compact)

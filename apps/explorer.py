@@ -7,22 +7,26 @@ The entry script is the frame: page config, the run picker in the sidebar (share
 pages, kept in ``?run=NAME``) and the navigation; each view lives in ``views/``.
 """
 
+import common
 import streamlit as st
 
-import common
-
-st.set_page_config(page_title="arithinterp explorer", page_icon="🧮", layout="wide")
-
-PAGES = [
-    st.Page("views/overview.py", title="Overview", icon="📋", url_path="overview", default=True),
-    st.Page("views/patching.py", title="Patching", icon="🩹", url_path="patching"),
-    st.Page("views/attribution.py", title="Attribution", icon="🧾", url_path="attribution"),
-    st.Page("views/attention.py", title="Attention", icon="👀", url_path="attention"),
-    st.Page("views/probes.py", title="Probes", icon="🔬", url_path="probes"),
-    st.Page("views/playground.py", title="Playground", icon="🧪", url_path="playground"),
+# (file, title, material icon); the url path of a page is its file's stem: /patching
+VIEWS = [
+    ("overview", "Overview", "dashboard"),
+    ("patching", "Patching", "grid_on"),
+    ("attribution", "Attribution", "bar_chart"),
+    ("attention", "Attention", "visibility"),
+    ("probes", "Probes", "science"),
+    ("playground", "Playground", "calculate"),
 ]
 
-page = st.navigation(PAGES)
+st.set_page_config(page_title="arithinterp explorer", page_icon=":material/calculate:",
+                   layout="wide")
+page = st.navigation([
+    st.Page(f"views/{stem}.py", title=title, icon=f":material/{icon}:", url_path=stem,
+            default=stem == "overview")
+    for stem, title, icon in VIEWS
+])
 st.sidebar.title("arithinterp")
 common.pick_run()
 page.run()

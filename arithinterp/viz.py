@@ -22,6 +22,7 @@ from torch import Tensor
 SIGNED_SCALE = "RdBu"
 UNSIGNED_SCALE = "Blues"
 CELLS = "cells"  # meta of the clickable overlay trace
+OVERLAY_OPACITY = 0.002  # invisible on flat colours (0.01 shows), still hit by clicks
 PATCH_KEYS = ("site", "by_pos", "direction", "layer", "head", "pos")
 _AXIS_TITLES = {"layer": "layer", "head": "head", "pos": "position", "component": "component"}
 
@@ -134,7 +135,10 @@ def clickable_heatmap_figure(
     size = int(np.clip(480 / max(len(x), len(y), 1), 10, 40))
     fig.add_trace(go.Scatter(
         x=[x[j] for _, j in cells], y=[y[i] for i, _ in cells], mode="markers",
-        marker={"symbol": "square", "size": size, "color": "black", "opacity": 0.01},
+        marker={"symbol": "square", "size": size, "color": "black", "opacity": OVERLAY_OPACITY,
+                "line": {"width": 0}},
+        selected={"marker": {"opacity": OVERLAY_OPACITY}},
+        unselected={"marker": {"opacity": OVERLAY_OPACITY}},
         customdata=[[*keys[i][j], float(z[i, j])] for i, j in cells],
         hovertemplate=(f"{y_title} %{{y}}<br>{x_title} %{{x}}<br>{color_title} "
                        f"%{{customdata[{len(keys[0][0]) if cells else 0}]:.4g}}<extra></extra>"),
@@ -278,7 +282,7 @@ def paths_figure(paths: pd.DataFrame, *, value: str = "normalized") -> go.Figure
 def knockout_figure(knockout: pd.DataFrame) -> go.Figure:
     """Exact match after knocking out the selected components vs random sets of the same size."""
     fig = go.Figure(go.Bar(x=knockout["condition"], y=knockout["exact_match"],
-                           text=knockout.get("components"), hovertext=knockout.get("components")))
+                           hovertext=knockout.get("components")))
     fig.update_layout(title="Knockout: exact match", xaxis_title="condition",
                       yaxis_title="exact match", yaxis_range=[0, 1.05], xaxis_type="category")
     return fig
@@ -417,6 +421,8 @@ def fourier_spectrum_figure(
     """Bars of `value` (power, norm, ...) per Fourier `frequency`, grouped by `color`."""
     df = spectrum.copy()
     df[frequency] = df[frequency].astype(str)
+    if color is not None:
+        df[color] = df[color].astype(str)  # discrete groups, even for numeric columns
     fig = px.bar(df, x=frequency, y=value, color=color, barmode="group",
                  category_orders={frequency: list(dict.fromkeys(df[frequency]))})
     fig.update_xaxes(type="category")

@@ -1,9 +1,9 @@
 """Overview: the run's task and model, held-out accuracy and the training curve."""
 
+import common
 import pandas as pd
 import streamlit as st
 
-import common
 from arithinterp import viz
 
 run = common.current_run()
@@ -20,7 +20,7 @@ with left:
     if task is None:
         st.info(f"Run **{run.name}** records no task (no `model/config.json`).")
     else:
-        a, b = task._example()
+        a, b = common.example_problem(task)
         st.markdown(f"**{task.name}** — `{task.render(a, b)}` "
                     f"({task.seq_len} tokens; answer width {task.answer_width})")
         st.caption("positions: " + " ".join(task.position_labels()))

@@ -1,0 +1,53 @@
+"""Attention: one head's pattern on a typed or picked prompt, and the operand-digit summary."""
+
+import common
+import streamlit as st
+
+from arithinterp import viz
+
+run = common.current_run()
+st.title("Attention")
+task = common.task_of(run)
+
+st.subheader("Attention pattern")
+if task is None:
+    st.info(f"Run **{run.name}** records no task: no prompts to show attention on.")
+else:
+    loaded = common.model_of(run)
+    if loaded is not None:
+        cfg = loaded.model.cfg
+        prompts = common.run_prompts(run, task)
+        c1, c2, c3 = st.columns([2, 1, 1])
+        source = c1.radio("Prompt", ["pick one of the run's", "type one"], horizontal=True,
+                          key="attention_source")
+        layer = c2.selectbox("Layer", range(cfg.n_layers), format_func=lambda x: f"L{x}",
+                             key="attention_layer")
+        head = c3.selectbox("Head", range(cfg.n_heads), format_func=lambda x: f"H{x}",
+                            key="attention_head")
+        problem = None
+        if source == "type one":
+            a, b = common.example_problem(task)
+            text = st.text_input("Problem", value=task.render_prompt(a, b)[:-1],
+                                 key="attention_problem")
+            try:
+                problem = common.parse_problem(text, task)
+            except ValueError as e:
+                st.error(f"Invalid problem: {e}")
+        else:
+            i = st.selectbox("Problem", range(len(prompts)), key="attention_prompt",
+                             format_func=lambda i: task.render(*prompts[i]))
+            problem = prompts[i]
+        if problem is not None:
+            pattern, tokens = common.attention_pattern(
+                loaded, common.model_key(run), common.task_key(task), *problem, layer, head)
+            st.plotly_chart(viz.attention_pattern_figure(
+                pattern, tokens, title=f"Attention of L{layer}H{head} on "
+                                       f"{task.render(*problem)}"), key="attention_pattern")
+
+st.subheader("Attention on operand digits")
+table = common.table(run, "localize/operand_attention.parquet")
+if table is not None and len(table):
+    st.caption("For each head: the attention from the position that predicts answer digit "
+               "c_k to each operand digit (a0 = least significant) and to everything else, "
+               "averaged over the run's held-out prompts.")
+    st.plotly_chart(viz.operand_attention_figure(table), key="attention_operands")

@@ -1,0 +1,194 @@
+"""Patching: exact activation patching grids from `localize/`, clickable.
+
+Three heatmaps (layer × position, layer × head, head × position for one layer), with a
+raw / normalized switch and site and direction choices. Clicking a cell selects that
+component: its effect over the prompts (per-prompt values from `patching.safetensors`) and,
+for a head, its attention pattern on one of the run's prompts (a live forward pass).
+"""
+
+import common
+import pandas as pd
+import streamlit as st
+
+from arithinterp import viz
+
+METRICS = {"normalized": "normalized (0 = corrupted, 1 = clean)", "value": "raw metric"}
+
+
+def grid_key(cell: dict) -> str:
+    """The per-prompt tensor of a cell's grid in `patching.safetensors`."""
+    return f"{cell['site']}_{'pos' if cell['by_pos'] else 'all'}_{cell['direction']}"
+
+
+def cell_label(cell: dict, labels: list[str]) -> str:
+    head = cell.get("head")
+    comp = f"L{cell['layer']}H{head}" if head is not None else f"L{cell['layer']}"
+    where = (f" at {labels[cell['pos']]}" if cell.get("pos") is not None
+             and cell["pos"] < len(labels) else "" if cell.get("pos") is not None
+             else " (all positions)")
+    return f"{comp} {cell['site']}{where}, {cell['direction']}"
+
+
+def rows_of(P: pd.DataFrame, cell: dict) -> pd.DataFrame:
+    sel = (P["site"] == cell["site"]) & (P["by_pos"] == cell["by_pos"]) \
+        & (P["direction"] == cell["direction"]) & (P["layer"] == cell["layer"])
+    sel &= P["head"].isna() if cell.get("head") is None else P["head"] == cell["head"]
+    sel &= P["pos"].isna() if cell.get("pos") is None else P["pos"] == cell["pos"]
+    return P[sel]
+
+
+def default_cell(P: pd.DataFrame, direction: str) -> dict:
+    """The strongest head over all positions (else the strongest cell) for a first view."""
+    here = P[P["direction"] == direction]
+    heads = here[(here["site"] == "z") & ~here["by_pos"]]
+    pool = heads if len(heads) else here
+    best = pool.loc[pool["normalized"].abs().fillna(-1).idxmax()]
+    return _cell(best)
+
+
+def _cell(row) -> dict:
+    return {"site": row["site"], "by_pos": bool(row["by_pos"]), "direction": row["direction"],
+            "layer": int(row["layer"]),
+            "head": None if pd.isna(row["head"]) else int(row["head"]),
+            "pos": None if pd.isna(row["pos"]) else int(row["pos"])}
+
+
+run = common.current_run()
+st.title("Activation patching")
+P = common.table(run, "localize/patching.parquet")
+if P is None:
+    st.stop()
+if P.empty:
+    st.info(f"Run **{run.name}** has an empty patching table.")
+    st.stop()
+summary = common.load_json(run, "localize/summary.json", quiet=True) or {}
+task = common.task_of(run)
+labels = summary.get("position_labels") or (task.position_labels() if task else [])
+if summary:
+    st.caption(f"{summary.get('n_pairs', '?')} minimal pairs changing "
+               f"**{summary.get('change', '?')}**, metric **{summary.get('metric', '?')}** "
+               f"(clean {summary.get('clean_metric', float('nan')):.3f}, corrupted "
+               f"{summary.get('corrupted_metric', float('nan')):.3f}). Denoise copies clean "
+               "activations into the corrupted run; noise the reverse. Click a cell.")
+
+c1, c2 = st.columns(2)
+value = c1.radio("Metric", list(METRICS), format_func=METRICS.get, horizontal=True,
+                 key="patching_metric")
+directions = [d for d in ("denoise", "noise") if d in set(P["direction"])]
+direction = c2.radio("Direction", directions, horizontal=True, key="patching_direction")
+here = P[P["direction"] == direction]
+clicked = None
+
+st.subheader("Layer × position")
+resid = here[here["head"].isna() & here["by_pos"]]
+sites = list(dict.fromkeys(resid["site"]))
+if not sites:
+    st.info(f"No layer × position grid was computed for direction {direction}.")
+else:
+    site = st.selectbox("Site", sites, key="patching_site_pos")
+    grid = resid[resid["site"] == site]
+    fig = viz.patching_figure(grid, rows="layer", cols="pos", value=value,
+                              title=f"Layer × position: {site}, {direction} ({value})")
+    click = common.new_click(common.heatmap(fig, "patching_layer_pos"), "patching_layer_pos")
+    if click:
+        clicked = {"site": site, "by_pos": True, "direction": direction,
+                   "layer": int(click["row"]), "head": None, "pos": int(click["col"])}
+
+st.subheader("Layer × head (all positions)")
+heads_all = here[here["head"].notna() & ~here["by_pos"]]
+sites = list(dict.fromkeys(heads_all["site"]))
+if not sites:
+    st.info(f"No layer × head grid was computed for direction {direction}.")
+else:
+    site = st.selectbox("Head site", sites, key="patching_site_heads",
+                        help="z: the head's output; q / k / v: its inputs; pattern: its "
+                             "attention pattern")
+    grid = heads_all[heads_all["site"] == site]
+    fig = viz.patching_figure(grid, rows="layer", cols="head", value=value,
+                              title=f"Layer × head: {site}, all positions, {direction} ({value})")
+    click = common.new_click(common.heatmap(fig, "patching_layer_head"), "patching_layer_head")
+    if click:
+        clicked = {"site": site, "by_pos": False, "direction": direction,
+                   "layer": int(click["row"]), "head": int(click["col"]), "pos": None}
+
+st.subheader("Head × position (one layer)")
+heads_pos = here[here["head"].notna() & here["by_pos"]]
+if heads_pos.empty:
+    st.info(f"No head × position grid was computed for direction {direction}.")
+else:
+    c1, c2 = st.columns(2)
+    site = c1.selectbox("Head site", list(dict.fromkeys(heads_pos["site"])),
+                        key="patching_site_head_pos")
+    layers = sorted(int(x) for x in heads_pos["layer"].unique())
+    layer = c2.selectbox("Layer", layers, format_func=lambda x: f"L{x}", key="patching_layer")
+    grid = heads_pos[(heads_pos["site"] == site) & (heads_pos["layer"] == layer)]
+    fig = viz.patching_figure(grid, rows="head", cols="pos", value=value,
+                              title=f"Head × position: L{layer} {site}, {direction} ({value})")
+    click = common.new_click(common.heatmap(fig, "patching_head_pos"), "patching_head_pos")
+    if click:
+        clicked = {"site": site, "by_pos": True, "direction": direction, "layer": layer,
+                   "head": int(click["row"]), "pos": int(click["col"])}
+
+if clicked is not None:
+    st.session_state["patching_cell"] = clicked
+cell = st.session_state.get("patching_cell")
+if not isinstance(cell, dict) or rows_of(P, cell).empty:
+    cell = default_cell(P, direction)
+
+st.divider()
+st.subheader(f"Selected: {cell_label(cell, labels)}")
+row = rows_of(P, cell).iloc[0]
+st.caption(f"normalized effect {row['normalized']:.3f} · mean patched metric {row['value']:.3f}"
+           + ("" if clicked or "patching_cell" in st.session_state
+              else " · the strongest head, until you click a cell"))
+left, right = st.columns(2)
+with left:
+    values = common.tensors(run, "localize/patching.safetensors")
+    if values is not None:
+        key = grid_key(cell)
+        if key not in values:
+            st.info(f"`localize/patching.safetensors` has no per-prompt values for grid {key}.")
+        else:
+            idx = [cell["layer"]] + [cell[k] for k in ("head", "pos") if cell[k] is not None]
+            per_prompt = values[key][tuple(idx)]
+            clean, corrupted = summary.get("clean_metric"), summary.get("corrupted_metric")
+            x_title = summary.get("metric", "patched metric")
+            if value == "normalized" and clean is not None and corrupted is not None \
+                    and abs(clean - corrupted) > 1e-9:
+                per_prompt = (per_prompt - corrupted) / (clean - corrupted)
+                clean, corrupted, x_title = 1.0, 0.0, "normalized effect"
+            fig = viz.effect_distribution_figure(
+                per_prompt.astype(float), clean=clean, corrupted=corrupted, x_title=x_title,
+                title=f"Effect over {len(per_prompt)} prompts")
+            st.plotly_chart(fig, key="patching_distribution")
+with right:
+    if cell.get("head") is None:
+        st.info("Attention patterns are shown for head cells: click a cell of the layer × head "
+                "or head × position heatmap.")
+    elif task is None:
+        st.info("This run records no task: no prompts to show attention on.")
+    else:
+        loaded = common.model_of(run)
+        if loaded is not None:
+            prompts = common.run_prompts(run, task)
+            i = st.selectbox("Prompt", range(len(prompts)), key="patching_prompt",
+                             format_func=lambda i: task.render(*prompts[i]))
+            a, b = prompts[i]
+            pattern, tokens = common.attention_pattern(
+                loaded, common.model_key(run), common.task_key(task), a, b, cell["layer"],
+                cell["head"])
+            st.plotly_chart(viz.attention_pattern_figure(
+                pattern, tokens, title=f"Attention of L{cell['layer']}H{cell['head']} on "
+                                       f"{task.render(a, b)}"), key="patching_attention")
+
+st.divider()
+st.subheader("Ranking and knockout")
+left, right = st.columns(2)
+with left:
+    ranking = common.table(run, "localize/ranking.parquet")
+    if ranking is not None:
+        st.dataframe(ranking, hide_index=True, key="patching_ranking")
+with right:
+    knockout = common.table(run, "localize/knockout.parquet")
+    if knockout is not None and len(knockout):
+        st.plotly_chart(viz.knockout_figure(knockout), key="patching_knockout")

@@ -1,0 +1,147 @@
+"""Playground: type a problem, see the model's greedy answer, its top predictions per answer
+position, and a live patching heatmap against a corrupted partner (one operand digit
+changed). Everything is computed on the fly from the run's model (loaded once)."""
+
+import json
+
+import common
+import pandas as pd
+import streamlit as st
+import torch
+
+from arithinterp import viz
+from arithinterp.tasks import TaskSpec, compute_metadata
+from arithinterp.tasks.corrupt import corrupt_problem
+
+
+@st.cache_data(show_spinner="Running the model…", max_entries=256)
+def answer_and_top(_loaded, model_key: str, task_json: str, a: int, b: int, k: int = 3):
+    """Greedy continuation of the prompt, and the top-k next tokens at each generated position
+    (read from one forward pass over the model's own continuation)."""
+    from arithinterp.evaluate import run_greedy
+    from arithinterp.tasks import make_dataset
+    from arithinterp.tasks.vocab import TOKENS, decode
+
+    task = TaskSpec(**json.loads(task_json))
+    data = make_dataset(task, torch.tensor([a]), torch.tensor([b]))
+    p = task.prompt_len
+    generated = run_greedy(_loaded.model, data.prompts, task.seq_len - p)
+    sequence = torch.cat([data.prompts, generated], dim=1)
+    with torch.inference_mode():
+        probs = _loaded.model(sequence)[0].float().softmax(-1)
+    labels = task.position_labels()
+    rows = []
+    for pos in range(p, task.seq_len):
+        top = probs[pos - 1].topk(k)
+        row = {"position": pos, "label": labels[pos], "expected": TOKENS[data.tokens[0, pos]],
+               "generated": TOKENS[sequence[0, pos]]}
+        for r, (pr, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist(),
+                                          strict=True)):
+            row[f"top {r + 1}"] = f"{TOKENS[idx]} ({pr:.3f})"
+        rows.append(row)
+    digits = [sequence[0, q].item() for q in task.answer_positions()]
+    sign = TOKENS[sequence[0, task.sign_position()]] if task.signed else ""
+    checked = task.answer_positions() + ([task.sign_position()] if task.signed else [])
+    return {"sign": sign, "generated": decode(generated[0], skip_special=False),
+            "expected": decode(data.tokens[0, p:], skip_special=False),
+            "answer_digits": [TOKENS[i] for i in digits],
+            "correct": bool((sequence[0, checked] == data.tokens[0, checked]).all()),
+            "top": pd.DataFrame(rows)}
+
+
+@st.cache_data(show_spinner="Patching…", max_entries=256)
+def live_patching(_loaded, model_key: str, task_json: str, clean: tuple[int, int],
+                  corrupt: tuple[int, int], site: str, change: str):
+    """Exact patching (denoising) of one clean / corrupt pair: the tidy grid and baselines."""
+    from arithinterp.analysis.metrics import answer_metric, default_digit
+    from arithinterp.analysis.patching import PatchSpec, sweep_patching
+    from arithinterp.tasks import PromptPairs, make_dataset
+
+    task = TaskSpec(**json.loads(task_json))
+    pairs = PromptPairs(make_dataset(task, torch.tensor([clean[0]]), torch.tensor([clean[1]])),
+                        make_dataset(task, torch.tensor([corrupt[0]]),
+                                     torch.tensor([corrupt[1]])), change)
+    digit = default_digit(pairs)
+    metric = answer_metric(pairs, digit)
+    result = sweep_patching(_loaded.model, pairs, PatchSpec(site), metric)
+    info = {"digit": digit, "metric": metric.label, "clean": float(result.clean.mean()),
+            "corrupted": float(result.corrupted.mean()), "normalized": True}
+    try:
+        frame = result.to_frame()
+    except ValueError:  # clean ≈ corrupted: no normalized effect, show the raw metric
+        info["normalized"] = False
+        mean = result.mean()
+        idx = torch.cartesian_prod(*(torch.arange(n) for n in mean.shape)).reshape(
+            -1, mean.ndim).tolist()
+        frame = pd.DataFrame([{**dict(zip(result.spec.axes, i, strict=True)),
+                               "value": float(mean[tuple(i)]), "normalized": float("nan")}
+                              for i in idx])
+        if "head" not in frame:
+            frame["head"] = None
+        frame["token"] = [result.pos_labels[p] for p in frame["pos"]]
+        frame["component"] = [f"L{r.layer}H{r.head}" if site == "z" else f"L{r.layer}"
+                              for r in frame.itertuples()]
+        frame = frame.assign(site=site, by_pos=True, direction="denoise")
+    return frame, info
+
+
+run = common.current_run()
+st.title("Playground")
+task = common.task_of(run)
+if task is None:
+    st.info(f"Run **{run.name}** records no task: nothing to type a problem for.")
+    st.stop()
+loaded = common.model_of(run)
+if loaded is None:
+    st.stop()
+key, tkey = common.model_key(run), common.task_key(task)
+ex = common.run_prompts(run, task, 1)[0]
+st.caption(f"Task **{task.name}**: type a problem such as `{task.render_prompt(*ex)[:-1]}`.")
+text = st.text_input("Problem", value=task.render_prompt(*ex)[:-1], key="playground_problem")
+try:
+    a, b = common.parse_problem(text, task)
+except ValueError as e:
+    st.error(f"Invalid problem: {e}")
+    st.stop()
+
+out = answer_and_top(loaded, key, tkey, a, b)
+msb_first = "".join(reversed(out["answer_digits"]))  # answer_digits: least significant first
+answer = str(int(msb_first)) if msb_first.isdigit() else msb_first
+if task.signed and out["sign"] == "-":
+    answer = "-" + answer
+c1, c2, c3 = st.columns(3)
+c1.metric("model's answer", answer, help=f"generated tokens: {out['generated']}")
+c2.metric("correct answer", str(compute_metadata(task, a, b).answer))
+c3.metric("verdict", "correct" if out["correct"] else "wrong")
+st.markdown(f"Generated: `{task.render_prompt(a, b)}{out['generated']}` · expected "
+            f"`{task.render_prompt(a, b)}{out['expected']}`")
+st.subheader("Top predictions per position")
+st.dataframe(out["top"], hide_index=True, key="playground_top")
+
+st.subheader("Live patching against a corrupted partner")
+c1, c2, c3 = st.columns(3)
+operand = c1.radio("Corrupt operand", ["a", "b"], horizontal=True, key="playground_operand")
+width = task.digits_a if operand == "a" else task.digits_b
+digit = c2.selectbox("Digit (0 = least significant)", range(width), key="playground_digit",
+                     index=min(1, width - 1))
+site = c3.radio("Site", ["z", "resid_pre"], horizontal=True, key="playground_site",
+                format_func={"z": "heads (z) × position",
+                             "resid_pre": "residual stream × position"}.get)
+try:
+    partner = corrupt_problem(task, a, b, operand=operand, digit=digit, seed=0)
+except ValueError as e:
+    st.warning(f"No corrupted partner: {e}")
+    st.stop()
+frame, info = live_patching(loaded, key, tkey, (a, b), partner, site, f"{operand}_{digit}")
+st.markdown(f"Corrupted partner: `{task.render(*partner)}` (clean `{task.render(a, b)}`); "
+            f"metric **{info['metric']}**: clean {info['clean']:.3f}, corrupted "
+            f"{info['corrupted']:.3f}.")
+value = "normalized" if info["normalized"] else "value"
+if not info["normalized"]:
+    st.warning("The corruption barely moves the metric for this problem: showing the raw "
+               "metric instead of the normalized effect.")
+rows = "component" if site == "z" else "layer"
+fig = viz.patching_figure(frame, rows=rows, cols="pos", value=value,
+                          title=f"Live patching: {site} × position, {task.render_prompt(a, b)} "
+                                f"vs {task.render_prompt(*partner)} ({value})")
+common.heatmap(fig, "playground_heatmap")

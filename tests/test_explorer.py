@@ -1,0 +1,393 @@
+"""The Streamlit explorer, every page through AppTest, against runs made by the real pipeline.
+
+One module fixture trains a tiny 2-digit-addition model for a few steps and runs the main
+job twice: `tiny` (model, evaluate, localize) and `bare` (no localize). Copies of them add a
+run with probe and Fourier tables (`probed`) and one whose checkpoint is gone (`orphan`).
+"""
+
+import base64
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+APPS = Path(__file__).resolve().parents[1] / "apps"
+APP = APPS / "explorer.py"
+PAGES = ["overview", "patching", "attribution", "attention", "probes", "playground"]
+LABELS = ["<bos>", "a1", "a0", "+", "b1", "b0", "=", "c0", "c1", "c2", "<eos>"]
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory, tiny_task, tiny_spec):
+    from arithinterp.analysis.suite import LocalizeConfig
+    from arithinterp.pipeline import DemoConfig, run_demo
+    from arithinterp.runs import RunDir
+    from arithinterp.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("explorer")
+    model_dir = root / "model"
+    train(TrainConfig(task=tiny_task, model=tiny_spec, n_train=1_000, n_test=100,
+                      batch_size=64, max_steps=20, warmup_steps=2, eval_every=10, eval_size=50,
+                      checkpoint_every=1_000), model_dir, device="cpu", progress=False)
+    runs = root / "runs"
+    localize = LocalizeConfig(n_pairs=32, n_eval=32, n_random=1)
+    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=localize), runs,
+             name="tiny", progress=False)
+    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=None), runs,
+             name="bare", progress=False)
+
+    shutil.copytree(runs / "tiny", runs / "probed")
+    probed = RunDir.open(runs / "probed")
+    probed.save_table("probes/probes.parquet", _probe_table(), stage="probes")
+    probed.save_table("probes/running_sums.parquet", pd.DataFrame(
+        {"target": ["c1"] * 4, "layer": [1] * 4, "truth": [3, 5, 8, 13],
+         "prediction": [3.2, 4.9, 8.1, 12.5]}), stage="probes")
+    probed.save_table("fourier/spectrum.parquet", _fourier_table(), stage="fourier")
+    probed.save_table("fourier/r2.parquet", pd.DataFrame(
+        {"source": ["W_E", "W_U"], "freqs": ["0,1,2,5"] * 2, "median_r2": [0.8, 0.7]}),
+        stage="fourier")
+
+    shutil.copytree(runs / "bare", runs / "orphan")
+    manifest = json.loads((runs / "orphan" / "manifest.json").read_text())
+    manifest["stages"]["model"]["summary"]["source"] = str(root / "gone")
+    (runs / "orphan" / "manifest.json").write_text(json.dumps(manifest))
+    return runs
+
+
+def _fourier_table() -> pd.DataFrame:
+    """Columns as `arithinterp.fourier.compute_fourier_report` writes its spectrum."""
+    rows = []
+    for source, site, layer, label, grouped_by in (("W_E", None, None, None, None),
+                                                   ("W_U", None, None, None, None),
+                                                   ("activations", "resid_post", 1, "a1", "a1")):
+        for k, fraction in enumerate([0.4, 0.3, 0.1, 0.1, 0.05, 0.05]):
+            rows.append({"source": source, "site": site, "layer": layer, "pos": None,
+                         "label": label, "grouped_by": grouped_by, "frequency": k,
+                         "period": 10 / k if k else float("inf"), "components": 2,
+                         "power": 3 * fraction, "fraction": fraction,
+                         "cumulative": 0.0, "fraction_centered": fraction})
+    df = pd.DataFrame(rows)
+    df["layer"] = df["layer"].astype("Int64")
+    df["pos"] = df["pos"].astype("Int64")
+    return df
+
+
+def _probe_table() -> pd.DataFrame:
+    """Columns as `arithinterp.probes.fit_probes` writes them."""
+    rows = []
+    for target in ("a1", "c1"):
+        for layer in range(2):
+            for pos in range(2, 11):
+                for metric, score in (("accuracy", 0.3 + 0.3 * layer), ("balanced_accuracy",
+                                                                          0.25)):
+                    rows.append({"probe": f"{target}.resid_post.L{layer}.pos{pos}",
+                                 "target": target, "group": "operands", "kind": "classification",
+                                 "site": "resid_post", "hook": f"blocks.{layer}.hook_resid_post",
+                                 "layer": layer, "head": None, "pos": pos, "label": LABELS[pos],
+                                 "metric": metric, "score": score, "shuffled": 0.1,
+                                 "random_model": 0.12, "baseline": 0.1,
+                                 "selectivity": score - 0.1})
+    df = pd.DataFrame(rows)
+    df["head"] = df["head"].astype("Int64")
+    return df
+
+
+@pytest.fixture
+def open_page(runs_dir, monkeypatch):
+    """AppTest of the explorer on one page of one run (fresh caches each time)."""
+    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(runs_dir))
+
+    def _open(page: str, run: str = "tiny", **state) -> AppTest:
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        at = AppTest.from_file(str(APP), default_timeout=30)
+        at.query_params["run"] = run
+        at.run()
+        assert not at.exception, at.exception
+        for key, value in state.items():
+            at.session_state[key] = value
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return _open
+
+
+def figures(at: AppTest) -> dict[str, dict]:
+    """Plotly figures on the page by chart key (their element id ends in the key)."""
+    return {el.proto.id.split("-", 2)[-1]: _decode(json.loads(el.proto.spec))
+            for el in at.get("plotly_chart")}
+
+
+def _decode(obj):
+    """Plotly's JSON packs numeric arrays as {dtype, bdata[, shape]}: back to lists."""
+    if isinstance(obj, dict):
+        if "bdata" in obj and "dtype" in obj:
+            arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=obj["dtype"])
+            if "shape" in obj:
+                arr = arr.reshape([int(n) for n in str(obj["shape"]).split(",")])
+            return arr.tolist()
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def cells(fig: dict) -> dict:
+    return next(t for t in fig["data"] if t.get("meta") == "cells")
+
+
+@pytest.fixture(scope="module")
+def common_module():
+    sys.path.insert(0, str(APPS))
+    try:
+        import common
+
+        yield common
+    finally:
+        sys.path.remove(str(APPS))
+
+
+# ---- the frame -------------------------------------------------------------------------------
+def test_runs_dir_from_flag_env_or_argument(common_module):
+    runs_dir = common_module.runs_dir
+    assert runs_dir(["explorer.py", "--runs-dir", "a"], {"ARITHINTERP_RUNS_DIR": "b"}) == Path("a")
+    assert runs_dir(["explorer.py", "--runs-dir=a"], {}) == Path("a")
+    assert runs_dir(["explorer.py"], {"ARITHINTERP_RUNS_DIR": "b"}) == Path("b")
+    assert runs_dir(["apps/explorer.py", "c"], {}) == Path("c")
+    assert runs_dir(["pytest", "tests"], {}) == Path("runs")  # not under streamlit run
+
+
+def test_run_picker_lists_finished_runs_and_follows_the_query(open_page):
+    at = open_page("overview", run="bare")
+    picker = at.selectbox(key="run")
+    assert set(picker.options) == {"tiny", "bare", "probed", "orphan"}
+    assert picker.value == "bare" and at.title[0].value == "Run bare"
+    picker.select("tiny").run()
+    assert at.title[0].value == "Run tiny" and at.query_params["run"] == "tiny"
+
+
+def test_an_empty_runs_folder_is_a_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(tmp_path / "nothing"))
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert not at.exception
+    assert "does not exist" in at.sidebar.error[0].value
+    assert "No run to show" in at.info[0].value
+
+
+# ---- pages on a full run ---------------------------------------------------------------------
+def test_overview_shows_task_accuracy_and_training_curve(open_page, runs_dir):
+    at = open_page("overview")
+    assert any("add2x2-reversed" in m for m in texts(at.markdown))
+    summary = json.loads((runs_dir / "tiny" / "evaluate" / "summary.json").read_text())
+    assert at.metric[0].label == "exact match"
+    assert at.metric[0].value == f"{summary['exact_match']:.3f}"
+    figs = figures(at)
+    assert figs["overview_training"]["layout"]["title"]["text"] == "Training curve"
+    assert [t["name"] for t in figs["overview_training"]["data"]][:2] == ["loss", "exact match"]
+    assert figs["overview_digits"]["data"][0]["x"] == ["c0", "c1", "c2"]
+    assert figs["overview_carries"]["data"][0]["type"] == "bar"
+
+
+def test_patching_heatmaps_have_position_labels_and_one_cell_per_component(open_page):
+    at = open_page("patching")
+    figs = figures(at)
+    layer_pos = figs["patching_layer_pos"]
+    assert layer_pos["layout"]["title"]["text"] == \
+        "Layer × position: resid_pre, denoise (normalized)"
+    assert layer_pos["data"][0]["x"] == LABELS and layer_pos["data"][0]["y"] == ["L0", "L1"]
+    assert len(cells(layer_pos)["x"]) == 2 * len(LABELS)
+    # denoising the whole residual stream at a1 (the corrupted digit) in layer 0 restores clean
+    row = cells(layer_pos)["customdata"][[c[:2] for c in cells(layer_pos)["customdata"]]
+                                         .index([0, 1])]
+    assert row[2] == pytest.approx(1.0, abs=1e-4)
+    layer_head = figs["patching_layer_head"]
+    assert layer_head["data"][0]["x"] == ["H0", "H1", "H2", "H3"]
+    assert len(cells(layer_head)["x"]) == 8
+    head_pos = figs["patching_head_pos"]
+    assert head_pos["data"][0]["y"] == ["H0", "H1", "H2", "H3"]
+    assert head_pos["data"][0]["x"] == LABELS and len(cells(head_pos)["x"]) == 4 * len(LABELS)
+    # before any click, the strongest head is selected: its distribution and attention pattern
+    assert any(s.startswith("Selected: L") for s in texts(at.subheader))
+    assert figs["patching_distribution"]["data"][0]["type"] == "histogram"
+    assert len(figs["patching_distribution"]["data"][0]["x"]) == 32
+    assert figs["patching_attention"]["layout"]["title"]["text"].startswith("Attention of L")
+    assert figs["patching_knockout"]["data"][0]["x"][:2] == ["none", "selected"]
+
+
+def test_patching_metric_direction_and_layer_switches(open_page, runs_dir):
+    at = open_page("patching")
+    at.radio(key="patching_metric").set_value("value").run()
+    table = pd.read_parquet(runs_dir / "tiny" / "localize" / "patching.parquet")
+    raw = table[(table["site"] == "resid_pre") & (table["direction"] == "denoise")]
+    fig = figures(at)["patching_layer_pos"]
+    assert fig["layout"]["title"]["text"].endswith("(value)")
+    assert fig["data"][0]["z"][1][7] == pytest.approx(
+        raw[(raw["layer"] == 1) & (raw["pos"] == 7)]["value"].item())
+    at.selectbox(key="patching_layer").select(1).run()
+    assert figures(at)["patching_head_pos"]["layout"]["title"]["text"].startswith(
+        "Head × position: L1 z")
+    at.radio(key="patching_direction").set_value("noise").run()
+    assert not at.exception
+    figs = figures(at)
+    assert "noise" in figs["patching_layer_pos"]["layout"]["title"]["text"]
+    assert "patching_head_pos" not in figs
+    assert any("No head × position grid" in m for m in texts(at.info))
+
+
+def test_a_clicked_cell_shows_its_effect_distribution_and_attention(open_page, common_module):
+    at = open_page("patching")
+    # a browser click reports the overlay point with its customdata: [row key, col key, value]
+    fig = figures(at)["patching_layer_head"]
+    point = {"curve_number": 1, "point_index": 6, "x": "H2", "y": "L1",
+             "customdata": cells(fig)["customdata"][6]}
+    assert common_module.cell_from_points([point]) == {"row": 1, "col": 2}
+    at = open_page("patching", patching_cell={"site": "z", "by_pos": False,
+                                              "direction": "denoise", "layer": 1, "head": 2,
+                                              "pos": None})
+    assert "Selected: L1H2 z (all positions), denoise" in texts(at.subheader)
+    figs = figures(at)
+    assert figs["patching_attention"]["layout"]["title"]["text"].startswith("Attention of L1H2")
+    attention = figs["patching_attention"]["data"][0]
+    assert len(attention["x"]) == len(LABELS) == len(attention["z"])
+    at = open_page("patching", patching_cell={"site": "resid_pre", "by_pos": True,
+                                              "direction": "denoise", "layer": 1, "head": None,
+                                              "pos": 7})
+    assert "Selected: L1 resid_pre at c0, denoise" in texts(at.subheader)
+    assert "patching_attention" not in figures(at)
+    assert any("shown for head cells" in m for m in texts(at.info))
+
+
+def test_attribution_page(open_page):
+    figs = figures(open_page("attribution"))
+    assert figs["attribution_dla"]["layout"]["title"]["text"].startswith("Direct logit")
+    assert figs["attribution_lens"]["data"][0]["y"] == ["embed", "L0", "L1"]
+    assert figs["attribution_lens"]["data"][0]["x"] == ["c0", "c1", "c2"]
+    scatter = figs["attribution_scatter"]
+    assert scatter["data"][-1]["name"] == "y = x"
+    assert sum(len(t["x"]) for t in scatter["data"][:-1]) == 2 * 4 * 11 + 2 * 11 + 2 * 4
+    assert figs["attribution_paths"]["data"][0]["type"] == "bar"
+
+
+def test_attention_page_picked_and_typed_prompts(open_page):
+    at = open_page("attention")
+    figs = figures(at)
+    pattern = figs["attention_pattern"]["data"][0]
+    assert len(pattern["x"]) == len(LABELS)
+    z = np.asarray(pattern["z"], dtype=float)  # causal (NaN above the diagonal), rows sum to 1
+    assert np.isnan(z[0, 1:]).all() and np.nansum(z, 1) == pytest.approx(1.0, abs=1e-5)
+    assert len(figs["attention_operands"]["data"]) == 3  # one panel per answer digit
+    at.radio(key="attention_source").set_value("type one").run()
+    at.text_input(key="attention_problem").input("12+34").run()
+    at.selectbox(key="attention_head").select(3).run()
+    title = figures(at)["attention_pattern"]["layout"]["title"]["text"]
+    assert title == "Attention of L0H3 on 12+34=640"
+    at.text_input(key="attention_problem").input("12*34").run()
+    assert not at.exception and "wrong operator" in at.error[0].value
+
+
+def test_playground_answers_a_typed_problem(open_page, runs_dir):
+    examples = pd.read_parquet(runs_dir / "tiny" / "evaluate" / "examples.parquet")
+    whole = examples[examples["generated"].str.fullmatch(r"\d{3}")]  # 3 digits, no <eos>
+    a, b, generated = whole.iloc[-1][["a", "b", "generated"]]
+    at = open_page("playground")
+    at.text_input(key="playground_problem").input(f" {a} + {b} = ").run()
+    assert not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    # the model's greedy answer is the one the evaluation recorded (reversed digits)
+    assert metrics["model's answer"] == str(int(generated[::-1]))
+    assert metrics["correct answer"] == str(a + b)
+    top = at.dataframe[0].value
+    assert list(top["label"]) == ["c0", "c1", "c2", "<eos>"]
+    assert {"top 1", "top 2", "top 3"} <= set(top.columns)
+    assert list(top["generated"][:3]) == list(generated)
+    live = figures(at)["playground_heatmap"]
+    assert live["layout"]["title"]["text"].startswith(f"Live patching: z × position, {a}+{b}=")
+    assert live["data"][0]["y"] == [f"L{L}H{h}" for L in range(2) for h in range(4)]
+    assert live["data"][0]["x"] == LABELS and len(cells(live)["x"]) == 8 * len(LABELS)
+    at.radio(key="playground_site").set_value("resid_pre").run()
+    assert figures(at)["playground_heatmap"]["data"][0]["y"] == ["L0", "L1"]
+
+
+@pytest.mark.parametrize(("problem", "message"), [
+    ("12*34", "wrong operator '*'"), ("123+45", "too many digits in operand a (123)"),
+    ("5+34", "operand a (5) must be in 10..99"), ("twelve", "cannot read"),
+    ("", "type a problem"),
+])
+def test_playground_rejects_bad_input_with_a_clear_error(open_page, problem, message):
+    at = open_page("playground")
+    at.text_input(key="playground_problem").input(problem).run()
+    assert not at.exception
+    assert at.error[0].value.startswith("Invalid problem: ") and message in at.error[0].value
+    assert "playground_heatmap" not in figures(at)
+
+
+def test_corrupt_problem_changes_one_digit_and_the_answer(tiny_task):
+    from arithinterp.tasks.corrupt import corrupt_problem
+
+    a2, b2 = corrupt_problem(tiny_task, 12, 34, operand="a", digit=1, seed=0)
+    assert b2 == 34 and a2 % 10 == 2 and a2 != 12 and 10 <= a2 <= 99
+    assert corrupt_problem(tiny_task, 12, 34, operand="a", digit=1, seed=0) == (a2, b2)
+    a2, b2 = corrupt_problem(tiny_task, 12, 34, operand="b", digit=0, seed=1)
+    assert a2 == 12 and b2 // 10 == 3 and b2 != 34
+    with pytest.raises(ValueError, match="digit must be in 0..1"):
+        corrupt_problem(tiny_task, 12, 34, operand="a", digit=2)
+    with pytest.raises(ValueError, match="not a problem"):
+        corrupt_problem(tiny_task, 5, 34, operand="a", digit=0)
+
+
+# ---- pages on runs that lack artifacts -------------------------------------------------------
+def test_probes_page_reads_probe_prediction_and_fourier_tables(open_page):
+    at = open_page("probes", run="probed")
+    figs = figures(at)
+    scores = figs["probes_scores"]
+    assert [t["name"] for t in scores["data"]] == ["score", "shuffled", "random_model",
+                                                   "selectivity"]
+    assert scores["data"][0]["y"] == ["L0", "L1"] and scores["data"][0]["x"] == LABELS[2:]
+    at.selectbox(key="probes_target").select("c1").run()
+    assert figures(at)["probes_scores"]["layout"]["title"]["text"].startswith("Probe c1")
+    assert len(figs["probes_predictions"]["data"][0]["x"]) == 4
+    spectrum = figs["fourier_spectrum"]
+    assert [t["name"] for t in spectrum["data"]] == ["W_E", "W_U",
+                                                     "activations resid_post L1 a1"]
+    assert spectrum["data"][0]["x"] == [str(i) for i in range(6)]
+    assert spectrum["data"][0]["y"] == pytest.approx([0.4, 0.3, 0.1, 0.1, 0.05, 0.05])
+    at.radio(key="fourier_value").set_value("power").run()
+    assert figures(at)["fourier_spectrum"]["data"][0]["y"][0] == pytest.approx(1.2)
+    at.multiselect(key="fourier_tables").unselect("W_E").unselect("W_U").run()
+    assert len(figures(at)["fourier_spectrum"]["data"]) == 1
+    assert any("r2" in e.label for e in at.expander)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_on_a_run_without_localization_shows_messages(open_page, page):
+    at = open_page(page, run="bare")
+    messages = texts(at.info) + texts(at.error)
+    if page in ("patching", "attribution"):
+        assert any("has no `localize/" in m and "arithinterp localize" in m for m in messages)
+        assert not [k for k in figures(at) if k.startswith(page)]
+    if page == "probes":
+        assert any("has no `probes/" in m for m in messages)
+        assert any("has no `fourier/" in m for m in messages)
+    if page == "attention":  # the live pattern still works; the summary table is missing
+        assert "attention_pattern" in figures(at)
+        assert any("operand_attention.parquet" in m for m in messages)
+    if page == "playground":
+        assert "playground_heatmap" in figures(at)
+
+
+@pytest.mark.parametrize("page", ["overview", "patching", "attention", "playground"])
+def test_a_run_whose_checkpoint_is_gone_is_an_error_not_a_traceback(open_page, page):
+    at = open_page(page, run="orphan")
+    if page in ("attention", "playground"):
+        assert any("checkpoint of run orphan is missing" in e for e in texts(at.error))

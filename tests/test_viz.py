@@ -1,0 +1,221 @@
+"""Figure builders: each returns a figure with the expected traces and axes on hand-made tables."""
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from arithinterp import viz
+
+LABELS = ["<bos>", "a0", "+", "b0", "=", "c0", "c1", "<eos>"]
+
+
+def patch_table(site="resid_pre", by_pos=True, heads=0, layers=2, n_pos=8, direction="denoise"):
+    """A tidy patching grid like PatchResult.to_frame(): value = layer + pos/10 (+ head/100)."""
+    rows = []
+    for layer in range(layers):
+        for head in (range(heads) if heads else [None]):
+            for pos in (range(n_pos) if by_pos else [None]):
+                v = layer + (pos or 0) / 10 + (head or 0) / 100
+                rows.append({"site": site, "by_pos": by_pos, "layer": layer,
+                             "head": np.nan if head is None else float(head),
+                             "pos": np.nan if pos is None else float(pos),
+                             "token": None if pos is None else LABELS[pos],
+                             "component": f"L{layer}H{head}" if head is not None
+                             else f"L{layer}.resid",
+                             "value": v, "normalized": v / 2 - 0.5, "direction": direction,
+                             "metric": "logit_diff(c1)"})
+    return pd.DataFrame(rows)
+
+
+def overlay(fig: go.Figure):
+    cells = [t for t in fig.data if t.meta == viz.CELLS]
+    assert len(cells) == 1
+    return cells[0]
+
+
+def test_viz_imports_only_data_and_plotting_libraries():
+    tree = ast.parse(Path(viz.__file__).read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add(node.module.split(".")[0])
+    assert roots <= {"__future__", "collections", "numpy", "pandas", "plotly", "jaxtyping",
+                     "torch"}, roots
+
+
+def test_patching_layer_by_position_heatmap_has_labels_and_a_clickable_cell_each():
+    fig = viz.patching_figure(patch_table(), rows="layer", cols="pos", value="normalized")
+    heat = fig.data[0]
+    assert heat.type == "heatmap"
+    assert list(heat.x) == LABELS and list(heat.y) == ["L0", "L1"]
+    assert np.asarray(heat.z).shape == (2, len(LABELS))
+    assert np.asarray(heat.z)[1, 3] == pytest.approx((1 + 0.3) / 2 - 0.5)
+    assert fig.layout.coloraxis.colorscale[0][1] == "rgb(103,0,31)"  # RdBu
+    assert fig.layout.coloraxis.cmid == 0
+    cells = overlay(fig)
+    assert cells.type == "scatter" and cells.marker.symbol == "square"
+    assert cells.marker.opacity < 0.05
+    assert len(cells.x) == 2 * len(LABELS)
+    # customdata: [layer, pos, value]; point (L1, b0) sits on that cell's labels
+    i = [tuple(c[:2]) for c in cells.customdata].index((1, 3))
+    assert (cells.y[i], cells.x[i]) == ("L1", "b0")
+    assert cells.customdata[i][2] == pytest.approx(0.15)
+    assert fig.layout.xaxis.type == "category" and fig.layout.xaxis.title.text == "position"
+
+
+def test_patching_raw_values_layer_by_head_and_head_by_position():
+    heads_all = patch_table(site="z", by_pos=False, heads=3)
+    fig = viz.patching_figure(heads_all, rows="layer", cols="head", value="value")
+    assert list(fig.data[0].x) == ["H0", "H1", "H2"] and list(fig.data[0].y) == ["L0", "L1"]
+    assert np.asarray(fig.data[0].z)[1, 2] == pytest.approx(1.02)
+    assert len(overlay(fig).x) == 6
+    by_pos = patch_table(site="z", heads=3)
+    one_layer = by_pos[by_pos["layer"] == 1]
+    fig = viz.patching_figure(one_layer, rows="head", cols="pos")
+    assert list(fig.data[0].y) == ["H0", "H1", "H2"] and list(fig.data[0].x) == LABELS
+    assert len(overlay(fig).x) == 3 * len(LABELS)
+    fig = viz.patching_figure(by_pos, rows="component", cols="pos")
+    assert list(fig.data[0].y) == [f"L{L}H{h}" for L in range(2) for h in range(3)]
+
+
+def test_patching_figure_rejects_unknown_axes_and_values():
+    with pytest.raises(ValueError, match="rows and cols"):
+        viz.patching_figure(patch_table(), rows="layer", cols="token")
+    with pytest.raises(ValueError, match="value"):
+        viz.patching_figure(patch_table(), value="effect")
+
+
+def test_duplicate_position_labels_are_made_unique():
+    assert viz.unique_labels(["1", "+", "1"]) == ["0:1", "1:+", "2:1"]
+    assert viz.token_labels(["<bos>", "1", "+", "1"], ["<bos>", "a0", "+", "b0"]) == \
+        ["<bos>", "1 (a0)", "+", "1 (b0)"]
+
+
+def test_training_curve_has_loss_exact_match_and_one_line_per_digit():
+    curve = pd.DataFrame([{"step": s, "loss": 3 / s, "lr": 1e-3, "exact_match": s / 40,
+                           "digit": d, "digit_accuracy": s / 30} for s in (10, 20, 30)
+                          for d in range(3)])
+    fig = viz.training_curve_figure(curve)
+    names = [t.name for t in fig.data]
+    assert names == ["loss", "exact match", "c0", "c1", "c2"]
+    assert list(fig.data[0].x) == [10, 20, 30]
+    assert fig.layout.xaxis2.title.text == "step"
+
+
+def test_accuracy_figures():
+    fig = viz.digit_accuracy_figure([0.5, 0.75, 1.0])
+    assert list(fig.data[0].x) == ["c0", "c1", "c2"]
+    by_carries = pd.DataFrame({"n_carries": [1, 0], "count": [5, 7], "exact_match": [0.2, 0.9]})
+    fig = viz.accuracy_by_carries_figure(by_carries)
+    assert list(fig.data[0].x) == ["0", "1"] and list(fig.data[0].y) == [0.9, 0.2]
+
+
+def test_effect_distribution_histogram_with_baselines():
+    fig = viz.effect_distribution_figure(torch.tensor([0.0, 0.5, 1.0, 1.5]), clean=2.0,
+                                         corrupted=-1.0, title="L0H1")
+    assert fig.data[0].type == "histogram" and len(fig.data[0].x) == 4
+    assert sorted(s.x0 for s in fig.layout.shapes) == [-1.0, 0.75, 2.0]
+    assert fig.layout.title.text == "L0H1"
+
+
+def test_dla_logit_lens_and_attribution_figures():
+    dla = pd.DataFrame({"component": ["embed", "L0H0", "L0.mlp"], "layer": [None, 0, 0],
+                        "head": [None, 0, None], "kind": ["embed", "head", "mlp"],
+                        "value": [0.1, 0.5, 2.0], "std": [0.1, 0.1, 0.3]})
+    fig = viz.dla_figure(dla)
+    assert {t.name for t in fig.data} == {"embed", "head", "mlp"}
+    lens = pd.DataFrame([{"stage": s, "layer": None, "digit": d, "pos": 4 + d, "token": "x",
+                          "target": f"c{d}", "accuracy": a, "mean_rank": 1.0, "mean_prob": 0.5}
+                         for s, a in (("embed", 0.1), ("L0", 0.5), ("L1", 0.9))
+                         for d in range(2)])
+    fig = viz.logit_lens_figure(lens)
+    assert list(fig.data[0].y) == ["embed", "L0", "L1"] and list(fig.data[0].x) == ["c0", "c1"]
+    assert np.asarray(fig.data[0].z)[2, 1] == 0.9
+    exact = patch_table(site="z", heads=2)
+    attribution = exact.assign(value=exact["value"] * 0.9)
+    fig = viz.attribution_scatter_figure(attribution, exact)
+    assert len(fig.data[0].x) == len(exact) and fig.data[-1].name == "y = x"
+    np.testing.assert_allclose(fig.data[0].y, np.asarray(fig.data[0].x) * 0.9)
+
+
+def test_paths_and_knockout_figures():
+    paths = pd.DataFrame({"sender": ["L0H0", "L0H1", "L0H0"], "receiver": ["logits", "logits",
+                                                                          "L1H0"],
+                          "receiver_input": [None, None, "q"], "value": [1.0, 2.0, 3.0],
+                          "normalized": [0.1, 0.2, 0.3]})
+    fig = viz.paths_figure(paths)
+    assert {t.name for t in fig.data} == {"logits", "L1H0.q"}
+    knock = pd.DataFrame({"condition": ["none", "selected"], "components": ["", "L0H0"],
+                          "exact_match": [1.0, 0.1]})
+    assert list(viz.knockout_figure(knock).data[0].x) == ["none", "selected"]
+
+
+def test_attention_pattern_is_causal_with_token_labels():
+    raw = torch.rand(4, 4).tril()
+    pattern = raw / raw.sum(-1, keepdim=True)
+    fig = viz.attention_pattern_figure(pattern, ["<bos>", "1", "+", "1"], title="L0H0")
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert np.isnan(z[0, 1]) and np.allclose(np.nansum(z, 1), 1)
+    assert list(fig.data[0].x) == ["0:<bos>", "1:1", "2:+", "3:1"]
+    assert fig.layout.xaxis.title.text == "key" and fig.layout.yaxis.title.text == "query"
+    with pytest.raises(ValueError, match="labels"):
+        viz.attention_pattern_figure(pattern, ["a", "b"])
+
+
+def test_operand_attention_one_panel_per_answer_digit():
+    rows = [{"layer": L, "head": h, "component": f"L{L}H{h}", "digit": d, "query_pos": 4 + d,
+             "key": k, "key_pos": None, "attention": 0.25, "std": 0.0}
+            for L in range(2) for h in range(2) for d in range(3)
+            for k in ("a0", "b0", "other")]
+    fig = viz.operand_attention_figure(pd.DataFrame(rows))
+    assert len(fig.data) == 3
+    assert list(fig.data[0].x) == ["a0", "b0", "other"]
+    assert list(fig.data[0].y) == ["L0H0", "L0H1", "L1H0", "L1H1"]
+
+
+def probe_table(head=False):
+    rows = []
+    for layer in range(2):
+        for h in ([0, 1] if head else [None]):
+            for pos, label in ((4, "="), (5, "c0")):
+                for metric, score in (("accuracy", 0.5 + layer / 4), ("balanced_accuracy", .4)):
+                    rows.append({"target": "c0", "site": "resid_post", "layer": layer,
+                                 "head": h, "pos": pos, "label": label, "metric": metric,
+                                 "score": score, "shuffled": 0.1, "random_model": 0.2,
+                                 "baseline": 0.1, "selectivity": score - 0.1})
+    df = pd.DataFrame(rows)
+    df["head"] = df["head"].astype("Int64")
+    return df
+
+
+def test_probe_scores_show_score_and_controls_by_layer_and_position():
+    fig = viz.probe_scores_figure(probe_table(), target="c0")
+    assert [t.name for t in fig.data] == ["score", "shuffled", "random_model", "selectivity"]
+    assert list(fig.data[0].y) == ["L0", "L1"] and list(fig.data[0].x) == ["=", "c0"]
+    assert np.asarray(fig.data[0].z)[1, 0] == 0.75  # accuracy preferred over balanced
+    assert "accuracy" in fig.layout.title.text
+    fig = viz.probe_scores_figure(probe_table(head=True), target="c0",
+                                  metric="balanced_accuracy")
+    assert list(fig.data[0].y) == ["L0H0", "L0H1", "L1H0", "L1H1"]
+    no_random = probe_table().assign(random_model=np.nan)
+    assert "random_model" not in [t.name for t in viz.probe_scores_figure(no_random,
+                                                                          target="c0").data]
+    with pytest.raises(ValueError, match="no probe rows"):
+        viz.probe_scores_figure(probe_table(), target="carry1")
+
+
+def test_probe_predictions_and_fourier_spectrum():
+    preds = pd.DataFrame({"truth": [1, 2, 3], "prediction": [1.1, 1.9, 3.2]})
+    fig = viz.probe_predictions_figure(preds, truth="truth", prediction="prediction")
+    assert len(fig.data[0].x) == 3 and fig.data[1].name == "y = x"
+    spec = pd.DataFrame({"frequency": [0, 1, 2] * 2, "power": [0.5, 0.3, 0.2, 0.1, 0.1, 0.8],
+                         "layer": [0] * 3 + [1] * 3})
+    fig = viz.fourier_spectrum_figure(spec, frequency="frequency", value="power", color="layer")
+    assert [t.name for t in fig.data] == ["0", "1"] and list(fig.data[0].x) == ["0", "1", "2"]
