@@ -56,3 +56,25 @@ def tiny_gpt2_dir(tmp_path_factory):
     GPT2LMHeadModel(cfg).eval().save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_runs(tmp_path_factory, tiny_task, tiny_spec):
+    """Runs made by the real pipeline on a tiny model trained for a few steps: `tiny`
+    (model, evaluate, localize) and `bare` (no localize). Returns (runs_dir, model_dir)."""
+    from arithinterp.analysis.suite import LocalizeConfig
+    from arithinterp.pipeline import DemoConfig, run_demo
+    from arithinterp.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("demo-runs")
+    model_dir = root / "model"
+    train(TrainConfig(task=tiny_task, model=tiny_spec, n_train=1_000, n_test=100,
+                      batch_size=64, max_steps=20, warmup_steps=2, eval_every=10, eval_size=50,
+                      checkpoint_every=1_000), model_dir, device="cpu", progress=False)
+    runs = root / "runs"
+    localize = LocalizeConfig(n_pairs=32, n_eval=32, n_random=1)
+    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=localize), runs,
+             name="tiny", progress=False)
+    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=None), runs,
+             name="bare", progress=False)
+    return runs, model_dir

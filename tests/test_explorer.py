@@ -24,24 +24,12 @@ LABELS = ["<bos>", "a1", "a0", "+", "b1", "b0", "=", "c0", "c1", "c2", "<eos>"]
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory, tiny_task, tiny_spec):
-    from arithinterp.analysis.suite import LocalizeConfig
-    from arithinterp.pipeline import DemoConfig, run_demo
+def runs_dir(demo_runs, tmp_path_factory):
     from arithinterp.runs import RunDir
-    from arithinterp.train import TrainConfig, train
 
-    root = tmp_path_factory.mktemp("explorer")
-    model_dir = root / "model"
-    train(TrainConfig(task=tiny_task, model=tiny_spec, n_train=1_000, n_test=100,
-                      batch_size=64, max_steps=20, warmup_steps=2, eval_every=10, eval_size=50,
-                      checkpoint_every=1_000), model_dir, device="cpu", progress=False)
-    runs = root / "runs"
-    localize = LocalizeConfig(n_pairs=32, n_eval=32, n_random=1)
-    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=localize), runs,
-             name="tiny", progress=False)
-    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=None), runs,
-             name="bare", progress=False)
-
+    runs = tmp_path_factory.mktemp("explorer") / "runs"
+    shutil.copytree(demo_runs[0], runs)
+    root = runs.parent
     shutil.copytree(runs / "tiny", runs / "probed")
     probed = RunDir.open(runs / "probed")
     probed.save_table("probes/probes.parquet", _probe_table(), stage="probes")

@@ -1,0 +1,168 @@
+"""The explorer in a real headless browser (Debian Chromium driven by playwright).
+
+Serves `apps/explorer.py` on 127.0.0.1 against runs made by the real pipeline, opens every
+page, changes a control, clicks a patching-heatmap cell and checks the drill-down follows,
+types a problem into the playground, and fails on any Streamlit exception. Screenshots go
+to tests/artifacts/ (not committed).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+PAGES = ["overview", "patching", "attribution", "attention", "probes", "playground"]
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo_runs):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: `make browser` installs it (make test does)")
+    runs, _ = demo_runs
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "explorer.py"),
+         "--server.headless=true", "--server.address=127.0.0.1", f"--server.port={port}",
+         "--browser.gatherUsageStats=false", "--", "--runs-dir", str(runs)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the explorer did not come up within 90 s:\n"
+                    + proc.stdout.read().decode(errors="replace")[-2000:])
+    yield base
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield tab
+        browser.close()
+
+
+def _settle(page) -> None:
+    """Wait until the script run is over and no stale element from the last one is left."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " && !document.querySelector('[data-stale=\"true\"]')", timeout=60_000)
+
+
+def _open(page, base: str, name: str) -> None:
+    page.goto(f"{base}/{name}?run=tiny")
+    page.wait_for_selector('[data-testid="stMain"]', timeout=60_000)
+    _settle(page)
+
+
+def _no_exception(page, where: str) -> None:
+    errors = page.locator('[data-testid="stException"]')
+    assert errors.count() == 0, f"{where}: {errors.first.inner_text()[:500]}"
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_renders_without_exceptions(page, server, name):
+    _open(page, server, name)
+    if name != "probes":  # the tiny run has no probe tables: that page shows a message
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+    else:
+        page.wait_for_selector('[data-testid="stAlert"]', timeout=60_000)
+    _no_exception(page, name)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _selected(page) -> str:
+    return page.locator("h3", has_text="Selected:").first.inner_text()
+
+
+CELL_JS = """(el) => {
+  const gd = el.querySelector('.js-plotly-plot');
+  const tr = gd.data.find(t => t.meta === 'cells');
+  const i = 0;
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
+  return {x: box.left + xa.l2p(xa.d2l(tr.x[i])), y: box.top + ya.l2p(ya.d2l(tr.y[i])),
+          col: String(tr.x[i]), row: String(tr.y[i])};
+}"""
+
+
+def test_patching_control_and_cell_click_drive_the_drill_down(page, server):
+    _open(page, server, "patching")
+    heatmap = page.locator(".st-key-patching_layer_head")
+    heatmap.locator(".js-plotly-plot").wait_for(timeout=60_000)
+    before = _selected(page)
+
+    # a control: switch the direction radio to noising and back
+    page.locator(".st-key-patching_direction").get_by_text("noise", exact=True).click()
+    page.wait_for_function("() => document.body.innerText.includes('noise (')", timeout=30_000)
+    _settle(page)
+    _no_exception(page, "direction switch")
+    page.locator(".st-key-patching_direction").get_by_text("denoise", exact=True).click()
+    page.wait_for_function("() => document.body.innerText.includes('denoise (')",
+                           timeout=30_000)
+    _settle(page)
+
+    heatmap = page.locator(".st-key-patching_layer_head")
+    heatmap.scroll_into_view_if_needed()
+    cell = heatmap.evaluate(CELL_JS)
+    page.mouse.move(cell["x"], cell["y"])
+    page.mouse.click(cell["x"], cell["y"])
+    _settle(page)
+    expected = f"Selected: {cell['row']}{cell['col']} z (all positions)"
+    page.wait_for_function(f"() => document.body.innerText.includes({expected!r})",
+                           timeout=30_000)
+    assert _selected(page) != before or expected in before
+    page.locator(".st-key-patching_distribution .js-plotly-plot").wait_for(timeout=30_000)
+    _no_exception(page, "cell click")
+    page.screenshot(path=str(ARTIFACTS / "patching-clicked.png"), full_page=True)
+
+
+def test_playground_takes_a_typed_problem(page, server):
+    _open(page, server, "playground")
+    box = page.locator(".st-key-playground_problem input")
+    box.fill("12+34")
+    box.press("Enter")
+    _settle(page)
+    page.wait_for_function("() => document.body.innerText.includes('12+34=')", timeout=30_000)
+    page.locator(".st-key-playground_heatmap .js-plotly-plot").wait_for(timeout=60_000)
+    _no_exception(page, "playground")
+
+    box = page.locator(".st-key-playground_problem input")
+    box.fill("12*34x")
+    box.press("Enter")
+    _settle(page)
+    page.locator('[data-testid="stAlert"]').first.wait_for(timeout=30_000)
+    _no_exception(page, "playground bad input")
+    page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
