@@ -38,6 +38,9 @@ lint: setup
 test: setup browser lint
 	$(BIN)/python -m pytest -q $(ARGS)
 
+explore: setup
+	$(BIN)/arithinterp explore $(ARGS)
+
 zoo: setup
 	$(BIN)/arithinterp train arithinterp/zoo/add3-reversed --recipe add3-reversed --overwrite --device cpu
 	$(BIN)/arithinterp train arithinterp/zoo/add3-plain --recipe add3-plain --overwrite --device cpu

@@ -1,4 +1,4 @@
-"""The `arithinterp` command: train, eval, localize, zoo, runs, demo.
+"""The `arithinterp` command: train, eval, localize, zoo, runs, demo, explore.
 
 Bad input (an unknown option, a value out of range, a missing model) exits with code 2 and
 one line on stderr that names the problem; no traceback.
@@ -232,11 +232,14 @@ def demo_cmd(
     n_eval: Annotated[int | None, typer.Option(help="Held-out problems to score (default: "
                                                     "the model's whole test split).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished run of that name.")] = False,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve",
+                                        help="Open the explorer on the run afterwards.")] = True,
+    port: Annotated[int, typer.Option(help="Explorer port.")] = 8501,
     device: Device = "auto",
     progress: Progress = True,
 ) -> None:
     """The main job: load the shipped model (training it if absent), evaluate it, localize
-    its circuit, write a run."""
+    its circuit, write a run, then serve the explorer on it."""
     from arithinterp.pipeline import DemoConfig, run_demo
 
     with user_errors():
@@ -249,6 +252,38 @@ def demo_cmd(
     if run.stage_done("localize"):
         _print_localization(run)
     out.print(f"run written to {run.dir}")
+    out.print(f"explore it: arithinterp explore {runs_dir}   (or: make explore)")
+    if serve:
+        serve_explorer(runs_dir, port=port)
+
+
+@app.command("explore")
+def explore_cmd(
+    runs_dir: Annotated[Path, typer.Argument(help="Folder of run directories.")] = Path("runs"),
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+    address: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the Streamlit explorer on the runs in RUNS_DIR (Ctrl-C stops it)."""
+    with user_errors():
+        serve_explorer(runs_dir, port=port, address=address)
+
+
+def serve_explorer(runs_dir: Path, *, port: int = 8501, address: str = "127.0.0.1") -> None:
+    """Run `streamlit run apps/explorer.py` from the source checkout until interrupted."""
+    import subprocess
+
+    app_file = Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
+    if not app_file.is_file():
+        raise FileNotFoundError(f"the explorer ({app_file}) ships with the source checkout; "
+                                "install arithinterp from it (pip install -e .)")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be in 1..65535, got {port}")
+    out.print(f"explorer: http://{address}:{port}  (Ctrl-C stops it)")
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_file),
+                         "--server.headless=true", f"--server.address={address}",
+                         f"--server.port={port}", "--browser.gatherUsageStats=false",
+                         "--", "--runs-dir", str(runs_dir)])
 
 
 def _table(title: str, df) -> Table:

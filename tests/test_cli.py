@@ -1,6 +1,7 @@
 """The command line: help, errors as one line with exit code 2, real commands end to end."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,19 @@ def test_zoo_lists_shipped_models_with_accuracy(capsys):
     code, out, _ = run(["zoo"], capsys)
     assert code == 0
     assert "add3-reversed" in out and "add3-plain" in out
+
+
+@pytest.mark.slow
+def test_demo_no_serve_writes_a_run_the_explorer_loads(tmp_path, capsys, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    code, out, err = run(["demo", "--no-serve", "--runs-dir", str(tmp_path), "--name", "d",
+                          "--n-eval", "100", "--no-progress", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "run written to" in out and "arithinterp explore" in out
+    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(tmp_path))
+    app = AppTest.from_file(str(Path(__file__).parents[1] / "apps" / "explorer.py"),
+                            default_timeout=60).run()
+    assert not app.exception
+    assert any("add3" in m.value for m in app.markdown) or any(
+        "add3" in str(e.value) for e in app.caption)
