@@ -1,4 +1,4 @@
-"""The `arithinterp` command: train, eval, localize, zoo, runs, demo, explore.
+"""The `arithinterp` command: train, eval, localize, probe, zoo, runs, demo, explore.
 
 Bad input (an unknown option, a value out of range, a missing model) exits with code 2 and
 one line on stderr that names the problem; no traceback.
@@ -223,6 +223,46 @@ def _print_localization(run) -> None:
                      knock[["condition", "components", "exact_match", "metric_drop"]]))
 
 
+@app.command("probe")
+def probe_cmd(
+    target: Annotated[str, typer.Argument(help="A run directory (its model is used), a zoo name "
+                                               "or a model folder.")],
+    n: Annotated[int, typer.Option(help="Fresh problems to probe.")] = 2000,
+    targets: Annotated[list[str] | None, typer.Option(
+        help="Target groups or names (repeatable): operands, answer, carries, "
+             "partial_products, running_sums, or a0, carry2, ...")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the problems and the split.")] = 0,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(help="Run name (default: a timestamp).")] = None,
+    device: Device = "auto",
+    progress: Progress = True,
+) -> None:
+    """Linear probes (digits, carries, ...) with controls, and the Fourier report (writes a
+    run)."""
+    from arithinterp.pipeline import DIGIT_GROUPS, run_probe
+
+    with user_errors():
+        if n < 10:
+            raise ValueError(f"--n must be >= 10, got {n}")
+        run = run_probe(target, runs_dir, name=name, n=n, seed=seed, device=device,
+                        groups=tuple(targets) if targets else DIGIT_GROUPS, progress=progress)
+    _print_probes(run)
+    out.print(f"run written to {run.dir}")
+
+
+def _print_probes(run) -> None:
+    key = "digits" if run.manifest["stages"]["probes"]["summary"].get("digits") else "probes"
+    summary = run.load_table(f"probes/{key}_summary.parquet")
+    cols = [c for c in ("target", "metric", "best_score", "best_layer", "best_label",
+                        "shuffled", "random_model", "first_layer", "first_label")
+            if c in summary.columns]
+    out.print(_table("probes: best score per target (first layer/position above 0.95)",
+                     summary[cols]))
+    r2 = run.load_table("fourier/r2.parquet")
+    weights = r2[r2["source"].isin(["W_E", "W_U"])][["source", "median_r2"]]
+    out.print(_table("Fourier: median R² of frequencies {0,1,2,5}", weights))
+
+
 @app.command("demo")
 def demo_cmd(
     model: Annotated[str, typer.Option(help="Zoo name or model folder.")] = "add3-reversed",
@@ -251,6 +291,8 @@ def demo_cmd(
     out.print(_table("by number of carries", run.load_table("evaluate/by_carries.parquet")))
     if run.stage_done("localize"):
         _print_localization(run)
+    if run.stage_done("probes"):
+        _print_probes(run)
     out.print(f"run written to {run.dir}")
     out.print(f"explore it: arithinterp explore {runs_dir}   (or: make explore)")
     if serve:

@@ -100,13 +100,6 @@ def open_run(args: argparse.Namespace, path: Path):
     return run
 
 
-def start_stage(run, stage: str) -> dict:
-    """Start `stage`; return what other scripts recorded in its summary, to keep."""
-    kept = run.manifest["stages"].get(stage, {}).get("summary") or {}
-    run.start_stage(stage)
-    return kept
-
-
 def finish_run(run) -> None:
     """Mark the run complete unless another stage (another process) is still running."""
     if all(s["status"] == "done" for s in run.manifest["stages"].values()):
@@ -128,12 +121,7 @@ def run_probes(argv: list[str] | None, *, key: str, groups: list[str], descripti
                              f"{' '.join(groups)})")
     args = parser.parse_args(argv)
     try:
-        from arithinterp.probes import (
-            compute_probe_summary,
-            fit_probes,
-            make_probe_dataset,
-            make_targets,
-        )
+        from arithinterp.probes import fit_probes, make_probe_dataset, make_targets
 
         path, loaded = load_source(args)
         if note is not None and (message := note(loaded.task)):
@@ -153,21 +141,12 @@ def run_probes(argv: list[str] | None, *, key: str, groups: list[str], descripti
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
               file=sys.stderr)
         return 2
-    summary = compute_probe_summary(results.table)
-    kept = start_stage(run, "probes")
-    table, weights = results.artifacts()
-    run.save_table(f"probes/{key}.parquet", table, stage="probes")
-    run.save_table(f"probes/{key}_summary.parquet", summary, stage="probes")
-    if len(results.predictions):  # regression probes: test-set predictions vs truth
-        run.save_table(f"probes/{key}_predictions.parquet", results.predictions, stage="probes")
-    run.save_tensors(f"probes/{key}_weights.safetensors", weights, stage="probes",
-                     metadata={"space": "activation", "formula": "act @ coef.T + intercept"})
-    run.save_json(f"probes/{key}_config.json",
-                  {**asdict(results.config), "n": args.n, "task": asdict(loaded.task),
-                   "targets": [t.name for t in targets]}, stage="probes")
-    run.finish_stage("probes", {**kept, key: {
-        "n": args.n, "n_probes": int(table["probe"].nunique()), "seconds": round(seconds, 1),
-        "table": f"probes/{key}.parquet"}})
+    from arithinterp.pipeline import write_probes
+
+    summary = write_probes(run, key, results, {
+        "n": args.n, "seed": args.seed, "seconds": round(seconds, 1),
+        "task": asdict(loaded.task), "targets": [t.name for t in targets]})
+    table = results.table
     finish_run(run)
     print(show(summary, ["target", "site", "metric", "best_score", "best_layer", "best_pos",
                          "best_label", "shuffled", "random_model", "first_layer", "first_pos",

@@ -27,7 +27,6 @@ from digit_probes import (  # noqa: E402
     make_parser,
     open_run,
     show,
-    start_stage,
 )
 
 SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
@@ -59,16 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
               file=sys.stderr)
         return 2
-    kept = start_stage(run, "fourier")
-    run.save_table("fourier/spectrum.parquet", report.spectrum, stage="fourier")
-    run.save_table("fourier/r2.parquet", report.r2, stage="fourier")
-    run.save_json("fourier/config.json", {"sites": args.sites, "layers": args.layers,
-                                          "freqs": args.freqs, "n": args.n, "seed": args.seed,
-                                          "task": asdict(loaded.task)}, stage="fourier")
-    r2 = report.r2.set_index("source")
-    run.finish_stage("fourier", {**kept, "n": args.n, "freqs": args.freqs,
-                                 "median_r2_W_E": float(r2.loc["W_E", "median_r2"]),
-                                 "median_r2_W_U": float(r2.loc["W_U", "median_r2"])})
+    from arithinterp.pipeline import write_fourier
+
+    write_fourier(run, report, {"sites": args.sites, "layers": args.layers, "freqs": args.freqs,
+                                "n": args.n, "seed": args.seed, "seconds": round(seconds, 1),
+                                "task": asdict(loaded.task)})
     finish_run(run)
     weights = report.spectrum[report.spectrum["source"] != "activations"]
     wide = weights.pivot(index=["frequency", "period", "components"], columns="source",

@@ -61,7 +61,8 @@ def tiny_gpt2_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_runs(tmp_path_factory, tiny_task, tiny_spec):
     """Runs made by the real pipeline on a tiny model trained for a few steps: `tiny`
-    (model, evaluate, localize) and `bare` (no localize). Returns (runs_dir, model_dir)."""
+    (model, evaluate, localize, probes, fourier) and `bare` (model and evaluate only).
+    Returns (runs_dir, model_dir)."""
     from arithinterp.analysis.suite import LocalizeConfig
     from arithinterp.pipeline import DemoConfig, run_demo
     from arithinterp.train import TrainConfig, train
@@ -73,8 +74,8 @@ def demo_runs(tmp_path_factory, tiny_task, tiny_spec):
                       checkpoint_every=1_000), model_dir, device="cpu", progress=False)
     runs = root / "runs"
     localize = LocalizeConfig(n_pairs=32, n_eval=32, n_random=1)
-    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=localize), runs,
-             name="tiny", progress=False)
-    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=None), runs,
-             name="bare", progress=False)
+    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=localize,
+                        n_probe=200), runs, name="tiny", progress=False)
+    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=None,
+                        n_probe=None), runs, name="bare", progress=False)
     return runs, model_dir

@@ -30,6 +30,9 @@ def run(argv, capsys):
     (["localize", "add3-reversed", "--task", "add3-rev"], "is not of the form"),
     (["localize", "add3-reversed", "--answer-digit", "7"], "answer_digit must be in 0..3"),
     (["localize", "nowhere"], "neither a checkpoint directory nor a zoo model"),
+    (["probe", "add3-reversed", "--targets", "bogus"], "unknown targets ['bogus']"),
+    (["probe", "add3-reversed", "--n", "5"], "--n must be >= 10"),
+    (["explore", "runs", "--port", "0"], "port must be in 1..65535"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -13,7 +13,7 @@ def test_demo_writes_a_complete_run_and_resumes(tmp_path):
     from arithinterp.analysis.suite import LocalizeConfig
 
     cfg = DemoConfig(n_eval=200, device="cpu",
-                     localize=LocalizeConfig(n_pairs=96, n_eval=96, n_random=3))
+                     localize=LocalizeConfig(n_pairs=96, n_eval=96, n_random=3), n_probe=400)
     run = run_demo(cfg, tmp_path, name="demo", progress=False)
     assert run.is_complete and [r.name for r in list_runs(tmp_path)] == ["demo"]
     summary = run.load_json("evaluate/summary.json")
@@ -31,6 +31,9 @@ def test_demo_writes_a_complete_run_and_resumes(tmp_path):
     knock = run.load_table("localize/knockout.parquet").set_index("condition")
     random = knock[knock.index.str.startswith("random")]
     assert knock.loc["selected", "exact_match"] < random["exact_match"].min()
+    probes = run.load_table("probes/digits_summary.parquet").set_index("target")
+    assert probes.loc["a0", "best_score"] > 0.95  # an operand digit at its own token
+    assert {"W_E", "W_U"} <= set(run.load_table("fourier/r2.parquet")["source"])
     values = run.load_tensors("localize/patching.safetensors")
     assert values["z_pos_denoise"].shape == (2, 4, 14, summary["n_pairs"])
     with pytest.raises(FileExistsError):
