@@ -35,8 +35,9 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The notebooks run under nbmake in their smoke size (ARITHINTERP_SMOKE=1).
 test: setup browser lint
-	$(BIN)/python -m pytest -q $(ARGS)
+	ARITHINTERP_SMOKE=1 $(BIN)/python -m pytest -q tests notebooks --nbmake $(ARGS)
 
 explore: setup
 	$(BIN)/arithinterp explore $(ARGS)
