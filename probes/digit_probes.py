@@ -29,6 +29,13 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
+def fail(error: Exception) -> int:
+    """Print a library error as one line on stderr; the exit code for bad input."""
+    print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
+          file=sys.stderr)
+    return 2
+
+
 def make_parser(description: str, *, n: int = 2000) -> Parser:
     """Arguments every probe script shares: what to probe, where to write, how many problems."""
     p = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,9 +145,7 @@ def run_probes(argv: list[str] | None, *, key: str, groups: list[str], descripti
         seconds = time.perf_counter() - start
         run = open_run(args, path)
     except USER_ERRORS as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-              file=sys.stderr)
-        return 2
+        return fail(e)
     from arithinterp.pipeline import write_probes
 
     summary = write_probes(run, key, results, {

@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers beside us
 from digit_probes import (  # noqa: E402
     USER_ERRORS,
+    fail,
     finish_run,
     load_source,
     make_parser,
@@ -55,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         run = open_run(args, path)
     except USER_ERRORS as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-              file=sys.stderr)
-        return 2
+        return fail(e)
     from arithinterp.pipeline import write_fourier
 
     write_fourier(run, report, {"sites": args.sites, "layers": args.layers, "freqs": args.freqs,
