@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from arithinterp.analysis.suite import LocalizeConfig, compute_localization
 from arithinterp.evaluate import evaluate
@@ -85,10 +86,14 @@ def run_demo(config: DemoConfig, runs_dir: str | Path, *, name: str | None = Non
     """Run (or resume) the main job into runs_dir/name and mark the run complete."""
     seeds = {"localize": config.localize.seed} if config.localize else {}
     run = RunDir.create(runs_dir, name, config=asdict(config), seeds=seeds, overwrite=overwrite)
+    bar = tqdm(total=4, desc="demo", unit="stage", disable=not progress)
+    bar.set_postfix_str("model")
     path = ensure_model(config.model, device=config.device, progress=progress)
     loaded = load_model(path, device=config.device)
     record_model_stage(run, path)
+    bar.update()
 
+    bar.set_postfix_str("evaluate")
     if not run.stage_done("evaluate"):
         run.start_stage("evaluate")
         test = held_out_split(path, loaded, config.n_eval)
@@ -97,12 +102,18 @@ def run_demo(config: DemoConfig, runs_dir: str | Path, *, name: str | None = Non
         run.save_table("evaluate/examples.parquet", result.examples, stage="evaluate")
         run.save_table("evaluate/by_carries.parquet", result.by_carries, stage="evaluate")
         run.finish_stage("evaluate", {"exact_match": result.exact_match, "n": len(test)})
+    bar.update()
 
+    bar.set_postfix_str("localize")
     if config.localize is not None and not run.stage_done("localize"):
         run_localize_stage(run, loaded, config.localize, progress=progress)
+    bar.update()
 
+    bar.set_postfix_str("probes, fourier")
     if config.n_probe is not None:
         run_probe_stages(run, loaded, n=config.n_probe, seed=config.seed, progress=progress)
+    bar.update()
+    bar.close()
 
     run.finish()
     return run
