@@ -17,6 +17,12 @@ from tqdm.auto import tqdm
 from arithinterp.models import HookedModel, act_name
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch size below 1, naming it."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
 def act_names(model: HookedModel, sites: Iterable[str],
               layers: Iterable[int] | None = None) -> list[str]:
     """Hook names of every site at every layer (all layers by default)."""
@@ -30,8 +36,7 @@ def run_cached(
     *, batch_size: int = 256, progress: bool = False, desc: str = "cache",
 ) -> dict[str, Tensor]:
     """Activations of the named hooks for every prompt, run in batches, on the CPU."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_batch_size(batch_size)
     wanted = names if callable(names) else set(names).__contains__
     unknown = [] if callable(names) else sorted(set(names) - set(model.hook_dict))
     if unknown:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from arithinterp.models import HookedModel
 from arithinterp.tasks import Dataset
-from arithinterp.tasks.vocab import DIGIT_IDS, decode
+from arithinterp.tasks.vocab import decode
 
 
 @torch.inference_mode()
@@ -87,7 +87,3 @@ def evaluate(model: HookedModel, data: Dataset, *, batch_size: int = 512) -> Eva
         by_carries=by_carries, examples=examples,
     )
 
-
-def is_digit_token(ids: Tensor) -> Tensor:
-    """Boolean mask of digit tokens."""
-    return torch.isin(ids, torch.tensor(DIGIT_IDS, device=ids.device))

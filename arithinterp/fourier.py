@@ -101,8 +101,11 @@ def compute_digit_means(
     acts: Float[Tensor, "batch feature"], values: Int[Tensor, " batch"], p: int = 10
 ) -> Float[Tensor, "p feature"]:
     """Mean activation per value 0..p-1; every value must occur."""
+    if values.min() < 0 or values.max() >= p:
+        raise ValueError(f"values must lie in 0..{p - 1}, got {int(values.min())}.."
+                         f"{int(values.max())}")
     counts = torch.bincount(values, minlength=p)
-    if values.min() < 0 or values.max() >= p or (counts == 0).any():
+    if (counts == 0).any():
         missing = [v for v in range(p) if v >= counts.numel() or counts[v] == 0]
         raise ValueError(f"values must cover 0..{p - 1} (missing {missing}); use more examples")
     sums = torch.zeros(p, acts.shape[1], dtype=torch.float64).index_add_(0, values,

@@ -312,13 +312,6 @@ def zoo_names() -> list[str]:
         if ZOO_DIR.is_dir() else []
 
 
-def zoo_path(name: str) -> Path:
-    """Directory of a shipped model; unknown names raise ValueError listing the known ones."""
-    if name not in zoo_names():
-        raise ValueError(f"unknown zoo model {name!r}; shipped: {', '.join(zoo_names()) or 'none'}")
-    return ZOO_DIR / name
-
-
 def resolve_model_path(name_or_path: str | Path) -> Path:
     """A checkpoint directory from a zoo name or a path."""
     p = Path(name_or_path)

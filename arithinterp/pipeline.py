@@ -30,7 +30,7 @@ from arithinterp.probes import (
     make_probe_dataset,
     make_targets,
 )
-from arithinterp.runs import RunDir
+from arithinterp.runs import RunDir, is_run
 from arithinterp.tasks import TaskSpec
 from arithinterp.tasks.data import make_test_split
 from arithinterp.train import TRAIN_CONFIG_FILE, TrainConfig, train, zoo_recipe
@@ -85,11 +85,11 @@ def run_demo(config: DemoConfig, runs_dir: str | Path, *, name: str | None = Non
              overwrite: bool = False, progress: bool = True) -> RunDir:
     """Run (or resume) the main job into runs_dir/name and mark the run complete."""
     seeds = {"localize": config.localize.seed} if config.localize else {}
+    path = ensure_model(config.model, device=config.device, progress=progress)
+    loaded = load_model(path, device=config.device)  # a bad model fails before any run exists
     run = RunDir.create(runs_dir, name, config=asdict(config), seeds=seeds, overwrite=overwrite)
     bar = tqdm(total=4, desc="demo", unit="stage", disable=not progress)
     bar.set_postfix_str("model")
-    path = ensure_model(config.model, device=config.device, progress=progress)
-    loaded = load_model(path, device=config.device)
     record_model_stage(run, path)
     bar.update()
 
@@ -195,8 +195,7 @@ def write_fourier(run: RunDir, report: FourierReport, extra: dict) -> None:
 
 def model_source(target: str | Path) -> Path:
     """The checkpoint behind a run directory (its model stage), a zoo name or a folder."""
-    manifest = Path(target) / "manifest.json"
-    if manifest.is_file():
+    if is_run(target):
         stages = RunDir.open(target).manifest["stages"]
         if "model" not in stages or "source" not in (stages["model"].get("summary") or {}):
             raise ValueError(f"run {target} records no model (no finished 'model' stage)")

@@ -301,6 +301,11 @@ class RunDir:
         self._write_manifest()
 
 
+def is_run(path: StrPath) -> bool:
+    """Whether `path` is a run directory (holds a manifest)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
 def list_runs(root: StrPath, include_incomplete: bool = False) -> list[RunDir]:
     """Runs under ``root`` sorted by creation time; complete ones only unless asked."""
     root = Path(root)

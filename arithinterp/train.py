@@ -115,8 +115,9 @@ class TrainConfig:
 class ExtraLoss(torch.nn.Module):
     """An extra loss term read off hooked activations; subclasses set `hook_names`.
 
-    ``forward(acts, batch, logits)`` gets the activations of ``hook_names`` (with
-    gradients) and returns a scalar; it may own parameters, which are trained too.
+    ``forward(acts, batch, logits, gen)`` gets the activations of ``hook_names`` (with
+    gradients) and the loop's seeded generator (checkpointed, so a resumed run draws the same
+    numbers) and returns a scalar; it may own parameters, which are trained too.
     """
 
     hook_names: tuple[str, ...] = ()
@@ -256,7 +257,7 @@ def train(
         logits, acts = run_with_activations(model, tokens, hook_names)
         loss = answer_loss(logits, tokens, batch.loss_mask.to(dev))
         for extra in extras:
-            loss = loss + extra.weight * extra(acts, batch, logits)
+            loss = loss + extra.weight * extra(acts, batch, logits, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:

@@ -72,6 +72,7 @@ def load_source(args: argparse.Namespace):
     """(checkpoint path, loaded model) of RUN_OR_MODEL; a clash with --run is refused early."""
     from arithinterp.models import load_model
     from arithinterp.pipeline import model_source
+    from arithinterp.runs import is_run
 
     path = model_source(args.source)
     existing = args.runs_dir / args.run if args.run else None
@@ -85,15 +86,10 @@ def load_source(args: argparse.Namespace):
     return path, loaded
 
 
-def is_run(path) -> bool:
-    """Whether `path` is a run directory."""
-    return (Path(path) / "manifest.json").is_file()
-
-
 def open_run(args: argparse.Namespace, path: Path):
     """RUN_OR_MODEL's run, or --runs-dir/--run (created, with a model stage, if new)."""
     from arithinterp.pipeline import record_model_stage
-    from arithinterp.runs import RunDir
+    from arithinterp.runs import RunDir, is_run
 
     if is_run(args.source):
         return RunDir.open(args.source)

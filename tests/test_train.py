@@ -97,9 +97,12 @@ class RunningSumProbe(ExtraLoss):
         super().__init__()
         self.head = torch.nn.Linear(32, 1)
         self.calls = 0
+        self.draws = []
 
-    def forward(self, acts, batch, logits):
+    def forward(self, acts, batch, logits, gen):
         self.calls += 1
+        noise = torch.rand(1, generator=gen)  # plug-ins draw from the loop's checkpointed RNG
+        self.draws.append(float(noise))
         resid = acts["blocks.0.hook_resid_post"]
         assert resid.requires_grad  # the plug-in gets gradients, unlike run_with_cache
         pos = batch.spec.answer_positions()
@@ -126,6 +129,10 @@ def test_extra_losses_and_curriculum_plug_in(tmp_path):
     train(cot, tmp_path / "run", device="cpu", extra_losses=[probe2], curriculum=curriculum,
           resume=True)
     assert probe2.calls == 4  # resumed at step 6 with the checkpointed head
+    straight = RunningSumProbe()
+    train(cot, tmp_path / "straight", device="cpu", extra_losses=[straight],
+          curriculum=curriculum)
+    assert probe.draws + probe2.draws == straight.draws  # the generator resumed too
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 

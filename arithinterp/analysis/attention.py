@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from arithinterp.cache import check_batch_size
 from arithinterp.models import HookedModel, act_name
 from arithinterp.tasks import Dataset, TaskSpec
 
@@ -24,12 +25,6 @@ def _key_groups(spec: TaskSpec) -> list[tuple[str, list[int]]]:
     return groups + [("other", [p for p in range(spec.seq_len) if p not in taken])]
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-
-
-@torch.inference_mode()
 def compute_attention_patterns(
     model: HookedModel, tokens: Int[Tensor, "batch pos"], layer: int, head: int,
     *, batch_size: int = 256,
@@ -40,7 +35,7 @@ def compute_attention_patterns(
         raise ValueError(f"layer must be in 0..{n_layers - 1}, got {layer}")
     if not 0 <= head < n_heads:
         raise ValueError(f"head must be in 0..{n_heads - 1}, got {head}")
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     name = act_name("pattern", layer)
     device = next(model.parameters()).device
     out = []
@@ -71,7 +66,7 @@ def compute_operand_attention(
     One row per (layer, head, digit, key). Columns: layer, head, component, digit,
     query_pos, key, key_pos (NA for 'other'), attention, std.
     """
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     spec = data.spec
     device = next(model.parameters()).device
     per_prompt = torch.cat([

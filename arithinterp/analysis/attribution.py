@@ -18,6 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from arithinterp.analysis.metrics import AnswerMetric
+from arithinterp.cache import check_batch_size
 from arithinterp.models import HookedModel, act_name
 from arithinterp.tasks import Dataset
 
@@ -112,8 +113,7 @@ def compute_dla_per_prompt(
         raise ValueError(f"DLA decomposes a logit difference; metric.kind is {metric.kind!r}")
     if len(metric.correct) != len(data):
         raise ValueError(f"metric has {len(metric.correct)} prompts but data has {len(data)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_batch_size(batch_size)
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(data), batch_size):
@@ -158,8 +158,7 @@ def compute_logit_lens(model: HookedModel, data: Dataset, *, batch_size: int = 2
     Columns: stage, layer, digit, pos, token (label of pos), target, accuracy, mean_rank,
     mean_prob.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_batch_size(batch_size)
     spec = data.spec
     targets = spec.answer_positions()
     queries = [p - 1 for p in targets]

@@ -156,8 +156,8 @@ def attend_variants(w: NativeWeights, q: Tensor, k_new: Tensor, v_new: Tensor, b
     shared[..., lo:end] = 0.0
     shared = shared.permute(1, 2, 0, 3, 4).reshape(batch, n_heads, n_var * n_q, n)
     z = (shared @ base_v.transpose(1, 2)).view(batch, n_heads, n_var, n_q, d_head)
-    z = z.permute(2, 0, 3, 1, 4) + torch.einsum("vbhqk,vbkhd->vbqhd", pattern[..., lo:end], v_new)
-    return z
+    return z.permute(2, 0, 3, 1, 4) + torch.einsum("vbhqk,vbkhd->vbqhd", pattern[..., lo:end],
+                                                    v_new)
 
 
 @torch.inference_mode()

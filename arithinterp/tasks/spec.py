@@ -120,10 +120,6 @@ class TaskSpec:
         """Token position of the answer's sign token, or None for unsigned tasks."""
         return self.seq_len - 2 - self.answer_width if self.signed else None
 
-    def target_positions(self) -> list[int]:
-        """Positions the model is trained to predict: everything after '=' (incl. <eos>)."""
-        return list(range(self.prompt_len, self.seq_len))
-
     def operand_positions(self) -> dict[str, list[int]]:
         """Token position of each operand digit: {'a': [a_0, a_1, ...], 'b': [...]}, LSB first."""
         a_msb = 1
