@@ -1,11 +1,12 @@
-"""The explorer's shared frame: runs directory, run picker, cached readers, the model, live
-forward passes on a few prompts.
+"""The explorer's shared frame: runs directory, run and experiment pickers, cached readers,
+the run's model, live forward passes on a few prompts.
 
 Streamlit puts only ``apps/`` on ``sys.path``: views import this module as ``common``.
-Tables and tensors go through ``st.cache_data`` (keyed by run folder, artifact and file
-mtime, so a rewritten artifact is re-read); the model through ``st.cache_resource`` (keyed
-by checkpoint path). Nothing here trains or writes into a run. A missing artifact is an
-``st.info`` naming it and the stage that makes it; an unreadable one is an ``st.error``.
+Every artifact is found through `arithinterp.schema`. Tables and tensors go through
+``st.cache_data`` (keyed by run folder, artifact and file mtime, so a rewritten artifact is
+re-read); the model through ``st.cache_resource`` (keyed by the run's weights). Nothing
+here trains or writes into a run. A missing artifact is an ``st.info`` naming it and the
+stage that makes it; an unreadable one is an ``st.error``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 
+from arithinterp import schema
 from arithinterp.runs import RunDir, list_runs
+from arithinterp.schema import Artifact
 from arithinterp.tasks import TaskSpec
 
 torch.set_num_threads(1)  # tiny forward passes; more threads only add overhead
@@ -32,12 +34,14 @@ RUNS_ENV = "ARITHINTERP_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
 N_PROMPTS = 16  # prompts offered for live views
 STAGE_HINTS = {
-    "model": "the run records no model stage",
-    "evaluate": "run the main job (`arithinterp demo`) to evaluate the model",
-    "localize": "run `arithinterp localize` on this run's model (or the demo with "
-                "localization) to produce it",
-    "probes": "run the probe stage on this run to produce probe tables",
-    "fourier": "run the Fourier analysis on this run to produce spectra",
+    schema.MODEL: "the run records no model stage",
+    schema.EVALUATE: "run the main job (`arithinterp demo`) to evaluate the model",
+    schema.LOCALIZE: "run `arithinterp localize` on this run's model (or the demo with "
+                     "localization) to produce it",
+    schema.PROBES: "run the probe stage on this run (`arithinterp probe`, probes/*.py) to "
+                   "produce probe tables",
+    schema.FOURIER: "run the Fourier analysis on this run (`arithinterp probe`) to produce "
+                    "spectra",
 }
 
 
@@ -65,7 +69,7 @@ def pick_run() -> RunDir | None:
     """The sidebar run picker shared by every page; the choice is kept in ``?run=``."""
     root = runs_dir()
     st.sidebar.caption(f"Runs folder: `{root}`")
-    include = st.sidebar.toggle("Include unfinished runs", key="include_incomplete")
+    include = st.sidebar.toggle("Include unfinished and damaged runs", key="include_incomplete")
     runs = list_runs(root, include_incomplete=include)
     st.session_state["_run_dir"] = None
     if not runs:
@@ -78,12 +82,22 @@ def pick_run() -> RunDir | None:
     if st.session_state.get("run") not in names:
         wanted = st.query_params.get("run")
         st.session_state["run"] = wanted if wanted in names else names[-1]
+        if wanted is not None and wanted not in names:
+            st.session_state["_run_fallback"] = (wanted, names[-1])
     name = st.sidebar.selectbox("Run", names, key="run",
                                 help="Runs are sorted by creation time (newest last).")
+    fallback = st.session_state.get("_run_fallback")
+    if fallback and fallback[1] == name:  # until another run is picked
+        st.sidebar.warning(f"No {'' if include else 'finished '}run named `{fallback[0]}` in "
+                           f"`{root}`: showing `{name}` instead.")
+    else:
+        st.session_state.pop("_run_fallback", None)
     st.query_params["run"] = name
     run = runs[names.index(name)]
     stages = ", ".join(run.manifest["stages"]) or "none"
-    st.sidebar.caption(f"{'complete' if run.is_complete else 'unfinished'} · stages: {stages}")
+    st.sidebar.caption(f"{run.status} · stages: {stages}")
+    for problem in run.problems():
+        st.sidebar.warning(problem)
     st.session_state["_run_dir"] = str(run.dir)
     return run
 
@@ -101,6 +115,22 @@ def current_run() -> RunDir:
         st.stop()
 
 
+def pick_experiment(run: RunDir, family: str, *, key: str) -> str | None:
+    """The stage key of one experiment of `family` ('localize'): a picker when the run holds
+    several, None (after an st.info naming the command) when it holds none."""
+    names = schema.experiments(run.manifest["stages"], family)
+    if not names:
+        st.info(f"Run **{run.name}** has no `{family}/` results: {STAGE_HINTS[family]}.")
+        return None
+    if len(names) > 1:
+        name = st.selectbox("Experiment", names, key=key,
+                            help="Each localization experiment corrupts one thing (an operand "
+                                 "digit, or the carry into one answer digit).")
+    else:
+        name = names[0]
+    return f"{family}/{name}"
+
+
 # ---- artifacts -------------------------------------------------------------------------------
 def _stamp(path: Path) -> int:
     return path.stat().st_mtime_ns
@@ -108,79 +138,55 @@ def _stamp(path: Path) -> int:
 
 def missing_message(run: RunDir, relpath: str) -> str:
     """'Run X has no `relpath`: <how to make it>'."""
-    hint = STAGE_HINTS.get(relpath.split("/", 1)[0], "")
+    hint = STAGE_HINTS.get(schema.stage_family(relpath), "")
     return f"Run **{run.name}** has no `{relpath}`" + (f": {hint}." if hint else ".")
 
 
-def has(run: RunDir, relpath: str) -> bool:
-    """Whether the run holds this artifact."""
-    return (run.dir / relpath).is_file()
-
-
 @st.cache_data(show_spinner=False, max_entries=128)
-def _read_table(run_dir: str, relpath: str, stamp: int) -> pd.DataFrame:
-    return RunDir.open(run_dir).load_table(relpath)
+def _read(run_dir: str, file: str, kind: str, stage: str, stamp: int) -> Any:
+    run = RunDir.open(run_dir)
+    artifact = Artifact(file, kind)  # type: ignore[arg-type]
+    data = run.load(artifact, stage)
+    if kind == "tensors":
+        return {k: v.numpy() for k, v in data.items()}, run.tensor_metadata(artifact, stage)
+    return data
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _read_json(run_dir: str, relpath: str, stamp: int) -> Any:
-    return RunDir.open(run_dir).load_json(relpath)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _read_tensors(run_dir: str, relpath: str, stamp: int) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in RunDir.open(run_dir).load_tensors(relpath).items()}
-
-
-def _load(reader, run: RunDir, relpath: str, quiet: bool):
-    path = run.dir / relpath
+def read(run: RunDir, artifact: Artifact, stage: str, *, quiet: bool = False) -> Any | None:
+    """An artifact of the run (tensors: (arrays, metadata)), or None after an st.info (unless
+    quiet) when the run lacks it; an unreadable artifact is an st.error, never a traceback."""
+    path = run.dir / artifact.at(stage)
     if not path.is_file():
         if not quiet:
-            st.info(missing_message(run, relpath))
+            st.info(missing_message(run, artifact.at(stage)))
         return None
     try:
-        return reader(str(run.dir), relpath, _stamp(path))
+        return _read(str(run.dir), artifact.file, artifact.kind, stage, _stamp(path))
     except Exception as e:  # an unreadable artifact is a message, never a traceback
-        st.error(f"Cannot read `{relpath}` of run {run.name}: {type(e).__name__}: {e}")
+        st.error(f"Cannot read `{artifact.at(stage)}` of run {run.name}: "
+                 f"{type(e).__name__}: {e}")
         return None
 
 
-def table(run: RunDir, relpath: str, *, quiet: bool = False) -> pd.DataFrame | None:
-    """A parquet artifact, or None (after an st.info unless quiet) when the run lacks it."""
-    return _load(_read_table, run, relpath, quiet)
-
-
-def load_json(run: RunDir, relpath: str, *, quiet: bool = False) -> Any | None:
-    """A json artifact, or None (after an st.info unless quiet)."""
-    return _load(_read_json, run, relpath, quiet)
-
-
-def tensors(run: RunDir, relpath: str, *, quiet: bool = False) -> dict[str, np.ndarray] | None:
-    """A safetensors artifact as numpy arrays, or None (after an st.info unless quiet)."""
-    return _load(_read_tensors, run, relpath, quiet)
-
-
-def tables_under(run: RunDir, folder: str) -> dict[str, pd.DataFrame]:
-    """Every readable parquet table in a folder of the run, by file stem."""
-    out = {}
-    for path in sorted((run.dir / folder).glob("*.parquet")):
-        df = table(run, f"{folder}/{path.name}", quiet=True)
-        if df is not None:
-            out[path.stem] = df
-    return out
+def stages_of(run: RunDir, family: str) -> list[str]:
+    """The run's stage keys of one family, e.g. every 'probes/<name>'."""
+    return [k for k in run.manifest["stages"] if schema.stage_family(k) == family]
 
 
 # ---- task and model --------------------------------------------------------------------------
-def task_of(run: RunDir) -> TaskSpec | None:
-    """The run's task: its config's task (a localize run may override it), else the model's."""
-    candidates = [run.manifest["config"].get("task")]
-    if has(run, "model/config.json"):
-        candidates.append((load_json(run, "model/config.json", quiet=True) or {}).get("task"))
+def task_of(run: RunDir, stage: str | None = None) -> TaskSpec | None:
+    """The task of a stage (a localization may override the model's), else the model's."""
+    candidates = []
+    if stage is not None:
+        summary = read(run, schema.LOCALIZE_SUMMARY, stage, quiet=True) or {}
+        candidates.append(summary.get("task_spec"))
+    cfg = read(run, schema.CHECKPOINT_CONFIG, schema.MODEL, quiet=True) or {}
+    candidates.append(cfg.get("task"))
     for cand in candidates:
         if isinstance(cand, dict):
             try:
-                return TaskSpec(**cand)
-            except (TypeError, ValueError):
+                return schema.from_json(TaskSpec, cand)
+            except ValueError:
                 continue
     return None
 
@@ -190,38 +196,37 @@ def task_key(task: TaskSpec) -> str:
     return json.dumps(asdict(task), sort_keys=True)
 
 
-def model_path(run: RunDir) -> Path | None:
-    """The checkpoint the run's model stage recorded (None when it recorded none)."""
-    summary = run.manifest["stages"].get("model", {}).get("summary") or {}
-    return Path(summary["source"]) if summary.get("source") else None
-
-
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def _load_model(path: str, task_json: str, stamp: int):
-    from arithinterp.models import LoadedModel, load_model
+def _load_model(run_dir: str, task_json: str, stamp: int):
+    from arithinterp.models import load_model
 
-    loaded = load_model(path, device="cpu")
-    return LoadedModel(loaded.model, loaded.spec, TaskSpec(**json.loads(task_json)))
+    return load_model(run_dir, device="cpu").with_task(TaskSpec(**json.loads(task_json)))
 
 
-def model_of(run: RunDir):
-    """The run's model (loaded once per checkpoint, on the CPU), or None after a message."""
-    task = task_of(run)
-    path = model_path(run)
-    if task is None or path is None:
-        st.info(f"Run **{run.name}** records no model checkpoint with a task: live views "
-                "(attention patterns, the playground) need one.")
+def model_of(run: RunDir, task: TaskSpec | None = None):
+    """The run's model (loaded once per checkpoint, on the CPU, for `task`: default the
+    model's own), or None after a message."""
+    task = task or task_of(run)
+    weights = run.dir / schema.WEIGHTS.at(schema.MODEL)
+    if task is None:
+        st.info(f"Run **{run.name}** records no model with a task: live views (attention "
+                "patterns, the playground) need one.")
         return None
-    weights = path / "model.safetensors"
     if not weights.is_file():
         st.error(f"The checkpoint of run {run.name} is missing (`{weights}`): live views need "
                  "the model the run was made with.")
         return None
     try:
-        return _load_model(str(path), task_key(task), _stamp(weights))
+        return _load_model(str(run.dir), task_key(task), _stamp(weights))
     except Exception as e:  # a checkpoint we cannot rebuild is a message, not a traceback
-        st.error(f"Cannot load the model of run {run.name} from `{path}`: {e}")
+        st.error(f"Cannot load the model of run {run.name}: {e}")
         return None
+
+
+def model_key(run: RunDir) -> str:
+    """Cache key of the run's model: its folder and weights' mtime."""
+    weights = run.dir / schema.WEIGHTS.at(schema.MODEL)
+    return f"{run.dir}:{_stamp(weights) if weights.is_file() else 0}"
 
 
 # ---- problems --------------------------------------------------------------------------------
@@ -269,17 +274,20 @@ def parse_problem(text: str, task: TaskSpec) -> tuple[int, int]:
 
 def run_prompts(run: RunDir, task: TaskSpec, n: int = N_PROMPTS) -> list[tuple[int, int]]:
     """A few of the run's problems: its evaluation set, else a seeded sample of the task."""
-    ex = table(run, "evaluate/examples.parquet", quiet=True)
-    if ex is not None and len(ex) and {"a", "b"} <= set(ex.columns):
-        return [(int(a), int(b)) for a, b in zip(ex["a"][:n], ex["b"][:n], strict=True)]
+    ex = read(run, schema.EVAL_EXAMPLES, schema.EVALUATE, quiet=True)
+    if ex is not None and len(ex):
+        valid = [(int(a), int(b)) for a, b in zip(ex["a"], ex["b"], strict=True)
+                 if task.is_valid(int(a), int(b))]
+        if valid:
+            return valid[:n]
     return _sample_prompts(task_key(task), n)
 
 
 @st.cache_data(show_spinner=False)
 def _sample_prompts(task_json: str, n: int) -> list[tuple[int, int]]:
-    from arithinterp.tasks import make_splits
+    from arithinterp.tasks.data import make_test_split
 
-    test = make_splits(TaskSpec(**json.loads(task_json)), 0, n, seed=1)[1]
+    test = make_test_split(TaskSpec(**json.loads(task_json)), n, seed=1)
     return list(zip(test.a.tolist(), test.b.tolist(), strict=True))
 
 
@@ -290,18 +298,13 @@ def attention_pattern(_loaded, model_key: str, task_json: str, a: int, b: int, l
     """One head's attention pattern on the rendered problem (a, b), with token labels."""
     from arithinterp.analysis.attention import compute_attention_patterns
     from arithinterp.tasks import make_dataset
-    from arithinterp.tasks.vocab import token_strings
     from arithinterp.viz import token_labels
 
     task = TaskSpec(**json.loads(task_json))
     data = make_dataset(task, torch.tensor([a]), torch.tensor([b]))
     pattern = compute_attention_patterns(_loaded.model, data.tokens, layer, head)[0]
-    return pattern.numpy(), token_labels(token_strings(data.tokens[0]), task.position_labels())
-
-
-def model_key(run: RunDir) -> str:
-    """Cache key of the run's model: its checkpoint path."""
-    return str(model_path(run))
+    return pattern.numpy(), token_labels(task.vocab.token_strings(data.tokens[0]),
+                                         task.position_labels())
 
 
 def cell_from_points(points: list[dict]) -> dict | None:
@@ -335,3 +338,4 @@ def heatmap(fig, key: str):
     """A clickable heatmap (viz overlay): on_select='rerun', selection by points."""
     return st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points",
                            width="stretch")
+

@@ -1,7 +1,7 @@
 """Caching selected activations over many prompts, in batches, never "cache everything".
 
 Hook names are TransformerLens's (``blocks.0.hook_resid_post``, ``blocks.1.attn.hook_z``);
-`act_names` builds them from sites and layers with `models.act_name`. Results are CPU
+`act_names` builds them from sites and layers with `components.hook_name`. Results are CPU
 tensors keyed by hook name, ready for `RunDir.save_tensors`.
 """
 
@@ -14,7 +14,8 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from arithinterp.models import HookedModel, act_name
+from arithinterp.components import hook_name
+from arithinterp.models import HookedModel, device_of, facts
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -26,8 +27,8 @@ def check_batch_size(batch_size: int) -> None:
 def act_names(model: HookedModel, sites: Iterable[str],
               layers: Iterable[int] | None = None) -> list[str]:
     """Hook names of every site at every layer (all layers by default)."""
-    layers = range(model.cfg.n_layers) if layers is None else layers
-    return [act_name(site, layer) for layer in layers for site in sites]
+    layers = range(facts(model).n_layers) if layers is None else layers
+    return [hook_name(site, layer) for layer in layers for site in sites]
 
 
 @torch.inference_mode()
@@ -40,8 +41,8 @@ def run_cached(
     wanted = names if callable(names) else set(names).__contains__
     unknown = [] if callable(names) else sorted(set(names) - set(model.hook_dict))
     if unknown:
-        raise ValueError(f"unknown hook names {unknown[:5]}; e.g. {act_name('resid_post', 0)}")
-    device = next(model.parameters()).device
+        raise ValueError(f"unknown hook names {unknown[:5]}; e.g. {hook_name('resid_post', 0)}")
+    device = device_of(model)
     parts: dict[str, list[Tensor]] = {}
     starts = range(0, tokens.shape[0], batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):

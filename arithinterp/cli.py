@@ -1,5 +1,7 @@
 """The `arithinterp` command: train, eval, localize, probe, zoo, runs, demo, explore.
 
+Every command that writes is a job of stages (`stages.job`) into a run directory; this
+module only parses flags, checks them against the model before a run exists, and prints.
 Bad input (an unknown option, a value out of range, a missing model) exits with code 2 and
 one line on stderr that names the problem; no traceback.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from arithinterp import schema
 from arithinterp.tasks.data import Sampling
 from arithinterp.tasks.spec import Format, Op
 
@@ -25,7 +29,9 @@ app = typer.Typer(
     add_completion=False, rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# outside a terminal (pipes, logs, tests) tables get 160 columns rather than rich's 80
+out = Console(width=shutil.get_terminal_size((160, 24)).columns)
+Mode = Literal["sft", "cot", "icot", "aux"]
 
 
 @app.callback()
@@ -43,7 +49,9 @@ def _options(
     torch.set_num_threads(threads)
     # scikit-learn's BLAS too: spinning BLAS threads on a busy machine cost the probes 10x
     threadpool_limits(threads)
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+
+
+USER_ERRORS = (ValueError, OSError)
 
 
 @contextlib.contextmanager
@@ -53,19 +61,45 @@ def user_errors():
         yield
     except USER_ERRORS as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, OSError) and e.filename and not str(e).startswith(str(e.filename)):
+            msg = f"{e.strerror or msg}: {e.filename}" if e.strerror else msg
         typer.echo(f"error: {msg}", err=True)
         raise typer.Exit(2) from None
 
 
 Device = Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda, cuda:N")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+RunsDir = Annotated[Path, typer.Option(help="Where run directories go.")]
+RunName = Annotated[str | None, typer.Option(help="Run name (default: a timestamp).")]
+
+
+def _ctx(device: str, progress: bool):
+    from arithinterp.models import resolve_device
+    from arithinterp.stages.base import Context
+
+    resolve_device(device)  # a bad device name fails before anything is written
+    return Context(device=device, progress=progress)
+
+
+def _split_run(path: Path) -> tuple[Path, str]:
+    """(runs folder, run name) of a run directory path."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise ValueError(f"{path} does not name a run folder")
+    return path.parent, path.name
 
 
 @app.command("train")
 def train_cmd(
-    out_dir: Annotated[Path, typer.Argument(help="Folder for the model, metrics, checkpoints.")],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory to train into (its model/ "
+                                                 "folder holds the model and metrics).")],
     recipe: Annotated[str | None, typer.Option(
         help="Start from a zoo recipe (add3-reversed, add3-plain); flags override it.")] = None,
+    mode: Annotated[Mode | None, typer.Option(
+        help="sft: answer only; cot: the full chain of thought; icot: the chain removed step "
+             "by step (Deng et al.); aux: sft plus the running-sum loss (Bai et al.).")] = None,
+    aux_weight: Annotated[float | None, typer.Option(
+        help="λ, the weight of the running-sum loss (mode aux).")] = None,
     op: Annotated[Op | None, typer.Option(help="add, sub or mul.")] = None,
     digits: Annotated[int | None, typer.Option(help="Digits of both operands (1-9).")] = None,
     format: Annotated[Format | None, typer.Option(help="plain, reversed, scratchpad, cot.")] = None,
@@ -75,24 +109,28 @@ def train_cmd(
     steps: Annotated[int | None, typer.Option(help="Maximum optimizer steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Problems per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
-    n_train: Annotated[int | None, typer.Option(help="Distinct training problems.")] = None,
+    n_train: Annotated[int | None, typer.Option(
+        help="Distinct training problems (default: as many as the task has, up to 50,000)."
+    )] = None,
     n_test: Annotated[int | None, typer.Option(help="Held-out problems (never trained).")] = None,
     sampling: Annotated[Sampling | None, typer.Option(help="uniform or carries (balanced by "
                                                            "number of carries).")] = None,
-    target_accuracy: Annotated[float | None, typer.Option(help="Stop when held-out exact match "
-                                                               "reaches this.")] = None,
+    target_accuracy: Annotated[float | None, typer.Option(
+        help="Stop once held-out exact match reaches this.")] = None,
     seed: Annotated[int | None, typer.Option(help="Data seed.")] = None,
     model_seed: Annotated[int | None, typer.Option(help="Weight-initialisation seed.")] = None,
-    config: Annotated[Path | None, typer.Option(help="A train_config.json to start from.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR's checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace a finished OUT_DIR.")] = False,
+    config: Annotated[Path | None, typer.Option(
+        help=f"A {schema.TRAIN_CONFIG.file} to start from.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an unfinished run.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run of that name.")] = False,
     device: Device = "auto",
     progress: Progress = True,
 ) -> None:
-    """Train a transformer on an arithmetic task (loss on answer tokens only)."""
+    """Train a transformer on an arithmetic task (loss on answer tokens only) into a run."""
     from dataclasses import replace
 
-    from arithinterp.train import TrainConfig, train, zoo_recipe
+    from arithinterp.stages.job import run_job
+    from arithinterp.train import TrainConfig, with_mode, zoo_recipe
 
     with user_errors():
         if recipe and config:
@@ -114,17 +152,27 @@ def train_cmd(
                   if v is not None}
         cfg = replace(base, task=replace(base.task, **task_kw),
                       model=replace(base.model, **model_kw), **top_kw)
-        result = train(cfg, out_dir, resume=resume, overwrite=overwrite, device=device,
-                       progress=progress)
-    out.print(f"trained {result.steps} steps in {result.seconds:.1f} s"
-              f"{' (target reached)' if result.stopped_early else ''}; held-out exact match "
-              f"{result.final['exact_match']:.4f} on {result.final['n']} problems -> {result.path}")
+        if mode in ("cot", "icot") and format not in (None, "cot"):
+            raise ValueError(f"--mode {mode} trains on the chain of thought: it needs format "
+                             f"cot, got --format {format}")
+        if mode is not None:
+            cfg = with_mode(cfg, mode, aux_weight=aux_weight)
+        elif aux_weight is not None:
+            raise ValueError("--aux-weight applies to --mode aux")
+        root, name = _split_run(run_dir)
+        result = run_job(root, name, [cfg], ctx=_ctx(device, progress), overwrite=overwrite,
+                         resume=resume)
+    summary = result.run.stage_summary("model")
+    out.print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s"
+              f"{' (target reached)' if summary['stopped_early'] else ''} ({cfg.mode}); "
+              f"held-out exact match {summary['exact_match']:.4f} on {summary['n_test']} "
+              f"problems -> {result.run.dir}")
 
 
 @app.command("eval")
 def eval_cmd(
-    model: Annotated[str, typer.Argument(help="A zoo name (see `arithinterp zoo`) or a model "
-                                              "folder.")],
+    model: Annotated[str, typer.Argument(help="A zoo name (see `arithinterp zoo`), a run or "
+                                              "a model folder.")],
     n: Annotated[int | None, typer.Option(help="Score only the first N held-out problems.")] = None,
     worst: Annotated[int, typer.Option(help="Show this many wrong answers.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -132,15 +180,14 @@ def eval_cmd(
 ) -> None:
     """Evaluate a model on its held-out problems: exact match, per digit, by carries."""
     from arithinterp.evaluate import evaluate
-    from arithinterp.models import load_model, resolve_model_path
-    from arithinterp.pipeline import held_out_split
+    from arithinterp.models import load_model
+    from arithinterp.train import held_out_split
 
     with user_errors():
         if n is not None and n < 1:
             raise ValueError(f"--n must be >= 1, got {n}")
-        path = resolve_model_path(model)
-        loaded = load_model(path, device=device)
-        result = evaluate(loaded.model, held_out_split(path, loaded, n))
+        loaded = load_model(model, device=device)
+        result = evaluate(loaded.model, held_out_split(loaded.path, loaded.task, n))
     if as_json:
         out.print_json(json.dumps(result.summary()))
         return
@@ -159,15 +206,18 @@ def eval_cmd(
 def zoo_cmd() -> None:
     """List the shipped models with their recorded held-out accuracy."""
     from arithinterp.models import ZOO_DIR, zoo_names
+    from arithinterp.runs import RunDir
 
-    table = Table("name", "task", "params", "steps", "exact match", "held-out n")
+    table = Table("name", "task", "mode", "params", "steps", "exact match", "held-out n")
     for name in zoo_names():
-        cfg = json.loads((ZOO_DIR / name / "config.json").read_text())
-        metrics_file = ZOO_DIR / name / "metrics.json"
-        m = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        run = RunDir.open(ZOO_DIR / name)
+        cfg = run.load(schema.CHECKPOINT_CONFIG, schema.MODEL)
+        m = run.load(schema.TRAIN_FINAL, schema.MODEL) if run.has(
+            schema.TRAIN_FINAL, schema.MODEL) else {}
         ms, task = cfg["model"], cfg["task"]
+        mode = run.stage_summary(schema.MODEL).get("mode", "?")
         table.add_row(name, f"{task['op']} {task['digits_a']}x{task['digits_b']} {task['format']}",
-                      f"{ms['n_layers']}L d{ms['d_model']} {ms['n_heads']}H",
+                      mode, f"{ms['n_layers']}L d{ms['d_model']} {ms['n_heads']}H",
                       str(m.get("steps", "?")), f"{m.get('exact_match', float('nan')):.4f}",
                       str(m.get("n", "?")))
     out.print(table)
@@ -176,16 +226,26 @@ def zoo_cmd() -> None:
 @app.command("runs")
 def runs_cmd(
     runs_dir: Annotated[Path, typer.Argument(help="Folder of run directories.")] = Path("runs"),
-    show_all: Annotated[bool, typer.Option("--all", help="Include unfinished runs.")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="Include unfinished, failed and "
+                                                         "unreadable runs, with the reason.")
+                        ] = False,
 ) -> None:
-    """List run directories (finished ones unless --all)."""
-    from arithinterp.runs import list_runs
+    """List run directories (sound, finished ones unless --all)."""
+    from arithinterp.runs import scan_runs
 
-    table = Table("run", "status", "created", "stages")
-    for run in list_runs(runs_dir, include_incomplete=show_all):
-        m = run.manifest
-        table.add_row(str(run.dir), m["status"], m["created"], ", ".join(m["stages"]))
+    with user_errors():
+        entries = scan_runs(runs_dir)
+    table = Table("run", "status", "created", "stages", "problems", title=f"runs in {runs_dir}")
+    for e in entries:
+        if not show_all and (e.status != "complete" or e.problems):
+            continue
+        m = e.run.manifest if e.run else {}
+        table.add_row(e.path.name, e.status, m.get("created", "?"),
+                      ", ".join(m.get("stages", {})), "; ".join(e.problems))
     out.print(table)
+    hidden = sum(1 for e in entries if e.status != "complete" or e.problems)
+    if hidden and not show_all:
+        out.print(f"{hidden} unfinished, failed or damaged runs not shown (--all shows them)")
 
 
 @app.command("localize")
@@ -202,42 +262,69 @@ def localize_cmd(
     digit: Annotated[int, typer.Option(help="Which digit of it (0 = least significant).")] = 1,
     position: Annotated[int, typer.Option(help="Answer position whose carry flips.")] = 1,
     answer_digit: Annotated[int | None, typer.Option(
-        help="Answer digit the metric reads (default: the one that changes).")] = None,
+        help="Answer digit the metric reads (default: the one the digit corruption changes, "
+             "or the one the flipped carry flows into).")] = None,
     metric: Annotated[Literal["logit_diff", "prob", "logprob"], typer.Option(
         help="What to measure at the answer digit.")] = "logit_diff",
+    only_correct: Annotated[bool, typer.Option(
+        help="Keep only pairs the model answers correctly (clean and corrupt).")] = False,
+    prompts: Annotated[Literal["held_out", "fresh"], typer.Option(
+        help="Clean problems from the model's held-out split, or fresh seeded draws.")
+    ] = "held_out",
     top_k: Annotated[int, typer.Option(help="Components to knock out together.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed for pairs and random draws.")] = 0,
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
-    name: Annotated[str | None, typer.Option(help="Run name (default: a timestamp).")] = None,
+    add: Annotated[bool, typer.Option(
+        help="Add the experiment to TARGET (a run) instead of making a new run.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+    name: RunName = None,
     device: Device = "auto",
     progress: Progress = True,
 ) -> None:
     """Find the heads, MLPs, positions and paths that carry the answer (writes a run)."""
     from arithinterp.analysis.suite import LocalizeConfig
-    from arithinterp.pipeline import run_localize
+    from arithinterp.models import load_model
+    from arithinterp.runs import is_run
+    from arithinterp.stages.job import ModelSource, run_job
     from arithinterp.tasks import TaskSpec
 
     with user_errors():
+        loaded = load_model(target)
+        spec = TaskSpec.from_name(task) if task else None
         config = LocalizeConfig(n_pairs=pairs, corrupt=corrupt, operand=operand, digit=digit,
                                 position=position, answer_digit=answer_digit, metric=metric,
-                                top_k=top_k, seed=seed)
-        run = run_localize(target, config, runs_dir, name=name, device=device, progress=progress,
-                           task=TaskSpec.from_name(task) if task else None)
-    _print_localization(run)
-    out.print(f"run written to {run.dir}")
+                                only_correct=only_correct, prompts=prompts, top_k=top_k,
+                                seed=seed, task=spec)
+        config.check(loaded.with_task(spec).task if spec else loaded.task)
+        ctx = _ctx(device, progress)
+        if add:
+            if not is_run(target):
+                raise ValueError(f"--add needs a run directory, got {target}")
+            root, run_name = _split_run(Path(target))
+            result = run_job(root, run_name, [config], ctx=ctx, extend=True)
+        else:
+            result = run_job(runs_dir, name, [ModelSource(target), config], ctx=ctx)
+    _print_localization(result.run, config.key)
+    out.print(f"run written to {result.run.dir}")
 
 
-def _print_localization(run) -> None:
-    summary = run.load_json("localize/summary.json")
-    out.print(f"{summary['task']}: {summary['n_pairs']} pairs changing {summary['change']}, "
-              f"metric {summary['metric']} (clean {summary['clean_metric']:.2f}, corrupted "
-              f"{summary['corrupted_metric']:.2f})")
-    ranked = run.load_table("localize/ranking.parquet")
-    out.print(_table("top components (normalized patching effect)",
-                     ranked[["rank", "component", "effect"]].head(8)))
-    knock = run.load_table("localize/knockout.parquet")
-    out.print(_table(f"knockout ({knock['method'].iloc[0]} ablation)",
-                     knock[["condition", "components", "exact_match", "metric_drop"]]))
+def _print_localization(run, key: str) -> None:
+
+    summary = run.load(schema.LOCALIZE_SUMMARY, key)
+    out.print(f"{summary['task']} ({key}): {summary['n_pairs']} pairs changing "
+              f"{summary['change']}, metric {summary['metric']} at answer digit "
+              f"c{summary['answer_digit']} (clean {summary['clean_metric']:.2f}, corrupted "
+              f"{summary['corrupted_metric']:.2f}; clean accuracy "
+              f"{summary['clean_accuracy']:.3f})")
+    for warning in summary["warnings"]:
+        out.print(f"[bold yellow]warning:[/bold yellow] {warning}")
+    if run.has(schema.RANKING, key):
+        ranked = run.load(schema.RANKING, key)
+        out.print(_table("top components (normalized patching effect)",
+                         ranked[["rank", "component", "effect"]].head(8)))
+    if run.has(schema.KNOCKOUT, key):
+        knock = run.load(schema.KNOCKOUT, key)
+        out.print(_table(f"knockout ({knock['method'].iloc[0]} ablation)",
+                         knock[["condition", "components", "exact_match", "metric_drop"]]))
 
 
 @app.command("probe")
@@ -249,41 +336,54 @@ def probe_cmd(
         help="Target groups or names (repeatable): operands, answer, carries, "
              "partial_products, running_sums, or a0, carry2, ...")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the problems and the split.")] = 0,
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
-    name: Annotated[str | None, typer.Option(help="Run name (default: a timestamp).")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    name: RunName = None,
     device: Device = "auto",
     progress: Progress = True,
 ) -> None:
     """Linear probes (digits, carries, ...) with controls, and the Fourier report (writes a
     run)."""
-    from arithinterp.pipeline import DIGIT_GROUPS, run_probe
+    from arithinterp.models import load_model
+    from arithinterp.probes import ProbeConfig
+    from arithinterp.stages.job import FourierConfig, ModelSource, ProbesConfig, run_job
+    from arithinterp.stages.probes import DIGIT_GROUPS
 
     with user_errors():
         if n < 10:
             raise ValueError(f"--n must be >= 10, got {n}")
-        run = run_probe(target, runs_dir, name=name, n=n, seed=seed, device=device,
-                        groups=tuple(targets) if targets else DIGIT_GROUPS, progress=progress)
-    _print_probes(run)
-    out.print(f"run written to {run.dir}")
+        groups = tuple(targets) if targets else DIGIT_GROUPS
+        probes = ProbesConfig(name="digits" if groups == DIGIT_GROUPS else "probes", n=n,
+                              targets=groups, fit=ProbeConfig(seed=seed))
+        loaded = load_model(target)
+        probes.check(loaded.task)
+        result = run_job(runs_dir, name, [ModelSource(target), probes,
+                                          FourierConfig(n=n, seed=seed)],
+                         ctx=_ctx(device, progress))
+    _print_probes(result.run)
+    out.print(f"run written to {result.run.dir}")
 
 
 def _print_probes(run) -> None:
-    key = "digits" if run.manifest["stages"]["probes"]["summary"].get("digits") else "probes"
-    summary = run.load_table(f"probes/{key}_summary.parquet")
-    cols = [c for c in ("target", "metric", "best_score", "best_layer", "best_label",
-                        "shuffled", "random_model", "first_layer", "first_label")
-            if c in summary.columns]
-    out.print(_table("probes: best score per target (first layer/position above 0.95)",
-                     summary[cols]))
-    r2 = run.load_table("fourier/r2.parquet")
-    weights = r2[r2["source"].isin(["W_E", "W_U"])][["source", "median_r2"]]
-    out.print(_table("Fourier: median R² of frequencies {0,1,2,5}", weights))
+
+    for key in run.manifest["stages"]:
+        if schema.stage_family(key) != schema.PROBES:
+            continue
+        summary = run.load(schema.PROBE_SUMMARY, key)
+        cols = [c for c in ("target", "metric", "best_score", "best_layer", "best_label",
+                            "shuffled", "random_model", "first_layer", "first_label")
+                if c in summary.columns]
+        out.print(_table(f"{key}: best score per target (first layer/position above 0.95)",
+                         summary[cols]))
+    if run.has(schema.FOURIER_R2, schema.FOURIER):
+        r2 = run.load(schema.FOURIER_R2, schema.FOURIER)
+        weights = r2[r2["source"].isin(["W_E", "W_U"])][["source", "median_r2"]]
+        out.print(_table("Fourier: median R² of frequencies {0,1,2,5}", weights))
 
 
 @app.command("demo")
 def demo_cmd(
-    model: Annotated[str, typer.Option(help="Zoo name or model folder.")] = "add3-reversed",
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    model: Annotated[str, typer.Option(help="Zoo name, run or model folder.")] = "add3-reversed",
+    runs_dir: RunsDir = Path("runs"),
     name: Annotated[str | None, typer.Option(help="Run name (default: a timestamp); an "
                                                   "unfinished run of that name resumes.")] = None,
     n_eval: Annotated[int | None, typer.Option(help="Held-out problems to score (default: "
@@ -297,19 +397,21 @@ def demo_cmd(
 ) -> None:
     """The main job: load the shipped model (training it if absent), evaluate it, localize
     its circuit, write a run, then serve the explorer on it."""
-    from arithinterp.pipeline import DemoConfig, run_demo
+    from arithinterp.stages.job import demo_job, run_job
 
     with user_errors():
-        run = run_demo(DemoConfig(model=model, n_eval=n_eval, device=device), runs_dir,
-                       name=name, overwrite=overwrite, progress=progress)
-    summary = run.load_json("evaluate/summary.json")
+        if n_eval is not None and n_eval < 1:
+            raise ValueError(f"--n-eval must be >= 1, got {n_eval}")
+        job = demo_job(model, n_eval=n_eval)
+        run = run_job(runs_dir, name, job, ctx=_ctx(device, progress), overwrite=overwrite).run
+    summary = run.load(schema.EVAL_SUMMARY, schema.EVALUATE)
     out.print(f"[bold]{model}[/bold]: held-out exact match {summary['exact_match']:.4f} on "
               f"{summary['n']} problems")
-    out.print(_table("by number of carries", run.load_table("evaluate/by_carries.parquet")))
-    if run.stage_done("localize"):
-        _print_localization(run)
-    if run.stage_done("probes"):
-        _print_probes(run)
+    out.print(_table("by number of carries", run.load(schema.EVAL_BY_CARRIES, schema.EVALUATE)))
+    for key in run.manifest["stages"]:
+        if schema.stage_family(key) == schema.LOCALIZE:
+            _print_localization(run, key)
+    _print_probes(run)
     out.print(f"run written to {run.dir}")
     out.print(f"explore it: arithinterp explore {runs_dir}   (or: make explore)")
     if serve:

@@ -1,4 +1,5 @@
-"""Greedy generation and accuracy breakdowns (exact match, per digit, by number of carries)."""
+"""Greedy generation and accuracy breakdowns (exact match, per digit, by number of carries),
+teacher-forced per-digit losses, and one problem's prediction with its top alternatives."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from jaxtyping import Int
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from arithinterp.models import HookedModel
-from arithinterp.tasks import Dataset
-from arithinterp.tasks.vocab import decode
+from arithinterp.models import HookedModel, device_of
+from arithinterp.tasks import Dataset, TaskSpec, compute_metadata, make_dataset
 
 
 @torch.inference_mode()
@@ -21,7 +22,9 @@ def run_greedy(
     """Append n_new argmax tokens to each prompt (no KV cache: exact for every architecture)."""
     if n_new < 1:
         raise ValueError(f"n_new must be >= 1, got {n_new}")
-    device = next(model.parameters()).device
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = device_of(model)
     out = []
     for start in range(0, prompts.shape[0], batch_size):
         seq = prompts[start : start + batch_size].to(device)
@@ -72,6 +75,7 @@ def evaluate(model: HookedModel, data: Dataset, *, batch_size: int = 512) -> Eva
         s = spec.sign_position() - p
         correct &= generated[:, s] == target[:, s]
     seq_ok = (generated == target).all(dim=1)
+    decode = spec.vocab.decode
     examples = pd.DataFrame({
         "a": data.a.numpy(), "b": data.b.numpy(), "answer": data.answer.numpy(),
         "expected": [decode(row) for row in target],
@@ -87,3 +91,99 @@ def evaluate(model: HookedModel, data: Dataset, *, batch_size: int = 512) -> Eva
         by_carries=by_carries, examples=examples,
     )
 
+
+def score_answers(spec: TaskSpec, logits: Float[Tensor, "batch pos d_vocab"],
+                  tokens: Int[Tensor, "batch pos"]) -> tuple[Bool[Tensor, " batch"],
+                                                             Bool[Tensor, "batch answer_digit"],
+                                                             Float[Tensor, "batch answer_digit"]]:
+    """Teacher-forced, from one forward pass: (every answer token right, per-digit right,
+    per-digit margin = logit(correct) - max logit(any other token)). For plain and reversed
+    formats the first is the greedy exact match (the first forced mistake is the first
+    greedy one)."""
+    positions = torch.tensor(spec.answer_positions(), device=logits.device)
+    at = logits[:, positions - 1].float()  # [batch digit d_vocab]
+    target = tokens[:, positions]
+    correct_logit = at.gather(-1, target[..., None])[..., 0]
+    others = at.scatter(-1, target[..., None], float("-inf"))
+    margin = correct_logit - others.max(-1).values
+    digit_ok = at.argmax(-1) == target
+    exact = digit_ok.all(-1)
+    if spec.signed:
+        s = spec.sign_position()
+        exact &= logits[:, s - 1].argmax(-1) == tokens[:, s]
+    return exact, digit_ok, margin
+
+
+@torch.inference_mode()
+def teacher_forced_correct(model: HookedModel, data: Dataset, *, batch_size: int = 512
+                           ) -> Bool[Tensor, " batch"]:
+    """Whether the model gets every answer token of each problem right, given the true
+    prefix (see `score_answers`)."""
+    device = device_of(model)
+    out = []
+    for start in range(0, len(data), batch_size):
+        tokens = data.tokens[start : start + batch_size].to(device)
+        out.append(score_answers(data.spec, model(tokens), tokens)[0].cpu())
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def answer_digit_loss(model: HookedModel, data: Dataset, *, batch_size: int = 512
+                      ) -> list[float]:
+    """Mean teacher-forced cross-entropy of each answer digit (least significant first)."""
+    positions = torch.tensor(data.spec.answer_positions())
+    device = device_of(model)
+    total = torch.zeros(len(positions), dtype=torch.float64)
+    for start in range(0, len(data), batch_size):
+        tokens = data.tokens[start : start + batch_size].to(device)
+        logits = model(tokens)[:, positions - 1].float()  # [batch digit d_vocab]
+        loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, positions].flatten(),
+                               reduction="none").view(len(tokens), -1)
+        total += loss.double().sum(0).cpu()
+    return [float(x) for x in total / len(data)]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model's greedy answer to one problem, with its top next tokens at each position."""
+
+    answer: str  # as a number reads: sign, then digits most significant first
+    correct_answer: str
+    correct: bool
+    generated: str  # every generated token (scratchpad / CoT included), specials shown
+    expected: str
+    top: pd.DataFrame  # position, label, expected, generated, top 1..k ("token (prob)")
+
+
+@torch.inference_mode()
+def predict_problem(model: HookedModel, task: TaskSpec, a: int, b: int, k: int = 3
+                    ) -> Prediction:
+    """Greedy continuation of problem (a, b) and the top-k next tokens at each generated
+    position (from one forward pass over the model's own continuation)."""
+    vocab = task.vocab
+    data = make_dataset(task, torch.tensor([a]), torch.tensor([b]))
+    p = task.prompt_len
+    generated = run_greedy(model, data.prompts, task.seq_len - p)
+    sequence = torch.cat([data.prompts, generated], dim=1)
+    probs = model(sequence.to(device_of(model)))[0].float().softmax(-1).cpu()
+    labels = task.position_labels()
+    rows = []
+    for pos in range(p, task.seq_len):
+        top = probs[pos - 1].topk(min(k, probs.shape[-1]))
+        row = {"position": pos, "label": labels[pos],
+               "expected": vocab.tokens[data.tokens[0, pos]],
+               "generated": vocab.tokens[sequence[0, pos]]}
+        for r, (pr, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist(),
+                                          strict=True)):
+            row[f"top {r + 1}"] = f"{vocab.tokens[idx]} ({pr:.3f})"
+        rows.append(row)
+    digits = "".join(vocab.tokens[sequence[0, q]] for q in reversed(task.answer_positions()))
+    answer = str(int(digits)) if digits.isdigit() else digits
+    if task.signed and vocab.tokens[sequence[0, task.sign_position()]] == "-":
+        answer = "-" + answer
+    checked = task.answer_positions() + ([task.sign_position()] if task.signed else [])
+    return Prediction(
+        answer=answer, correct_answer=str(compute_metadata(task, a, b).answer),
+        correct=bool((sequence[0, checked] == data.tokens[0, checked]).all()),
+        generated=vocab.decode(generated[0], skip_special=False),
+        expected=vocab.decode(data.tokens[0, p:], skip_special=False), top=pd.DataFrame(rows))

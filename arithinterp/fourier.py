@@ -26,9 +26,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from arithinterp.cache import run_cached
-from arithinterp.models import HookedModel, act_name
+from arithinterp.components import hook_name
+from arithinterp.models import HookedModel, embedding, facts, readout
 from arithinterp.tasks import Dataset
-from arithinterp.tasks.vocab import DIGIT_IDS
+from arithinterp.tasks.vocab import CHAR_VOCAB
 
 BAI_FREQS = (0, 1, 2, 5)
 TABLE_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
@@ -114,13 +115,19 @@ def compute_digit_means(
 
 
 def compute_weight_tables(
-    model: HookedModel, digit_ids: Sequence[int] = DIGIT_IDS
+    model: HookedModel, digit_ids: Sequence[int] | Tensor
 ) -> dict[str, Float[Tensor, "digit d_model"]]:
-    """The digit rows of the embedding and of the (transposed) unembedding."""
-    ids = list(digit_ids)
-    # TL surface: the bridge's W_E [d_vocab, d_model] and W_U [d_model, d_vocab] views
-    return {"W_E": model.W_E.detach().cpu()[ids].float(),
-            "W_U": model.W_U.detach().cpu()[:, ids].T.float()}
+    """The digit rows (token ids `digit_ids`, in digit order) of the embedding and of the
+    (transposed) unembedding."""
+    ids = [int(i) for i in digit_ids]
+    return {"W_E": embedding(model).detach().cpu()[ids].float(),
+            "W_U": readout(model).W_U.detach().cpu()[:, ids].T.float()}
+
+
+def digit_ids(data: Dataset | None) -> Tensor:
+    """Token ids of the digits 0..9 in the vocabulary of `data`'s task (the arithmetic
+    character vocabulary when there is no data)."""
+    return (data.spec.vocab if data is not None else CHAR_VOCAB).digit_ids()
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,7 @@ def compute_fourier_report(
 ) -> FourierReport:
     """Spectra and R² of W_E, W_U and, given data, of the mean activation per digit value.
 
+    Digit tokens: those of `data`'s vocabulary (default: the arithmetic tasks' characters).
     Activation tables: operand digit a_i (b_j) at its own token, answer digit c_k at the
     position that predicts it, grouped by that digit's value, for each site and layer;
     digits that do not take all ten values in `data` are skipped.
@@ -163,10 +171,11 @@ def compute_fourier_report(
         raise ValueError(f"sites must be among {TABLE_SITES}, got {bad}")
     tables: list[tuple[dict, Tensor]] = [
         ({"source": name, "site": None, "layer": None, "pos": None, "label": None,
-          "grouped_by": None}, t) for name, t in compute_weight_tables(model).items()]
+          "grouped_by": None}, t)
+        for name, t in compute_weight_tables(model, digit_ids(data)).items()]
     if data is not None:
-        layer_list = range(model.cfg.n_layers) if layers is None else layers
-        names = {(s, L): act_name(s, L) for s in sites for L in layer_list}
+        layer_list = range(facts(model).n_layers) if layers is None else layers
+        names = {(s, L): hook_name(s, L) for s in sites for L in layer_list}
         cache = run_cached(model, data.tokens, list(names.values()), batch_size=batch_size,
                            progress=progress, desc="activations")
         labels = data.spec.position_labels()

@@ -1,38 +1,44 @@
-"""Models: specs, building TransformerLens bridges, checkpoints, the zoo, pretrained loaders.
+"""Models: specs, building TransformerLens bridges, checkpoints, the zoo, pretrained loaders,
+and the adapter the rest of the package sees them through.
 
-Every TransformerLens-specific detail lives here, so the rest of the package sees a
-"hooked model": a ``TransformerBridge`` called on token ids, with the classic hook names
-(``blocks.0.attn.hook_z``) for ``run_with_cache`` / ``run_with_hooks`` / ``hooks``.
+Every TransformerLens-specific detail lives here. Elsewhere a model is a "hooked model" (a
+``TransformerBridge`` called on token ids, with the classic hook names of `components`)
+plus what this module says about it: `facts` (layers, heads, widths, the architecture
+family), `readout` (final norm and unembedding), `head_out_weights`, `embedding` and, for
+engines that recompute the forward pass, `native_weights`. A `LoadedModel` carries the
+tokenizer the model was trained with, so no analysis assumes the character vocabulary.
 
 A checkpoint is a directory with ``model.safetensors`` (the state dict, familiar keys such
 as ``blocks.0.attn.q.weight``) and ``config.json`` (schema version, ModelSpec, TaskSpec and
-vocabulary). Nothing is ever unpickled.
+vocabulary). A run's ``model/`` folder is one. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
+from jaxtyping import Float
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+from torch import Tensor
 
-from arithinterp.runs import atomic_write_bytes, atomic_write_text
+from arithinterp import schema
+from arithinterp.runs import atomic_write_bytes, atomic_write_text, safetensors_bytes
 from arithinterp.tasks import TaskSpec
-from arithinterp.tasks.vocab import TOKENS, VOCAB_SIZE
 
 # A TransformerBridge; typed as its base class so importing this module stays cheap.
 HookedModel = torch.nn.Module
 
-CHECKPOINT_SCHEMA = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 ZOO_DIR = Path(__file__).parent / "zoo"
 Device = str  # "auto", "cpu", "cuda", "cuda:1", ...
+
+
+def _positive(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 @dataclass(frozen=True)
@@ -53,15 +59,17 @@ class ModelSpec:
     def __post_init__(self) -> None:
         for name in ("n_layers", "d_model", "n_heads"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not _positive(v):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         for name in ("d_head", "d_mlp"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
+            if v is not None and not _positive(v):
                 raise ValueError(f"{name} must be None or a positive integer, got {v!r}")
         if self.d_head is None and self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads "
                              f"({self.n_heads}) unless d_head is given")
+        if not isinstance(self.attn_only, bool):
+            raise ValueError(f"attn_only must be true or false, got {self.attn_only!r}")
         if self.act_fn not in ("gelu", "relu", "silu", "gelu_new"):
             raise ValueError(f"act_fn must be gelu, relu, silu or gelu_new, got {self.act_fn!r}")
         if self.normalization not in ("LN", "RMS", None):
@@ -69,6 +77,8 @@ class ModelSpec:
                              f"got {self.normalization!r}")
         if self.positional not in ("standard", "rotary"):
             raise ValueError(f"positional must be 'standard' or 'rotary', got {self.positional!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
 
     @property
     def head_dim(self) -> int:
@@ -79,20 +89,123 @@ class ModelSpec:
         return self.d_mlp or 4 * self.d_model
 
 
+# ---- the adapter ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelFacts:
+    """What analyses need to know about a model's architecture (see `facts`)."""
+
+    family: str  # "native" (built here), or the Hugging Face architecture ("llama", "gpt2")
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int  # = n_heads without grouped-query attention
+    d_model: int
+    d_head: int
+    d_mlp: int | None  # None for attention-only models
+    d_vocab: int
+    n_ctx: int
+    attn_only: bool
+    normalization: str | None  # "LN", "RMS" or None
+    positional: str  # "standard" (learned), "rotary", ...
+    gated_mlp: bool
+    act_fn: str
+
+
+def facts(model: HookedModel) -> ModelFacts:
+    """The architecture facts of a bridge (native or wrapped Hugging Face)."""
+    cfg = model.cfg
+    arch = getattr(cfg, "architecture", None)
+    family = "native" if arch == "TransformerLensNative" else str(
+        getattr(cfg, "original_architecture", None) or arch or "unknown").lower().removesuffix(
+        "forcausallm").removesuffix("lmheadmodel")
+    kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    return ModelFacts(
+        family=family, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=kv,
+        d_model=cfg.d_model, d_head=cfg.d_head, d_mlp=None if cfg.attn_only else cfg.d_mlp,
+        d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx, attn_only=bool(cfg.attn_only),
+        normalization=cfg.normalization_type, positional=cfg.positional_embedding_type,
+        gated_mlp=bool(getattr(cfg, "gated_mlp", False)), act_fn=str(cfg.act_fn))
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What a model's tokenizer offers the rest of the package (`tasks.vocab.Vocab` is one)."""
+
+    size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids) -> str: ...
+
+    def token_strings(self, ids: Tensor) -> list[str]: ...
+
+    def digit_ids(self) -> Tensor: ...
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A hooked model with the specs it was built from (task=None for pretrained LLMs)."""
+    """A hooked model with the specs it was built from (task=None for pretrained LLMs), its
+    tokenizer and where it came from."""
 
     model: HookedModel
     spec: ModelSpec | None
     task: TaskSpec | None
+    tokenizer: Tokenizer | None = None
+    path: Path | None = None  # the checkpoint folder (None for a pretrained model)
+    source: str = ""  # 'zoo:add3-reversed', a folder, a pretrained name
+
+    @property
+    def facts(self) -> ModelFacts:
+        return facts(self.model)
+
+    def with_task(self, task: TaskSpec) -> LoadedModel:
+        """The same model analysed on another task of the same vocabulary and context."""
+        if task.vocab != (self.task.vocab if self.task else task.vocab):
+            raise ValueError(f"task {task.name} has another vocabulary than the model's")
+        if context_length(task) > self.facts.n_ctx:
+            raise ValueError(f"task {task.name} needs {context_length(task)} positions; the "
+                             f"model has {self.facts.n_ctx}")
+        return replace(self, task=task, tokenizer=task.vocab)
 
 
-def act_name(name: str, layer: int | None = None) -> str:
-    """The classic TransformerLens hook name: ('z', 1) -> 'blocks.1.attn.hook_z'."""
-    from transformer_lens.utilities import get_act_name  # lazy: importing TL costs seconds
+@dataclass(frozen=True)
+class Readout:
+    """The map from the final residual stream to logits: norm (kind, weight, bias), W_U, b_U."""
 
-    return get_act_name(name, layer)
+    norm: str | None
+    norm_weight: Tensor | None  # effective weight (RMSNorm offsets folded in)
+    norm_bias: Tensor | None
+    W_U: Tensor  # [d_model d_vocab]
+    b_U: Tensor  # [d_vocab]
+
+
+def readout(model: HookedModel) -> Readout:
+    """The model's final norm and unembedding (views of its weights)."""
+    kind = model.cfg.normalization_type
+    weight = bias = None
+    if kind is not None:
+        norm = model.ln_final
+        weight = norm.weight + 1 if getattr(model.cfg, "rmsnorm_uses_offset", False) \
+            else norm.weight
+        bias = getattr(norm, "bias", None) if kind == "LN" else None
+    return Readout(kind, weight, bias, model.W_U, model.b_U)
+
+
+def run_readout(
+    model: HookedModel, resid: Float[Tensor, "*rest d_model"]
+) -> Float[Tensor, "*rest d_vocab"]:
+    """Logits of a residual stream through the model's own final norm (fresh scale) and
+    unembedding (the logit lens)."""
+    return model.unembed(model.ln_final(resid))
+
+
+def head_out_weights(model: HookedModel) -> tuple[Tensor, Tensor]:
+    """W_O [layer head d_head d_model] and b_O [layer d_model] (views of the weights)."""
+    return model.W_O, model.b_O
+
+
+def embedding(model: HookedModel) -> Tensor:
+    """W_E [d_vocab d_model] (a view of the weights)."""
+    return model.W_E
 
 
 def resolve_device(device: Device = "auto") -> torch.device:
@@ -108,10 +221,15 @@ def resolve_device(device: Device = "auto") -> torch.device:
     return dev
 
 
+def device_of(model: HookedModel) -> torch.device:
+    """Where the model's weights are."""
+    return next(model.parameters()).device
+
+
 def context_length(task: TaskSpec) -> int:
     """Positions a model of this task needs: the full CoT even when a curriculum trims it."""
     if task.format == "cot" and task.cot_tokens_removed:
-        return TaskSpec(**{**asdict(task), "cot_tokens_removed": 0}).seq_len
+        return replace(task, cot_tokens_removed=0).seq_len
     return task.seq_len
 
 
@@ -122,7 +240,7 @@ def build_model(spec: ModelSpec, task: TaskSpec, device: Device = "cpu") -> Hook
 
     cfg = TransformerBridgeConfig(
         d_model=spec.d_model, d_head=spec.head_dim, n_layers=spec.n_layers,
-        n_ctx=context_length(task), n_heads=spec.n_heads, d_vocab=VOCAB_SIZE,
+        n_ctx=context_length(task), n_heads=spec.n_heads, d_vocab=task.vocab.size,
         d_mlp=spec.mlp_dim, act_fn=spec.act_fn, normalization_type=spec.normalization,
         attn_only=spec.attn_only, positional_embedding_type=spec.positional, seed=spec.seed,
     )
@@ -139,56 +257,51 @@ def build_model(spec: ModelSpec, task: TaskSpec, device: Device = "cpu") -> Hook
 def move_to(model: HookedModel, device: Device) -> HookedModel:
     """Move a model to a device (a no-op, and silent, when it is already there)."""
     dev = resolve_device(device)
-    current = next(model.parameters()).device
-    return model if current == dev else model.to(dev)
+    return model if device_of(model) == dev else model.to(dev)
 
 
-def state_tensors(model: HookedModel) -> dict[str, torch.Tensor]:
+def state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights under their familiar names, detached, contiguous, on the CPU."""
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
+# ---- checkpoints ---------------------------------------------------------------------------
 def save_model(model: HookedModel, spec: ModelSpec, task: TaskSpec, path: str | Path) -> Path:
     """Write a checkpoint directory (weights first, config last, each atomically)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path / WEIGHTS_FILE, st_save(state_tensors(model)))
-    config = {"schema_version": CHECKPOINT_SCHEMA, "model": asdict(spec), "task": asdict(task),
-              "vocab": list(TOKENS)}
-    atomic_write_text(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    atomic_write_bytes(path / schema.WEIGHTS.file, safetensors_bytes(state_tensors(model)))
+    config = {"schema_version": schema.CHECKPOINT_SCHEMA, "model": asdict(spec),
+              "task": asdict(task), "vocab": list(task.vocab.tokens)}
+    atomic_write_text(path / schema.CHECKPOINT_CONFIG.file, json.dumps(config, indent=2) + "\n")
     return path
-
-
-def _from_dict(cls: type, data: Any, where: str) -> Any:
-    """Rebuild a frozen config dataclass, rejecting unknown or missing keys by name."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown} (known: {sorted(known)})")
-    return cls(**data)
 
 
 def read_checkpoint_config(path: str | Path) -> tuple[ModelSpec, TaskSpec]:
     """The ModelSpec and TaskSpec recorded in a checkpoint directory."""
-    cfg_path = Path(path) / CONFIG_FILE
+    cfg_path = Path(path) / schema.CHECKPOINT_CONFIG.file
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{path} is not a model checkpoint: {CONFIG_FILE} is missing")
+        raise FileNotFoundError(f"{path} is not a model checkpoint: "
+                                f"{schema.CHECKPOINT_CONFIG.file} is missing")
     try:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{cfg_path} is not valid JSON: {e}") from e
     expected = {"schema_version", "model", "task", "vocab"}
-    if not isinstance(config, dict) or set(config) != expected:
-        raise ValueError(f"{cfg_path}: expected keys {sorted(expected)}")
-    if config["schema_version"] != CHECKPOINT_SCHEMA:
-        raise ValueError(f"{cfg_path}: checkpoint schema_version {config['schema_version']!r} "
-                         f"is not the one this arithinterp reads ({CHECKPOINT_SCHEMA})")
-    if config["vocab"] != list(TOKENS):
-        raise ValueError(f"{cfg_path}: the checkpoint's vocabulary differs from this arithinterp's")
-    spec = _from_dict(ModelSpec, config["model"], f"{cfg_path} 'model'")
-    task = _from_dict(TaskSpec, config["task"], f"{cfg_path} 'task'")
+    if not isinstance(config, dict):
+        raise ValueError(f"{cfg_path}: expected an object with keys {sorted(expected)}")
+    if set(config) != expected:
+        raise ValueError(f"{cfg_path}: unknown keys {sorted(set(config) - expected)}, missing "
+                         f"keys {sorted(expected - set(config))}")
+    version = config["schema_version"]
+    if isinstance(version, bool) or version != schema.CHECKPOINT_SCHEMA:
+        raise ValueError(f"{cfg_path}: checkpoint schema_version {version!r} is not the one "
+                         f"this arithinterp reads ({schema.CHECKPOINT_SCHEMA})")
+    spec = schema.from_json(ModelSpec, config["model"], f"{cfg_path} 'model'")
+    task = schema.from_json(TaskSpec, config["task"], f"{cfg_path} 'task'")
+    if config["vocab"] != list(task.vocab.tokens):
+        raise ValueError(f"{cfg_path}: the checkpoint's vocabulary differs from the one this "
+                         f"arithinterp uses for task {task.name}")
     return spec, task
 
 
@@ -202,19 +315,54 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
                          "unpickled") from e
 
 
-def load_model(path: str | Path, device: Device = "cpu") -> LoadedModel:
-    """Rebuild a checkpoint written by save_model, from its folder or a zoo name."""
-    path = resolve_model_path(path)
+def _check_finite(weights: dict[str, Tensor], where: Path) -> None:
+    bad = [k for k, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{where} holds non-finite weights (NaN or inf) in {len(bad)} tensors, "
+                         f"e.g. {bad[:3]}: training diverged; this checkpoint is refused")
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    """A checkpoint directory from a zoo name, a run directory (its model/) or a folder."""
+    p = Path(name_or_path)
+    if (p / schema.MANIFEST).is_file():
+        p = p / schema.MODEL
+        if not (p / schema.CHECKPOINT_CONFIG.file).is_file():
+            raise ValueError(f"run {name_or_path} holds no model checkpoint "
+                             f"({p / schema.CHECKPOINT_CONFIG.file} is missing)")
+        return p
+    if (p / schema.CHECKPOINT_CONFIG.file).is_file():
+        return p
+    if str(name_or_path) in zoo_names():
+        return ZOO_DIR / str(name_or_path) / schema.MODEL
+    raise ValueError(f"{str(name_or_path)!r} is neither a checkpoint directory nor a zoo model "
+                     f"nor a run (shipped: {', '.join(zoo_names()) or 'none'})")
+
+
+def describe_source(path: Path) -> str:
+    """A portable name for where a checkpoint lives: 'zoo:add3-reversed' or the folder."""
+    path = Path(path).resolve()
+    if path.parent.parent == ZOO_DIR.resolve() and path.name == schema.MODEL:
+        return f"zoo:{path.parent.name}"
+    return str(path)
+
+
+def load_model(source: str | Path, device: Device = "cpu") -> LoadedModel:
+    """Rebuild a model from a zoo name, a run directory or a checkpoint folder."""
+    path = resolve_model_path(source)
     spec, task = read_checkpoint_config(path)
-    weights = read_weights(path / WEIGHTS_FILE)
+    weights = read_weights(path / schema.WEIGHTS.file)
+    _check_finite(weights, path / schema.WEIGHTS.file)
     model = build_model(spec, task, "cpu")
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{path / WEIGHTS_FILE} does not match the model in {CONFIG_FILE}: "
+        raise ValueError(f"{path / schema.WEIGHTS.file} does not match the model in "
+                         f"{schema.CHECKPOINT_CONFIG.file}: "
                          f"{str(e).splitlines()[-1].strip()}") from e
     model.eval()
-    return LoadedModel(move_to(model, device), spec, task)
+    return LoadedModel(move_to(model, device), spec, task, task.vocab, path,
+                       describe_source(path))
 
 
 @dataclass(frozen=True)
@@ -307,20 +455,11 @@ def native_weights(model: HookedModel) -> NativeWeights | None:
 
 # ---- the zoo -------------------------------------------------------------------------------
 def zoo_names() -> list[str]:
-    """Names of the models shipped in arithinterp/zoo."""
-    return sorted(p.name for p in ZOO_DIR.iterdir() if (p / CONFIG_FILE).is_file()) \
-        if ZOO_DIR.is_dir() else []
-
-
-def resolve_model_path(name_or_path: str | Path) -> Path:
-    """A checkpoint directory from a zoo name or a path."""
-    p = Path(name_or_path)
-    if (p / CONFIG_FILE).is_file():
-        return p
-    if str(name_or_path) in zoo_names():
-        return ZOO_DIR / str(name_or_path)
-    raise ValueError(f"{name_or_path!r} is neither a checkpoint directory nor a zoo model "
-                     f"(shipped: {', '.join(zoo_names()) or 'none'})")
+    """Names of the models shipped in arithinterp/zoo (each a read-only run)."""
+    if not ZOO_DIR.is_dir():
+        return []
+    return sorted(p.name for p in ZOO_DIR.iterdir()
+                  if (p / schema.MODEL / schema.CHECKPOINT_CONFIG.file).is_file())
 
 
 # ---- pretrained LLMs -----------------------------------------------------------------------
@@ -341,4 +480,5 @@ def load_pretrained(name_or_dir: str | Path, device: Device = "cpu",
     name = getattr(hf.config, "_name_or_path", None) or src
     model = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer)
     model.eval()
-    return LoadedModel(move_to(model, device), None, None)
+    return LoadedModel(move_to(model, device), None, None, None, None, src)
+

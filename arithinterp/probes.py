@@ -37,7 +37,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from arithinterp.cache import run_cached
-from arithinterp.models import HookedModel, LoadedModel, act_name, build_model
+from arithinterp.components import Component, hook_name, layer_label
+from arithinterp.models import (
+    HookedModel,
+    LoadedModel,
+    build_model,
+    device_of,
+    facts,
+    head_out_weights,
+)
 from arithinterp.tasks import Dataset, TaskSpec, make_dataset, sample_problems
 
 ProbeKind = Literal["classification", "regression"]
@@ -331,15 +339,15 @@ def run_probe_features(
     bad = sorted(set(sites) - set(SITES))
     if bad:
         raise ValueError(f"unknown sites {bad}; known: {', '.join(SITES)}")
-    hooks = {(s, L): act_name("z" if s in HEAD_SITES else s, L) for s in sites for L in layers}
+    hooks = {(s, L): hook_name("z" if s in HEAD_SITES else s, L) for s in sites for L in layers}
     cache = run_cached(model, tokens, sorted(set(hooks.values())), batch_size=batch_size,
                        progress=progress, desc="activations")
     out: dict[tuple[str, int, int | None], Tensor] = {}
     for (site, layer), hook in hooks.items():
         act = cache[hook]
         if site == "result":
-            # TL-internal: the bridge's W_O view, [head d_head d_model]; no bias (it is per layer)
-            w_o = model.W_O[layer].detach().cpu()
+            # [head d_head d_model]; no bias (it is per layer)
+            w_o = head_out_weights(model)[0][layer].detach().cpu()
             act = torch.einsum("bphd,hdm->bphm", act, w_o)
         if site in HEAD_SITES:
             out.update({(site, layer, h): act[:, :, h] for h in range(act.shape[2])})
@@ -405,44 +413,29 @@ class ProbeResults:
 
 
 def _probe_id(target: str, site: str, layer: int, head: int | None, pos: int) -> str:
-    return f"{target}.{site}.L{layer}{'' if head is None else f'H{head}'}.pos{pos}"
+    where = layer_label(layer) if head is None else Component("head", layer, head).name
+    return f"{target}.{site}.{where}.pos{pos}"
 
 
 def fit_probes(
     model: HookedModel | LoadedModel,
     data: Dataset,
     targets: Sequence[ProbeTarget],
+    config: ProbeConfig | None = None,
     *,
-    sites: Sequence[str] = ("resid_post",),
-    layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
-    seed: int = 0,
-    test_frac: float = 0.2,
-    cv: int | None = None,
-    logistic_c: float = 0.1,
-    ridge_alpha: float = 1.0,
-    max_iter: int = 50,
-    shuffled_control: bool = True,
-    random_model_control: bool = True,
-    random_model_seed: int | None = None,
-    batch_size: int = 256,
     progress: bool = False,
 ) -> ProbeResults:
-    """Probe every target at every (site, layer, [head,] position), with controls.
+    """Probe every target at every (site, layer, [head,] position) `config` names, with
+    controls.
 
     ``positions=None``: each target from its ``first_pos`` to the last position. The
     random-model control needs a LoadedModel with a ModelSpec (models trained here);
     for a bare model or a pretrained LLM its column is NaN.
     """
-    cfg = ProbeConfig(
-        sites=tuple(sites), layers=None if layers is None else tuple(layers),
-        positions=None if positions is None else tuple(positions), test_frac=test_frac, cv=cv,
-        logistic_c=logistic_c, ridge_alpha=ridge_alpha, max_iter=max_iter,
-        shuffled_control=shuffled_control, random_model_control=random_model_control,
-        random_model_seed=random_model_seed, batch_size=batch_size, seed=seed)
+    cfg = config or ProbeConfig()
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, None, None)
     spec = data.spec
-    n_layers = loaded.model.cfg.n_layers
+    n_layers = facts(loaded.model).n_layers
     layer_list = list(range(n_layers)) if cfg.layers is None else list(cfg.layers)
     if bad := [L for L in layer_list if not 0 <= L < n_layers]:
         raise ValueError(f"layers must be in 0..{n_layers - 1}, got {bad}")
@@ -462,7 +455,7 @@ def fit_probes(
     random_feats = None
     if cfg.random_model_control and loaded.spec is not None:
         seed_r = loaded.spec.seed + 1 if cfg.random_model_seed is None else cfg.random_model_seed
-        device = next(loaded.model.parameters()).device
+        device = device_of(loaded.model)
         twin = build_model(replace(loaded.spec, seed=seed_r), spec, str(device)).eval()
         random_feats = run_probe_features(twin, data.tokens, cfg.sites, layer_list,
                                           batch_size=cfg.batch_size)
@@ -499,7 +492,7 @@ def fit_probes(
             sign = -1.0 if metric == "mae" else 1.0
             rows.append({
                 **ident, "group": t.group, "kind": t.kind,
-                "hook": act_name("z" if site in HEAD_SITES else site, layer), "metric": metric,
+                "hook": hook_name("z" if site in HEAD_SITES else site, layer), "metric": metric,
                 "score": score, "shuffled": fit.shuffled[metric],
                 "random_model": float("nan") if rand is None else rand[metric],
                 "baseline": fit.baseline[metric],

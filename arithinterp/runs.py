@@ -1,23 +1,31 @@
 """Run directories: the on-disk home of every result (manifest, json, parquet, safetensors).
 
-A run is a folder holding ``manifest.json`` (schema version, provenance, config, seeds,
-stage statuses, artifact list) beside its artifacts. Every file is written atomically
-and the manifest last, so a crash never leaves the manifest naming a half-written file.
-Table provenance lives in the parquet schema metadata under the key ``arithinterp``
-(``{"run": ..., "stage": ...}``); ``load_table`` returns it as ``df.attrs["provenance"]``.
-One process writes a run at a time. This module imports no compute code of the package.
+A run is a folder holding ``manifest.json`` (schema version, provenance, the job's config,
+seeds, stage statuses, artifact list) beside its stage folders (see `schema`). Every file is
+written atomically and the manifest last, so a crash never leaves the manifest naming a
+half-written file. Table provenance lives in the parquet schema metadata under the key
+``arithinterp`` (``{"run": ..., "stage": ...}``); ``load_table`` returns it as
+``df.attrs["provenance"]``.
+
+Creation is exclusive: a new run's folder is made with ``mkdir`` (never shared), and the
+process that creates or resumes a run holds an advisory lock on it (``.lock``, released when
+the process ends) until `close`, `finish` or `fail`; a second writer is refused. A stage
+that raises is marked ``failed`` with its error, and so is the run. This module imports no
+compute code of the package.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import fcntl
 import json
 import os
 import platform
 import secrets
 import shutil
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path, PurePath
@@ -29,13 +37,19 @@ import pyarrow.parquet as pq
 import safetensors.torch
 import torch
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
+from arithinterp import schema
+from arithinterp.schema import LOCK, MANIFEST, SCHEMA_VERSION, Artifact
+
 _KEYS = {"schema_version", "created", "updated", "status", "package_versions", "git_commit",
          "seeds", "config", "stages", "artifacts"}
+STATUSES = ("running", "complete", "failed")
 # importlib.metadata normalizes "_" and "-", so these are also the distribution names.
 _DISTS = ("arithinterp", "torch", "transformer_lens", "numpy", "pandas")
 StrPath = str | os.PathLike[str]
+
+
+class RunBusyError(FileExistsError):
+    """Another process holds the run's lock."""
 
 
 def atomic_write_bytes(path: StrPath, data: bytes) -> None:
@@ -103,14 +117,15 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
         raise ValueError(f"{file} is not valid JSON: {e}") from e
     if not isinstance(m, dict):
         raise ValueError(f"{file} must hold a JSON object, found {type(m).__name__}")
-    if m.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{file} has schema_version {m.get('schema_version')!r}; this "
-                         f"arithinterp reads schema_version {SCHEMA_VERSION}")
+    version = m.get("schema_version")
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        raise ValueError(f"{file} has schema_version {version!r}; this arithinterp reads "
+                         f"schema_version {SCHEMA_VERSION}")
     if set(m) != _KEYS:
         raise ValueError(f"{file} does not match schema {SCHEMA_VERSION}: unknown keys "
                          f"{sorted(set(m) - _KEYS)}, missing keys {sorted(_KEYS - set(m))}")
-    if m["status"] not in ("running", "complete"):
-        raise ValueError(f"{file}: status must be 'running' or 'complete', got {m['status']!r}")
+    if m["status"] not in STATUSES:
+        raise ValueError(f"{file}: status must be one of {STATUSES}, got {m['status']!r}")
     for key in ("seeds", "config", "stages", "artifacts", "package_versions"):
         if not isinstance(m[key], dict):
             raise ValueError(f"{file}: {key} must be an object")
@@ -121,64 +136,137 @@ def _check_relpath(relpath: StrPath) -> str:
     p = PurePath(relpath)
     if p.is_absolute() or p.anchor or not p.parts or ".." in p.parts:
         raise ValueError(f"relpath must be relative and stay inside the run, got {relpath!r}")
-    if p.as_posix() == MANIFEST:
-        raise ValueError(f"relpath {MANIFEST!r} is reserved for the manifest")
+    if p.as_posix() in (MANIFEST, LOCK):
+        raise ValueError(f"relpath {p.as_posix()!r} is reserved")
     return p.as_posix()
 
 
-class RunDir:
-    """One run directory; build it with ``RunDir.create`` or ``RunDir.open``."""
+def _lock(directory: Path):
+    """An exclusive, non-blocking advisory lock on the run (released with the file or process)."""
+    f = open(directory / LOCK, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise RunBusyError(f"{directory} is being written by another process (pid {holder}); "
+                           "wait for it or pick another name") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
-    def __init__(self, directory: Path, manifest: dict[str, Any]) -> None:
+
+class RunDir:
+    """One run directory; build it with ``RunDir.create`` (locked) or ``RunDir.open``."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], lock=None) -> None:
         self.dir = Path(directory)
         self._m = manifest
+        self._lock = lock
 
     @classmethod
     def create(cls, root: StrPath, name: str | None = None, *,
-               config: dict[str, Any], seeds: dict[str, Any], overwrite: bool = False) -> RunDir:
-        """Start ``root/name`` (default: UTC timestamp); resume it if running, unless overwrite."""
+               config: dict[str, Any], seeds: dict[str, Any], overwrite: bool = False,
+               resume: bool = True) -> RunDir:
+        """Start ``root/name`` (default: UTC timestamp) and lock it; an unfinished run of that
+        name with the same config resumes (unless ``resume=False``), a finished one is replaced
+        only with ``overwrite=True``. A new folder is never shared with another process."""
         config = _json_roundtrip(config, "config")
         seeds = _json_roundtrip(seeds, "seeds")
         root = Path(root)
-        if name is None:
-            name = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-            if (root / name).exists():
-                name = f"{name}-{secrets.token_hex(3)}"
-        elif name in ("", ".", "..") or PurePath(name).name != name:
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(f"runs folder {root} is a file")
+        if name is not None and (name in ("", ".", "..") or PurePath(name).name != name):
             raise ValueError(f"name must be a single folder name, got {name!r}")
+        root.mkdir(parents=True, exist_ok=True)
+        if name is None:
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            for attempt in range(100):
+                name = stamp if attempt == 0 else f"{stamp}-{secrets.token_hex(3)}"
+                with contextlib.suppress(FileExistsError):
+                    (root / name).mkdir()
+                    return cls._new(root / name, config, seeds)
+            raise FileExistsError(f"could not make a fresh run folder in {root}")
         directory = root / name
-        if (directory / MANIFEST).exists():
-            run = cls.open(directory)  # an invalid manifest raises: never delete what we can't read
-            if run.is_complete and not overwrite:
-                raise FileExistsError(f"{directory} holds a complete run; pass overwrite=True "
-                                      "to replace it, or pick another name")
-            if overwrite:
-                shutil.rmtree(directory)
-            else:
-                for field, given in (("config", config), ("seeds", seeds)):
-                    if run._m[field] != given:
-                        raise ValueError(f"cannot resume {directory}: the stored {field} "
-                                         f"differs from the given {field}")
-                run._write_manifest()
-                return run
-        elif directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            # Never delete (overwrite) something that is not a run of ours.
-            raise FileExistsError(f"{directory} exists and is not a run directory")
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            return cls._existing(directory, config, seeds, overwrite=overwrite, resume=resume)
+        return cls._new(directory, config, seeds)
+
+    @classmethod
+    def _new(cls, directory: Path, config: dict, seeds: dict, lock=None) -> RunDir:
+        lock = lock or _lock(directory)
         now = _now()
         run = cls(directory, {
             "schema_version": SCHEMA_VERSION, "created": now, "updated": now,
             "status": "running", "package_versions": _package_versions(),
             "git_commit": _git_commit(), "seeds": seeds, "config": config,
             "stages": {}, "artifacts": {},
-        })
+        }, lock)
         run._write_manifest()
         return run
 
     @classmethod
+    def _existing(cls, directory: Path, config: dict, seeds: dict, *, overwrite: bool,
+                  resume: bool) -> RunDir:
+        if not directory.is_dir():
+            raise FileExistsError(f"{directory} exists and is not a run directory")
+        if not (directory / MANIFEST).exists():
+            # Never delete (overwrite) something that is not a run of ours; an empty folder is
+            # someone's fresh mkdir (perhaps another process creating this run right now).
+            raise FileExistsError(f"{directory} exists and is not a run directory")
+        lock = _lock(directory)
+        try:
+            run = cls(directory, _read_manifest(directory), lock)  # unreadable: never deleted
+            if overwrite:
+                for child in directory.iterdir():
+                    if child.name != LOCK:
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+                return cls._new(directory, config, seeds, lock)
+            if run.is_complete:
+                raise FileExistsError(f"{directory} holds a complete run; pass overwrite=True "
+                                      "(--overwrite) to replace it, or pick another name")
+            if not resume:
+                raise FileExistsError(f"{directory} holds an unfinished run; resume it "
+                                      "(--resume) or replace it (--overwrite)")
+            for field, given in (("config", config), ("seeds", seeds)):
+                if run._m[field] != given:
+                    raise ValueError(f"cannot resume {directory}: the stored {field} "
+                                     f"differs from the given {field}")
+            run._m["status"] = "running"
+            run._write_manifest()
+            return run
+        except BaseException:
+            lock.close()
+            raise
+
+    @classmethod
     def open(cls, path: StrPath) -> RunDir:
-        """Open an existing run, validating its manifest."""
+        """Open an existing run (unlocked, for reading), validating its manifest."""
         return cls(Path(path), _read_manifest(Path(path)))
+
+    def lock(self) -> RunDir:
+        """Take the run's lock (for adding stages to an existing run); returns self."""
+        if self._lock is None:
+            self._lock = _lock(self.dir)
+            self._m = _read_manifest(self.dir)  # what the last writer left
+        return self
+
+    def close(self) -> None:
+        """Release the lock (the run stays as it is)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.dir)!r}, status={self._m['status']!r})"
@@ -198,6 +286,11 @@ class RunDir:
         """Whether ``finish()`` was called."""
         return self._m["status"] == "complete"
 
+    @property
+    def status(self) -> str:
+        """'running', 'complete' or 'failed'."""
+        return self._m["status"]
+
     def _write_manifest(self) -> None:
         self._m["updated"] = _now()
         atomic_write_text(self.dir / MANIFEST, json.dumps(self._m, indent=2) + "\n")
@@ -213,13 +306,51 @@ class RunDir:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def register_file(self, relpath: StrPath, stage: str | None = None) -> None:
+    def register_file(self, relpath: StrPath, stage: str | None = None,
+                      kind: str = "file") -> None:
         """Record a file written through ``path()`` in the manifest."""
         key = _check_relpath(relpath)
         if not (self.dir / key).is_file():
             raise FileNotFoundError(f"cannot register {key!r}: no such file in {self.dir}")
-        self._record(key, "file", stage)
+        self._record(key, kind, stage)
 
+    # ---- artifacts by schema ----------------------------------------------------------------
+    def save(self, artifact: Artifact, stage: str, obj: Any,
+             metadata: dict[str, str] | None = None) -> None:
+        """Write one schema artifact of stage `stage` (a table's columns are checked)."""
+        relpath = artifact.at(stage)
+        if artifact.kind == "json":
+            self.save_json(relpath, obj, stage=stage)
+        elif artifact.kind == "table":
+            artifact.check_columns(obj.columns)
+            self.save_table(relpath, obj, stage=stage)
+        elif artifact.kind == "tensors":
+            self.save_tensors(relpath, obj, stage=stage, metadata=metadata)
+        else:
+            raise ValueError(f"{artifact.file} is a plain file: write it via path() and "
+                             "register_file()")
+
+    def load(self, artifact: Artifact, stage: str) -> Any:
+        """Read one schema artifact of stage `stage`."""
+        relpath = artifact.at(stage)
+        if artifact.kind == "json":
+            return self.load_json(relpath)
+        if artifact.kind == "table":
+            return self.load_table(relpath)
+        if artifact.kind == "tensors":
+            return self.load_tensors(relpath)
+        return (self.dir / _check_relpath(relpath)).read_text(encoding="utf-8")
+
+    def has(self, artifact: Artifact, stage: str) -> bool:
+        """Whether the run holds this artifact of stage `stage`."""
+        return (self.dir / artifact.at(stage)).is_file()
+
+    def tensor_metadata(self, artifact: Artifact, stage: str) -> dict[str, str]:
+        """The string metadata stored with a safetensors artifact."""
+        with safetensors.safe_open(self.dir / _check_relpath(artifact.at(stage)), "pt") as f:
+            return dict(f.metadata() or {})
+
+    # ---- raw files --------------------------------------------------------------------------
     def save_json(self, relpath: StrPath, obj: Any, stage: str | None = None) -> None:
         """Save a json-serializable object."""
         key = _check_relpath(relpath)
@@ -255,50 +386,95 @@ class RunDir:
                      stage: str | None = None, metadata: dict[str, str] | None = None) -> None:
         """Save tensors as safetensors (moved to cpu, contiguous, shared storage unshared)."""
         key = _check_relpath(relpath)
-        out: dict[str, torch.Tensor] = {}
-        seen: set[int] = set()
-        for k, t in tensors.items():
-            t = t.detach().to("cpu").contiguous()
-            # safetensors refuses tensors that share storage (tied weights, views of one buffer).
-            ptr = t.untyped_storage().data_ptr()
-            if ptr in seen or t.numel() * t.element_size() != t.untyped_storage().nbytes():
-                t = t.clone()
-            seen.add(t.untyped_storage().data_ptr())
-            out[k] = t
-        atomic_write_bytes(self.dir / key, safetensors.torch.save(out, metadata=metadata))
+        atomic_write_bytes(self.dir / key, safetensors_bytes(tensors, metadata))
         self._record(key, "tensors", stage)
 
     def load_tensors(self, relpath: StrPath) -> dict[str, torch.Tensor]:
         """Load a safetensors artifact onto the cpu."""
         return safetensors.torch.load_file(self.dir / _check_relpath(relpath), device="cpu")
 
-    def start_stage(self, name: str) -> None:
-        """Mark a stage running (restarting it if it ran before)."""
-        if not name:
-            raise ValueError("stage name must be a non-empty string")
-        self._m["stages"][name] = {"status": "running", "started": _now(), "finished": None}
+    def set_job(self, config: dict[str, Any], seeds: dict[str, Any]) -> None:
+        """Replace the run's job config and seeds (when stages are added to it)."""
+        self._m["config"] = _json_roundtrip(config, "config")
+        self._m["seeds"] = _json_roundtrip(seeds, "seeds")
+        self._m["status"] = "running"
         self._write_manifest()
 
-    def finish_stage(self, name: str, summary: dict[str, Any] | None = None) -> None:
+    # ---- stages -----------------------------------------------------------------------------
+    def start_stage(self, key: str, stage: str | None = None) -> None:
+        """Mark stage `key` running (restarting it if it ran before); `stage` names its kind."""
+        if not key:
+            raise ValueError("stage key must be a non-empty string")
+        self._m["stages"][key] = {"stage": stage or schema.stage_family(key),
+                                  "status": "running", "started": _now(), "finished": None}
+        self._m["status"] = "running"
+        self._write_manifest()
+
+    def finish_stage(self, key: str, summary: dict[str, Any] | None = None) -> None:
         """Mark a started stage done, with an optional json-serializable summary."""
-        stage = self._m["stages"].get(name)
+        stage = self._m["stages"].get(key)
         if stage is None:
-            raise ValueError(f"stage {name!r} was never started")
+            raise ValueError(f"stage {key!r} was never started")
         stage.update(status="done", finished=_now())
+        stage.pop("error", None)
         if summary is not None:
             stage["summary"] = _json_roundtrip(summary, "summary")
         self._write_manifest()
 
-    def stage_done(self, name: str) -> bool:
-        """Whether the stage finished (a resumed pipeline skips it)."""
-        return self._m["stages"].get(name, {}).get("status") == "done"
+    def fail_stage(self, key: str, error: str) -> None:
+        """Mark stage `key` (and the run) failed with a one-line reason."""
+        stage = self._m["stages"].setdefault(key, {"stage": schema.stage_family(key),
+                                                   "started": _now()})
+        stage.update(status="failed", finished=_now(), error=str(error).splitlines()[0]
+                     if str(error) else "error")
+        self._m["status"] = "failed"
+        self._write_manifest()
+
+    def stage_done(self, key: str) -> bool:
+        """Whether the stage finished (a resumed job skips it)."""
+        return self._m["stages"].get(key, {}).get("status") == "done"
+
+    def stage_summary(self, key: str) -> dict[str, Any]:
+        """The summary a finished stage recorded ({} when none)."""
+        return copy.deepcopy(self._m["stages"].get(key, {}).get("summary") or {})
 
     def finish(self) -> None:
-        """Mark the run complete; every started stage must be done."""
+        """Mark the run complete (every started stage must be done) and release the lock."""
         if running := [n for n, s in self._m["stages"].items() if s["status"] != "done"]:
-            raise ValueError(f"cannot finish {self.dir}: stages still running: {running}")
+            raise ValueError(f"cannot finish {self.dir}: stages not done: {running}")
         self._m["status"] = "complete"
         self._write_manifest()
+        self.close()
+
+    def problems(self) -> list[str]:
+        """What is wrong with a run that says it is complete: failed stages, missing or
+        truncated artifacts (an empty list for a sound run)."""
+        out = [f"stage {k} failed: {s.get('error', '?')}" for k, s in self._m["stages"].items()
+               if s.get("status") == "failed"]
+        for key, info in self._m["artifacts"].items():
+            p = self.dir / key
+            if not p.is_file():
+                out.append(f"artifact {key} is missing")
+            elif info.get("bytes") is not None and p.stat().st_size != info["bytes"]:
+                out.append(f"artifact {key} has {p.stat().st_size} bytes, the manifest "
+                           f"recorded {info['bytes']}")
+        return out
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> bytes:
+    """Tensors as safetensors bytes (cpu, contiguous, shared storage unshared)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, t in tensors.items():
+        t = t.detach().to("cpu").contiguous()
+        # safetensors refuses tensors that share storage (tied weights, views of one buffer).
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen or t.numel() * t.element_size() != t.untyped_storage().nbytes():
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[k] = t
+    return safetensors.torch.save(out, metadata=metadata)
 
 
 def is_run(path: StrPath) -> bool:
@@ -306,17 +482,44 @@ def is_run(path: StrPath) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def list_runs(root: StrPath, include_incomplete: bool = False) -> list[RunDir]:
-    """Runs under ``root`` sorted by creation time; complete ones only unless asked."""
+@dataclass(frozen=True)
+class RunEntry:
+    """One folder of a runs directory: the run (None when unreadable), its status and
+    what is wrong with it (empty for a sound run)."""
+
+    path: Path
+    run: RunDir | None
+    status: str
+    problems: tuple[str, ...]
+
+
+def scan_runs(root: StrPath) -> list[RunEntry]:
+    """Every folder of `root` that holds a manifest, readable or not, flagged with problems;
+    sorted by creation time (unreadable ones last)."""
     root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"runs folder {root} does not exist")
     if not root.is_dir():
-        return []
-    runs = []
-    for d in root.iterdir():
+        raise NotADirectoryError(f"runs folder {root} is a file, not a folder")
+    entries = []
+    for d in sorted(root.iterdir()):
+        if not (d / MANIFEST).is_file():
+            continue
         try:
             run = RunDir.open(d)
-        except (OSError, ValueError):  # junk folders and stray files are not runs
+        except (OSError, ValueError) as e:
+            entries.append(RunEntry(d, None, "invalid", (str(e).splitlines()[0],)))
             continue
-        if include_incomplete or run.is_complete:
-            runs.append(run)
-    return sorted(runs, key=lambda r: (str(r._m["created"]), r.name))
+        entries.append(RunEntry(d, run, run.status, tuple(run.problems())))
+    return sorted(entries, key=lambda e: (e.run is None, str(e.run._m["created"]) if e.run
+                                          else "", e.path.name))
+
+
+def list_runs(root: StrPath, include_incomplete: bool = False) -> list[RunDir]:
+    """Runs under ``root`` sorted by creation time: complete and sound ones, or with
+    ``include_incomplete`` every readable one (unfinished, failed or damaged too; see
+    `scan_runs` for what is wrong with them)."""
+    if not Path(root).is_dir():
+        return []
+    return [e.run for e in scan_runs(root) if e.run is not None
+            and (include_incomplete or (e.run.is_complete and not e.problems))]

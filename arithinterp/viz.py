@@ -19,6 +19,8 @@ from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from arithinterp.components import Component, head_label, layer_label
+
 SIGNED_SCALE = "RdBu"
 UNSIGNED_SCALE = "Blues"
 CELLS = "cells"  # meta of the clickable overlay trace
@@ -46,9 +48,9 @@ def token_labels(chars: Sequence[str], position_labels: Sequence[str] | None = N
 
 def _key_label(axis: str, value) -> str:
     if axis == "layer":
-        return f"L{int(value)}"
+        return layer_label(value)
     if axis == "head":
-        return f"H{int(value)}"
+        return head_label(value)
     return str(value)
 
 
@@ -72,7 +74,8 @@ def _axis_labels(df: pd.DataFrame, axis: str) -> tuple[list, list[str]]:
 def training_curve_figure(curve: pd.DataFrame) -> go.Figure:
     """Loss (top) and held-out exact match and per-digit accuracy (bottom) over steps.
 
-    `curve`: ``model/training_curve.parquet`` (step, loss, exact_match, digit, digit_accuracy).
+    `curve`: the ``schema.TRAINING_CURVE`` table (step, loss, exact_match, digit,
+    digit_accuracy).
     """
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("training loss", "held-out accuracy"))
@@ -157,7 +160,7 @@ def patching_figure(
 ) -> go.Figure:
     """Heatmap of one patching grid (rows x cols: layer x pos, layer x head, head x pos, ...).
 
-    `table`: rows of ``localize/patching.parquet`` (or ``PatchResult.to_frame()``) for ONE
+    `table`: rows of the ``schema.PATCHING`` table (or ``PatchResult.to_frame()``) for ONE
     grid, i.e. one (site, by_pos, direction), restricted to one layer for head x pos.
     `value`: 'normalized' (0 = corrupted run, 1 = clean) or 'value' (the raw metric).
     Overlay customdata per cell: [row key, col key, value].
@@ -312,7 +315,7 @@ def attention_pattern_figure(
 def operand_attention_figure(table: pd.DataFrame, *, value: str = "attention") -> go.Figure:
     """Attention of each head (rows) on each operand digit (columns), one panel per answer digit.
 
-    `table`: ``localize/operand_attention.parquet`` (component, digit, key, attention, ...).
+    `table`: the ``schema.OPERAND_ATTENTION`` table (component, digit, key, attention, ...).
     """
     comps = list(dict.fromkeys(table.sort_values(["layer", "head"])["component"]))
     keys = list(dict.fromkeys(table["key"]))
@@ -366,8 +369,8 @@ def probe_scores_figure(
                                                                      if metric else ""))
     label_col = next((c for c in ("label", "token") if c in df.columns), None)
     has_head = "head" in df.columns and df["head"].notna().any()
-    row_of = (lambda r: f"L{int(r['layer'])}H{int(r['head'])}") if has_head else (
-        lambda r: f"L{int(r['layer'])}")
+    row_of = (lambda r: Component("head", int(r["layer"]), int(r["head"])).name) if has_head \
+        else (lambda r: layer_label(r["layer"]))
     df = df.assign(_row=[row_of(r) for _, r in df.iterrows()]).sort_values(
         ["layer", "head", "pos"] if has_head else ["layer", "pos"])
     rows = list(dict.fromkeys(df["_row"]))

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from arithinterp.models import ModelSpec, build_model, context_length, resolve_device
 from arithinterp.tasks import make_splits
-from arithinterp.tasks.vocab import VOCAB_SIZE
+from arithinterp.tasks.vocab import CHAR_VOCAB
 from arithinterp.train import TrainConfig, answer_loss, batch_indices, lr_at, zoo_recipe
 
 
@@ -183,11 +183,12 @@ def main() -> None:
     tokens, loss_mask = batch.tokens.to(device), batch.loss_mask.to(device)
     tokens_per_step = tokens.numel()
     print(f"recipe {args.recipe}: batch {tokens.shape[0]} x {tokens.shape[1]} tokens, "
-          f"vocab {VOCAB_SIZE}, {config.model.n_layers} layers, d_model {config.model.d_model}, "
+          f"vocab {CHAR_VOCAB.size}, {config.model.n_layers} layers, "
+          f"d_model {config.model.d_model}, "
           f"{config.model.n_heads} heads, d_mlp {config.model.mlp_dim}")
 
     tl_model = build_model(config.model, config.task, device)
-    plain = PlainTransformer(config.model, context_length(config.task), VOCAB_SIZE,
+    plain = PlainTransformer(config.model, context_length(config.task), CHAR_VOCAB.size,
                              args.attention, args.seed).to(device)
     n_tl, n_plain = n_params(tl_model), n_params(plain)
     print(f"parameters: TL {n_tl:,}  plain {n_plain:,}")
@@ -197,8 +198,8 @@ def main() -> None:
     with torch.no_grad():
         init_loss = answer_loss(plain(tokens), tokens, loss_mask).item()
         print(f"plain model, own init: loss {init_loss:.3f}  (ln vocab = "
-              f"{math.log(VOCAB_SIZE):.3f})")
-        if abs(init_loss - math.log(VOCAB_SIZE)) > 0.5:
+              f"{math.log(CHAR_VOCAB.size):.3f})")
+        if abs(init_loss - math.log(CHAR_VOCAB.size)) > 0.5:
             sys.exit("inconsistent: the plain model's initial loss is far from ln(vocab)")
         # Train both from the same weights, and check the two compute the same function.
         load_tl_weights(plain, tl_model)

@@ -4,22 +4,21 @@
     python probes/digit_probes.py runs/demo                # a run: probes its own model
     python probes/digit_probes.py add3-reversed --run p1 --n 1000 --layers 1
 
-Writes stage ``probes`` with ``probes/digits.parquet`` (one row per probe x metric, with
-shuffled-label, random-model and baseline controls), ``probes/digits_summary.parquet``,
-``probes/digits_weights.safetensors`` (coef/intercept in activation space) and
-``probes/digits_config.json``. The helpers here are shared by the other scripts in probes/.
+Adds stage ``probes/digits`` (``scores.parquet``: one row per probe x metric, with
+shuffled-label, random-model and baseline controls; ``summary.parquet``;
+``weights.safetensors``: coef/intercept in activation space; ``stage.json``). The helpers
+here are shared by the other scripts in probes/: each is thin over the stages of
+`arithinterp.stages`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+USER_ERRORS = (ValueError, OSError)
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,45 +67,31 @@ def add_probe_options(p: Parser) -> None:
                    help="skip the randomly initialised model control")
 
 
-def load_source(args: argparse.Namespace):
-    """(checkpoint path, loaded model) of RUN_OR_MODEL; a clash with --run is refused early."""
+def source_task(args: argparse.Namespace):
+    """The task of RUN_OR_MODEL's model (a bad source fails here, before anything is made)."""
     from arithinterp.models import load_model
-    from arithinterp.pipeline import model_source
+
+    loaded = load_model(args.source)
+    if loaded.task is None:
+        raise ValueError(f"{args.source} records no arithmetic task to probe")
+    return loaded.task
+
+
+def run_stages(args: argparse.Namespace, configs: list):
+    """Run the stages on RUN_OR_MODEL (added to it, or to --runs-dir/--run)."""
+    from arithinterp.stages.base import Context
+    from arithinterp.stages.job import run_on
+
+    name = args.run or datetime.now(UTC).strftime("probes-%Y%m%d-%H%M%S")
+    ctx = Context(device=args.device, progress=not args.no_progress)
+    return run_on(args.source, configs, runs_dir=args.runs_dir,
+                  name=None if _is_run(args.source) else name, ctx=ctx).run
+
+
+def _is_run(path: str) -> bool:
     from arithinterp.runs import is_run
 
-    path = model_source(args.source)
-    existing = args.runs_dir / args.run if args.run else None
-    if not is_run(args.source) and existing is not None and is_run(existing):
-        made_from = model_source(existing)
-        if made_from.resolve() != path.resolve():
-            raise ValueError(f"run {existing} was made from {made_from}, not {path}")
-    loaded = load_model(path, device=args.device)
-    if loaded.task is None:
-        raise ValueError(f"{path} records no arithmetic task to probe")
-    return path, loaded
-
-
-def open_run(args: argparse.Namespace, path: Path):
-    """RUN_OR_MODEL's run, or --runs-dir/--run (created, with a model stage, if new)."""
-    from arithinterp.pipeline import record_model_stage
-    from arithinterp.runs import RunDir, is_run
-
-    if is_run(args.source):
-        return RunDir.open(args.source)
-    name = args.run or datetime.now(UTC).strftime("probes-%Y%m%d-%H%M%S")
-    if is_run(args.runs_dir / name):
-        run = RunDir.open(args.runs_dir / name)
-    else:
-        run = RunDir.create(args.runs_dir, name, config={"model": str(path)},
-                            seeds={"probes": args.seed})
-    record_model_stage(run, path)
-    return run
-
-
-def finish_run(run) -> None:
-    """Mark the run complete unless another stage (another process) is still running."""
-    if all(s["status"] == "done" for s in run.manifest["stages"].values()):
-        run.finish()
+    return is_run(path)
 
 
 def show(df, columns: list[str]) -> str:
@@ -114,9 +99,10 @@ def show(df, columns: list[str]) -> str:
     return df[columns].to_string(index=False, float_format=lambda x: f"{x:.3f}")
 
 
-def run_probes(argv: list[str] | None, *, key: str, groups: list[str], description: str,
+def run_probes(argv: list[str] | None, *, name: str, groups: list[str], description: str,
                note=None) -> int:
-    """Parse arguments, fit the probes of `groups`, write `probes/{key}*`, print a summary."""
+    """Parse arguments, fit the probes of `groups` into stage ``probes/<name>``, print a
+    summary."""
     parser = make_parser(description)
     add_probe_options(parser)
     parser.add_argument("--targets", nargs="+", default=groups, metavar="TARGET",
@@ -124,42 +110,36 @@ def run_probes(argv: list[str] | None, *, key: str, groups: list[str], descripti
                              f"{' '.join(groups)})")
     args = parser.parse_args(argv)
     try:
-        from arithinterp.probes import fit_probes, make_probe_dataset, make_targets
+        from arithinterp import schema
+        from arithinterp.probes import ProbeConfig
+        from arithinterp.stages.probes import ProbesConfig
 
-        path, loaded = load_source(args)
-        if note is not None and (message := note(loaded.task)):
+        task = source_task(args)
+        if note is not None and (message := note(task)):
             print(message)
-        data = make_probe_dataset(loaded.task, args.n, args.seed)
-        targets = make_targets(data, args.targets)
-        if not targets:
-            raise ValueError(f"no target of {args.targets} varies over these {args.n} problems")
-        start = time.perf_counter()
-        results = fit_probes(
-            loaded, data, targets, sites=args.sites, layers=args.layers,
-            positions=args.positions, seed=args.seed, cv=args.cv,
-            random_model_control=not args.no_random_control, progress=not args.no_progress)
-        seconds = time.perf_counter() - start
-        run = open_run(args, path)
+        fit = ProbeConfig(sites=tuple(args.sites), seed=args.seed, cv=args.cv,
+                          layers=tuple(args.layers) if args.layers else None,
+                          positions=tuple(args.positions) if args.positions else None,
+                          random_model_control=not args.no_random_control)
+        config = ProbesConfig(name=name, n=args.n, targets=tuple(args.targets), fit=fit)
+        config.check(task)
+        run = run_stages(args, [config])
     except USER_ERRORS as e:
         return fail(e)
-    from arithinterp.pipeline import write_probes
-
-    summary = write_probes(run, key, results, {
-        "n": args.n, "seed": args.seed, "seconds": round(seconds, 1),
-        "task": asdict(loaded.task), "targets": [t.name for t in targets]})
-    table = results.table
-    finish_run(run)
+    key = schema.probes_key(name)
+    summary = run.load(schema.PROBE_SUMMARY, key)
     print(show(summary, ["target", "site", "metric", "best_score", "best_layer", "best_pos",
                          "best_label", "shuffled", "random_model", "first_layer", "first_pos",
                          "first_label"]))
-    print(f"{table['probe'].nunique()} probes on {args.n} problems in {seconds:.1f} s "
-          f"-> {run.dir / 'probes' / (key + '.parquet')}")
+    done = run.stage_summary(key)
+    print(f"{done['n_probes']} probes on {args.n} problems in {done['seconds']:.1f} s "
+          f"-> {run.dir / key}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Digit and carry probes."""
-    return run_probes(argv, key="digits", groups=["operands", "answer", "carries"],
+    return run_probes(argv, name="digits", groups=["operands", "answer", "carries"],
                       description=__doc__)
 
 

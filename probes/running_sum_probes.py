@@ -7,10 +7,9 @@ Multiplication: partial products ``pp_i_j = a_i * b_j`` and Bai et al.'s running
 ``running_sum_k_mod10`` (= answer digit k) and ``running_sum_k_div10`` (the carry out)
 as classifiers. Addition and subtraction have no running sums: for them this script probes
 the column sums ``column_sum_k`` = a_k ± b_k ± carry_in[k], their analogue (the answer digit
-is its value mod 10, the carry out its tens), and says so. Writes stage ``probes`` with
-``probes/running_sums.parquet``, ``..._summary.parquet``, ``..._predictions.parquet``
-(test-set predictions vs truth of the regression probes), ``..._weights.safetensors`` and
-``..._config.json``; options as for digit_probes.py.
+is its value mod 10, the carry out its tens), and says so. Adds stage
+``probes/running_sums`` (scores, summary, ``predictions.parquet``: test-set predictions vs
+truth of the regression probes, weights, ``stage.json``); options as for digit_probes.py.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ def note(task) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Running-sum (or column-sum) probes."""
-    return run_probes(argv, key="running_sums", groups=["partial_products", "running_sums"],
+    return run_probes(argv, name="running_sums", groups=["partial_products", "running_sums"],
                       description=__doc__, note=note)
 
 

@@ -59,23 +59,29 @@ def tiny_gpt2_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def demo_runs(tmp_path_factory, tiny_task, tiny_spec):
-    """Runs made by the real pipeline on a tiny model trained for a few steps: `tiny`
-    (model, evaluate, localize, probes, fourier) and `bare` (model and evaluate only).
-    Returns (runs_dir, model_dir)."""
+def ctx():
+    from arithinterp.stages.base import Context
+
+    return Context(device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_runs(tmp_path_factory, tiny_task, tiny_spec, ctx):
+    """Runs made by the real jobs on a tiny model trained for a few steps: `trained` (the
+    training run), `tiny` (model, evaluate, localize, probes, fourier) and `bare` (model and
+    evaluate only). Returns (runs_dir, model_run_dir)."""
     from arithinterp.analysis.suite import LocalizeConfig
-    from arithinterp.pipeline import DemoConfig, run_demo
-    from arithinterp.train import TrainConfig, train
+    from arithinterp.stages.job import demo_job, run_job
+    from arithinterp.train import TrainConfig
 
     root = tmp_path_factory.mktemp("demo-runs")
-    model_dir = root / "model"
-    train(TrainConfig(task=tiny_task, model=tiny_spec, n_train=1_000, n_test=100,
-                      batch_size=64, max_steps=20, warmup_steps=2, eval_every=10, eval_size=50,
-                      checkpoint_every=1_000), model_dir, device="cpu", progress=False)
+    config = TrainConfig(task=tiny_task, model=tiny_spec, n_train=1_000, n_test=100,
+                         batch_size=64, max_steps=20, warmup_steps=2, eval_every=10,
+                         eval_size=50, checkpoint_every=1_000)
+    trained = run_job(root, "trained", [config], ctx=ctx).run.dir
     runs = root / "runs"
     localize = LocalizeConfig(n_pairs=32, n_eval=32, n_random=1)
-    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=localize,
-                        n_probe=200), runs, name="tiny", progress=False)
-    run_demo(DemoConfig(model=str(model_dir), n_eval=64, device="cpu", localize=None,
-                        n_probe=None), runs, name="bare", progress=False)
-    return runs, model_dir
+    run_job(runs, "tiny", demo_job(str(trained), n_eval=64, localize=(localize,), n_probe=200),
+            ctx=ctx)
+    run_job(runs, "bare", demo_job(str(trained), n_eval=64, localize=(), n_probe=None), ctx=ctx)
+    return runs, trained

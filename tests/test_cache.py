@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from arithinterp.cache import act_names, run_cached
-from arithinterp.models import act_name
+from arithinterp.components import hook_name
 
 
 def test_batched_cache_equals_one_run(tiny_model, tiny_task):
@@ -24,4 +24,4 @@ def test_bad_names_are_refused(tiny_model, tiny_task):
     with pytest.raises(ValueError, match="unknown hook names"):
         run_cached(tiny_model, tokens, ["blocks.9.hook_resid_post"])
     with pytest.raises(ValueError, match="batch_size"):
-        run_cached(tiny_model, tokens, [act_name("z", 0)], batch_size=0)
+        run_cached(tiny_model, tokens, [hook_name("z", 0)], batch_size=0)

@@ -4,7 +4,10 @@ import torch
 
 from arithinterp.evaluate import evaluate, run_greedy
 from arithinterp.tasks import TaskSpec, make_dataset
-from arithinterp.tasks.vocab import DIGIT_IDS, VOCAB_SIZE
+from arithinterp.tasks.vocab import CHAR_VOCAB
+
+VOCAB_SIZE = CHAR_VOCAB.size
+DIGIT_IDS = CHAR_VOCAB.digit_ids().tolist()
 
 
 class Oracle(torch.nn.Module):

@@ -14,7 +14,9 @@ from arithinterp.fourier import (
     fourier_basis,
 )
 from arithinterp.probes import make_probe_dataset
-from arithinterp.tasks.vocab import DIGIT_IDS
+from arithinterp.tasks.vocab import CHAR_VOCAB
+
+DIGIT_IDS = CHAR_VOCAB.digit_ids().tolist()
 
 
 def _table_from(freqs: set[int], p: int = 10, d: int = 32, seed: int = 0) -> torch.Tensor:
@@ -75,7 +77,7 @@ def test_digit_means_are_exact_and_need_every_digit():
 
 
 def test_report_on_a_tiny_model(tiny_model, tiny_task):
-    tables = compute_weight_tables(tiny_model)
+    tables = compute_weight_tables(tiny_model, DIGIT_IDS)
     torch.testing.assert_close(tables["W_E"], tiny_model.W_E.detach()[list(DIGIT_IDS)])
     torch.testing.assert_close(tables["W_U"], tiny_model.W_U.detach()[:, list(DIGIT_IDS)].T)
     data = make_probe_dataset(tiny_task, 64, seed=0)

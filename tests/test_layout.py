@@ -1,21 +1,32 @@
-"""The package's dependency direction, enforced by parsing imports."""
+"""The package's structure, enforced by parsing code: the layer order (also inside analysis/
+and stages/), no import cycles, tests mirroring the package, and artifact paths and
+component names spelled only in `schema` and `components`."""
 
 import ast
+import re
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parents[1] / "arithinterp"
-# Lower layers never import higher ones (same-layer imports are allowed).
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "arithinterp"
+# Lower layers never import higher ones (same-layer imports are allowed, cycles are not).
 LAYERS = {
-    "tasks": 0, "runs": 0, "viz": 0,
+    "tasks": 0, "components": 0, "schema": 0, "runs": 0, "viz": 0,
     "models": 1,
-    "evaluate": 2,
-    "train": 3, "cache": 3,
-    "analysis": 4, "probes": 4, "fourier": 4,
-    "localize": 5, "finetune": 5,
-    "pipeline": 6,
-    "cli": 7,
+    "cache": 2, "evaluate": 2, "train": 2, "analysis": 2, "probes": 2, "fourier": 2,
+    "finetune": 2,
+    "stages": 3,
+    "studies": 4, "sweeps": 4,
+    "cli": 5,
 }
-COMPUTE = {m for m, layer in LAYERS.items() if m not in ("tasks", "runs", "viz")}
+DATA_ONLY = {"tasks", "components", "schema", "runs", "viz"}  # import no compute modules
+INNER = {  # order of the modules inside a subpackage
+    "analysis": {"metrics": 0, "forward": 0, "attention": 0, "localize": 0,
+                 "patching": 1, "attribution": 1, "attribution_patching": 2, "paths": 2,
+                 "suite": 3},
+    "stages": {"base": 0, "train": 1, "evaluate": 1, "localize": 1, "probes": 1, "fourier": 1,
+               "model": 2, "job": 3},
+    "tasks": {"vocab": 0, "spec": 1, "data": 2, "corrupt": 3},
+}
 
 
 def _module_of(path: Path) -> str:
@@ -23,10 +34,11 @@ def _module_of(path: Path) -> str:
 
 
 def _imports(path: Path) -> set[str]:
+    """Package modules (dotted, below arithinterp) and 'streamlit' that a file imports."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         else:
@@ -34,14 +46,22 @@ def _imports(path: Path) -> set[str]:
         for name in names:
             parts = name.split(".")
             if parts[0] == "arithinterp" and len(parts) > 1:
-                found.add(parts[1])
-            found.add("streamlit" if parts[0] == "streamlit" else "")
-    return found - {""}
+                found.add(".".join(parts[1:]))
+            if parts[0] == "streamlit":
+                found.add("streamlit")
+    return found
 
 
-def test_every_module_has_a_layer():
+def _dotted(path: Path) -> str:
+    return ".".join(path.relative_to(PKG).with_suffix("").parts).removesuffix(".__init__")
+
+
+def test_every_module_has_a_layer_and_every_layer_a_module():
     modules = {_module_of(p) for p in PKG.rglob("*.py")} - {"__init__"}
     assert modules <= set(LAYERS), modules - set(LAYERS)
+    for pkg, order in INNER.items():
+        inner = {p.stem for p in (PKG / pkg).glob("*.py")} - {"__init__"}
+        assert inner == set(order), (pkg, inner ^ set(order))
 
 
 def test_imports_point_downwards_and_never_to_streamlit():
@@ -51,6 +71,90 @@ def test_imports_point_downwards_and_never_to_streamlit():
             continue
         for dep in _imports(path):
             assert dep != "streamlit", f"{path} imports streamlit"
-            assert LAYERS[dep] <= LAYERS[mod], f"{path}: {mod} must not import {dep}"
-            if mod in ("runs", "viz"):
-                assert dep not in COMPUTE, f"{path}: {mod} must not import compute module {dep}"
+            top = dep.split(".")[0]
+            if top not in LAYERS:
+                continue  # a name imported from the package's __init__
+            assert LAYERS[top] <= LAYERS[mod], f"{path}: {mod} must not import {top}"
+            if mod in DATA_ONLY:
+                assert top in DATA_ONLY, f"{path}: {mod} must not import compute module {top}"
+            if top == mod and mod in INNER and len(path.relative_to(PKG).parts) > 1 \
+                    and path.stem != "__init__":
+                inner = dep.split(".")[1] if "." in dep else None
+                order = INNER[mod]
+                if inner in order:
+                    assert order[inner] <= order[path.stem], \
+                        f"{path}: {path.stem} must not import {mod}.{inner}"
+
+
+def test_no_import_cycles():
+    graph = {}
+    modules = {_dotted(p): p for p in PKG.rglob("*.py")}
+    for name, path in modules.items():
+        graph[name] = {d for d in _imports(path) if d in modules and d != name}
+    seen, stack = set(), []
+
+    def visit(node):
+        if node in stack:
+            raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(node):])} -> "
+                                 f"{node}")
+        if node in seen:
+            return
+        stack.append(node)
+        for dep in graph[node]:
+            visit(dep)
+        stack.pop()
+        seen.add(node)
+
+    for node in graph:
+        visit(node)
+
+
+def test_tests_mirror_the_package():
+    tests = ROOT / "tests"
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG)
+        if path.name == "__init__.py" or rel.parts[0] in ("zoo",):
+            continue
+        expected = tests.joinpath(*rel.parts[:-1], f"test_{path.stem}.py")
+        assert expected.is_file(), f"{rel} has no {expected.relative_to(ROOT)}"
+
+
+# ---- names spelled in one place ------------------------------------------------------------
+ARTIFACT = re.compile(r"\.(parquet|safetensors|jsonl?|pt)\b|^(model|evaluate|localize|probes|"
+                      r"fourier)/")
+COMPONENT = re.compile(r"^L\d+(H\d+|\.(mlp|attn|resid))$|(^|[^\w{])L\{\}(H\{\}|\.|$)")
+OWNERS = {PKG / "schema.py", PKG / "components.py"}
+
+
+def _strings(tree: ast.AST):
+    """(line, text) of every string literal and f-string template, docstrings excluded."""
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) \
+                and node.body and isinstance(node.body[0], ast.Expr) \
+                and isinstance(node.body[0].value, ast.Constant):
+            docstrings.add(id(node.body[0].value))
+    parts_of_fstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            template = "".join(v.value if isinstance(v, ast.Constant) else "{}"
+                               for v in node.values)
+            parts_of_fstrings |= {id(v) for v in node.values}
+            yield node.lineno, template
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and id(node) not in docstrings and id(node) not in parts_of_fstrings:
+            yield node.lineno, node.value
+
+
+def test_artifact_paths_and_component_names_live_in_schema_and_components():
+    files = [p for d in ("arithinterp", "apps", "probes", "benchmarks")
+             for p in (ROOT / d).rglob("*.py") if p not in OWNERS]
+    bad = []
+    for path in files:
+        for line, text in _strings(ast.parse(path.read_text())):
+            if ARTIFACT.search(text):
+                bad.append(f"{path.relative_to(ROOT)}:{line}: artifact path {text!r}")
+            if COMPONENT.search(text):
+                bad.append(f"{path.relative_to(ROOT)}:{line}: component name {text!r}")
+    assert not bad, "\n".join(bad)

@@ -5,7 +5,6 @@ import pickle
 
 import pytest
 import torch
-from conftest import BAD_CONFIG
 
 from arithinterp.models import (
     ModelSpec,
@@ -15,6 +14,7 @@ from arithinterp.models import (
     resolve_device,
     save_model,
 )
+from tests.conftest import BAD_CONFIG
 
 
 def test_same_seed_gives_identical_weights(tiny_spec, tiny_task):
@@ -132,3 +132,53 @@ def test_pretrained_loader_wraps_a_local_hf_model(tiny_gpt2_dir):
     assert torch.allclose(got, expected, atol=1e-4)
     _, cache = loaded.model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_z"))
     assert cache["blocks.1.attn.hook_z"].shape == (1, ids.shape[1], 4, 8)
+
+
+def test_checkpoint_config_checks_name_what_is_wrong(tmp_path, tiny_model, tiny_spec, tiny_task):
+    ckpt = tmp_path / "ckpt"
+    save_model(tiny_model, tiny_spec, tiny_task, ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    for bad, message in (({**cfg, "schema_version": True}, "schema_version True"),
+                         ({**cfg, "extra": 1}, r"unknown keys \['extra'\]"),
+                         ({k: v for k, v in cfg.items() if k != "vocab"},
+                          r"missing keys \['vocab'\]"),
+                         ({**cfg, "task": {**cfg["task"], "digits_a": "2"}}, "digits_a"),
+                         ({**cfg, "vocab": cfg["vocab"][:-1]}, "vocabulary differs")):
+        (ckpt / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=message):
+            load_model(ckpt)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path, tiny_spec, tiny_task):
+    model = build_model(tiny_spec, tiny_task)
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")
+    save_model(model, tiny_spec, tiny_task, tmp_path / "nan")
+    with pytest.raises(ValueError, match="non-finite weights .* in 1 tensors"):
+        load_model(tmp_path / "nan")
+
+
+def test_facts_and_readout_describe_the_model(tiny_model, tiny_spec, tiny_task):
+    from arithinterp.models import facts, readout, run_readout
+
+    f = facts(tiny_model)
+    assert (f.family, f.n_layers, f.n_heads, f.n_kv_heads, f.d_model, f.d_head, f.d_mlp) == \
+        ("native", 2, 4, 4, 32, 8, 64)
+    assert (f.d_vocab, f.n_ctx, f.normalization, f.positional) == \
+        (tiny_task.vocab.size, tiny_task.seq_len, "LN", "standard")
+    tokens = torch.randint(0, 20, (2, tiny_task.seq_len))
+    _, cache = tiny_model.run_with_cache(tokens)
+    torch.testing.assert_close(run_readout(tiny_model, cache["blocks.1.hook_resid_post"]),
+                               tiny_model(tokens), atol=1e-5, rtol=0)
+    out = readout(tiny_model)
+    assert out.norm == "LN" and out.W_U.shape == (32, tiny_task.vocab.size)
+
+
+def test_load_model_reads_a_run_its_checkpoint_or_a_zoo_name(demo_runs):
+    runs, trained = demo_runs
+    from_run = load_model(trained)
+    from_folder = load_model(trained / "model")
+    assert from_run.path == from_folder.path == trained / "model"
+    assert load_model("add3-reversed").source == "zoo:add3-reversed"
+    with pytest.raises(ValueError, match="neither a checkpoint directory"):
+        load_model(runs)  # a folder of runs is none of them

@@ -116,14 +116,16 @@ def test_resume_incomplete_run(tmp_path):
     run.save_tensors("w.safetensors", {"w": torch.ones(3)}, stage="train")
     run.finish_stage("train", summary={"loss": 0.1})
     run.start_stage("localize")  # crashed here
+    run.close()  # the crashed process is gone, and its lock with it
 
     again = make(tmp_path)
     assert again.stage_done("train") and not again.stage_done("localize")
     assert not again.stage_done("never")
     assert again.manifest["stages"]["train"]["summary"] == {"loss": 0.1}
     assert "w.safetensors" in again.manifest["artifacts"]
-    with pytest.raises(ValueError, match="stages still running"):
+    with pytest.raises(ValueError, match="stages not done"):
         again.finish()
+    again.close()
     with pytest.raises(ValueError, match="config differs"):
         make(tmp_path, config={**CONFIG, "digits": 4})
     with pytest.raises(ValueError, match="never started"):
@@ -147,6 +149,9 @@ def test_open_rejects_bad_manifests(tmp_path):
     with pytest.raises(ValueError, match="99") as e:
         RunDir.open(run.dir)
     assert str(SCHEMA_VERSION) in str(e.value)
+    mpath.write_text(json.dumps({**good, "schema_version": True}))
+    with pytest.raises(ValueError, match="schema_version True"):
+        RunDir.open(run.dir)
     mpath.write_text(json.dumps({**good, "surprise": 1}))
     with pytest.raises(ValueError, match="surprise"):
         RunDir.open(run.dir)
@@ -161,7 +166,7 @@ def test_open_rejects_bad_manifests(tmp_path):
 def test_list_runs_hides_incomplete_and_ignores_junk(tmp_path):
     first = make(tmp_path, "first")
     first.finish()
-    make(tmp_path, "pending")
+    make(tmp_path, "pending").close()
     second = make(tmp_path, "second")
     second.finish()
     (tmp_path / "junk").mkdir()
@@ -173,6 +178,95 @@ def test_list_runs_hides_incomplete_and_ignores_junk(tmp_path):
     assert [r.name for r in list_runs(tmp_path, include_incomplete=True)] == [
         "first", "pending", "second"]
     assert list_runs(tmp_path / "missing") == []
+
+
+def test_scan_flags_broken_runs_with_the_reason(tmp_path):
+    ok = make(tmp_path, "ok")
+    ok.save_json("a/x.json", {"v": 1})
+    ok.finish()
+    gone = make(tmp_path, "gone")
+    gone.save_json("a/x.json", {"v": 1})
+    gone.finish()
+    (gone.dir / "a" / "x.json").unlink()
+    cut = make(tmp_path, "cut")
+    cut.save_tensors("w.safetensors", {"w": torch.zeros(100)})
+    cut.finish()
+    (cut.dir / "w.safetensors").write_bytes(b"12")
+    failed = make(tmp_path, "failed")
+    failed.start_stage("train")
+    failed.fail_stage("train", "ValueError: loss is NaN\nsecond line")
+    failed.close()
+    (tmp_path / "future").mkdir()
+    (tmp_path / "future" / "manifest.json").write_text(json.dumps(
+        {**ok.manifest, "schema_version": 7}))
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "manifest.json").write_text("{")
+
+    entries = {e.path.name: e for e in runs.scan_runs(tmp_path)}
+    assert entries["ok"].problems == () and entries["ok"].status == "complete"
+    assert entries["gone"].problems == ("artifact a/x.json is missing",)
+    assert "recorded" in entries["cut"].problems[0]
+    assert entries["failed"].status == "failed"
+    assert entries["failed"].problems == ("stage train failed: ValueError: loss is NaN",)
+    assert entries["future"].status == "invalid" and "schema_version 7" in \
+        entries["future"].problems[0]
+    assert entries["garbage"].status == "invalid" and "JSON" in entries["garbage"].problems[0]
+    assert [r.name for r in list_runs(tmp_path)] == ["ok"]
+    assert [r.name for r in list_runs(tmp_path, include_incomplete=True)] == [
+        "ok", "gone", "cut", "failed"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        runs.scan_runs(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        runs.scan_runs(tmp_path / "file")
+
+
+def test_a_second_writer_is_refused_until_the_first_is_done(tmp_path):
+    first = make(tmp_path, "r")
+    with pytest.raises(runs.RunBusyError, match="another process"):
+        make(tmp_path, "r")
+    first.close()
+    second = make(tmp_path, "r")  # resumes: same config, unfinished
+    assert second.dir == first.dir
+    second.finish()
+    with pytest.raises(FileExistsError, match="complete run"):
+        make(tmp_path, "r")
+    with pytest.raises(FileExistsError, match="unfinished run"):
+        make(tmp_path, "s").close() or make(tmp_path, "s", resume=False)
+
+
+CREATE = """
+import sys
+from arithinterp.runs import RunDir
+root, name = sys.argv[1], (sys.argv[2] or None)
+try:
+    run = RunDir.create(root, name, config={}, seeds={})
+    print("ok", run.dir, flush=True)
+except (FileExistsError, ValueError) as e:
+    print("refused", e, flush=True)
+    sys.exit(0)
+sys.stdin.readline()  # hold the run until the test says go
+run.close()
+"""
+
+
+@pytest.mark.parametrize("name", ["same", ""])
+def test_two_processes_never_share_a_run_directory(tmp_path, name):
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", CREATE, str(tmp_path), name],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.stdout.readline().split(" ", 1) for p in procs]  # both have tried
+    for p in procs:
+        p.communicate("\n", timeout=60)
+    made = [path.strip() for status, path in results if status == "ok"]
+    assert len(set(made)) == len(made)  # never the same folder twice
+    if not name:
+        assert len(made) == 2  # timestamped names: each gets its own
+    else:
+        assert len(made) == 1 and [s for s, _ in results].count("refused") == 1
 
 
 @pytest.mark.parametrize("bad", ["/etc/x.json", "../x.json", "a/../../x.json", "", "manifest.json"])

@@ -1,14 +1,28 @@
 """Training loop: exact resume, determinism, plug-ins, and a real (slow) learning check."""
 
 import json
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
-from conftest import BAD_CONFIG
 
-from arithinterp.models import ModelSpec, load_model
-from arithinterp.tasks import TaskSpec
-from arithinterp.train import ExtraLoss, TrainConfig, answer_loss, lr_at, train
+from arithinterp.models import ModelSpec, build_model, load_model, read_weights
+from arithinterp.tasks import TaskSpec, make_dataset
+from arithinterp.train import (
+    ExtraLoss,
+    ExtraLossConfig,
+    ICoT,
+    RunningSumLoss,
+    TrainConfig,
+    answer_loss,
+    lr_at,
+    parameter_groups,
+    run_with_activations,
+    train,
+    with_mode,
+)
+from tests.conftest import BAD_CONFIG
 
 TINY = TrainConfig(
     task=TaskSpec(digits_a=2, digits_b=2, format="reversed"),
@@ -68,7 +82,7 @@ def test_bad_train_configs_name_the_field(kwargs, field):
 
 def test_config_json_round_trip_rejects_unknown_keys():
     assert TrainConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
-    with pytest.raises(ValueError, match="unknown training config keys"):
+    with pytest.raises(ValueError, match=r"unknown keys \['epochs'\]"):
         TrainConfig.from_dict({**TINY.to_dict(), "epochs": 3})
 
 
@@ -88,52 +102,191 @@ def test_answer_loss_ignores_prompt_positions():
     assert answer_loss(logits, tokens, mask) == pytest.approx(torch.log(torch.tensor(20.0)))
 
 
-class RunningSumProbe(ExtraLoss):
-    """A linear head on the residual stream predicting each answer digit: a plug-in example."""
+@ExtraLossConfig.register
+@dataclass(frozen=True)
+class ColumnSumProbe(ExtraLossConfig):
+    """A plug-in registered by name: a linear head on the residual stream regressing each
+    answer digit's column sum (a test-only stand-in for research losses)."""
 
+    kind: ClassVar[str] = "test_column_sums"
+    weight: float = 1.0
+
+    def build(self, config):
+        return ColumnSumHead(self.weight)
+
+
+class ColumnSumHead(ExtraLoss):
     hook_names = ("blocks.0.hook_resid_post",)
+    calls: ClassVar[list] = []  # (call, draw) of every instance, in order
 
-    def __init__(self):
+    def __init__(self, weight):
         super().__init__()
+        self.weight = weight
         self.head = torch.nn.Linear(32, 1)
-        self.calls = 0
-        self.draws = []
 
     def forward(self, acts, batch, logits, gen):
-        self.calls += 1
         noise = torch.rand(1, generator=gen)  # plug-ins draw from the loop's checkpointed RNG
-        self.draws.append(float(noise))
+        ColumnSumHead.calls.append(float(noise))
         resid = acts["blocks.0.hook_resid_post"]
         assert resid.requires_grad  # the plug-in gets gradients, unlike run_with_cache
-        pos = batch.spec.answer_positions()
+        pos = [p - 1 for p in batch.spec.answer_positions()]
         pred = self.head(resid[:, pos]).squeeze(-1)
         return torch.nn.functional.mse_loss(pred, batch.column_sums.float())
 
 
-def test_extra_losses_and_curriculum_plug_in(tmp_path):
-    cot = TrainConfig(**{**TINY.__dict__, "task": TaskSpec(digits_a=2, digits_b=2, format="cot"),
-                         "max_steps": 10})
-    seen = []
+COT = TrainConfig(**{**TINY.__dict__, "task": TaskSpec(digits_a=2, digits_b=2, format="cot"),
+                     "max_steps": 10, "curriculum": ICoT(tokens_per_stage=3, stage_steps=3),
+                     "extra_losses": (ColumnSumProbe(),)})
 
-    def curriculum(step):
-        seen.append(step)
-        return TaskSpec(digits_a=2, digits_b=2, format="cot", cot_tokens_removed=min(step, 9) // 3)
 
-    probe = RunningSumProbe()
-    before = probe.head.weight.detach().clone()
-    train(cot, tmp_path / "run", device="cpu", extra_losses=[probe], curriculum=curriculum,
-          stop_after=6)
-    assert probe.calls == 6 and not torch.equal(before, probe.head.weight)
-    assert seen[:6] == list(range(6))
-    probe2 = RunningSumProbe()
-    train(cot, tmp_path / "run", device="cpu", extra_losses=[probe2], curriculum=curriculum,
-          resume=True)
-    assert probe2.calls == 4  # resumed at step 6 with the checkpointed head
-    straight = RunningSumProbe()
-    train(cot, tmp_path / "straight", device="cpu", extra_losses=[straight],
-          curriculum=curriculum)
-    assert probe.draws + probe2.draws == straight.draws  # the generator resumed too
-    assert (tmp_path / "run" / "model.safetensors").is_file()
+def test_registered_plug_ins_train_resume_and_replay(tmp_path):
+    ColumnSumHead.calls.clear()
+    train(COT, tmp_path / "run", device="cpu", stop_after=6)
+    assert len(ColumnSumHead.calls) == 6
+    train(COT, tmp_path / "run", device="cpu", resume=True)
+    resumed = list(ColumnSumHead.calls)
+    ColumnSumHead.calls.clear()
+    train(COT, tmp_path / "straight", device="cpu")
+    assert resumed == ColumnSumHead.calls  # the generator resumed too
+    a, b = _weights(tmp_path / "run"), _weights(tmp_path / "straight")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the trained plug-in parameters are saved beside the model
+    extra = read_weights(tmp_path / "run" / "extra.safetensors")
+    assert set(extra) == {"0.head.weight", "0.head.bias"}
+    # the saved config names the curriculum and the loss, and replays them
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["curriculum"]["kind"] == "icot"
+    assert saved["extra_losses"] == [{"kind": "test_column_sums", "weight": 1.0}]
+    assert TrainConfig.from_dict(saved) == COT
+
+
+def test_icot_removes_exactly_the_scheduled_chain_tokens():
+    task = TaskSpec(op="mul", digits_a=2, digits_b=2, format="cot")
+    cfg = TrainConfig(task=task, model=TINY.model, n_train=640, n_test=64, batch_size=32,
+                      curriculum=ICoT(tokens_per_stage=4), max_steps=200)
+    n_chain = task.max_cot_tokens
+    per_epoch = 640 // 32
+    removed = [cfg.spec_at(step).cot_tokens_removed for step in range(0, 200)]
+    assert removed[:per_epoch] == [0] * per_epoch
+    assert [removed[e * per_epoch] for e in range(8)] == [min(4 * e, n_chain) for e in range(8)]
+    assert max(removed) == n_chain and cfg.spec_at(199).cot_tokens_removed == n_chain
+    resets = [s for s in range(200) if cfg.curriculum.resets_optimizer(s, cfg)]
+    assert resets == [e * per_epoch for e in range(1, -(-n_chain // 4) + 1)]
+    # the loss mask follows the visible tokens: every target after '=' and nothing before
+    for step in (0, per_epoch, 3 * per_epoch):
+        spec = cfg.spec_at(step)
+        data = make_dataset(spec, torch.tensor([12, 47]), torch.tensor([34, 38]))
+        full = TaskSpec(op="mul", digits_a=2, digits_b=2, format="cot").render(12, 34)
+        assert spec.render(12, 34) == full[: spec.prompt_len - 1] + \
+            full[spec.prompt_len - 1 + spec.cot_tokens_removed:]
+        assert data.loss_mask[:, spec.prompt_len:].all() and not \
+            data.loss_mask[:, : spec.prompt_len].any()
+        assert data.tokens.shape[1] == spec.seq_len == full_len(task) - spec.cot_tokens_removed
+
+
+def full_len(task):
+    return task.seq_len
+
+
+def test_smoothing_removes_more_tokens_at_seeded_random_steps():
+    task = TaskSpec(op="mul", digits_a=2, digits_b=2, format="cot")
+    cfg = TrainConfig(task=task, model=TINY.model, n_train=640, n_test=64, batch_size=32,
+                      curriculum=ICoT(tokens_per_stage=4, smoothing=1.0, max_extra=3))
+    removed = [cfg.spec_at(s).cot_tokens_removed for s in range(60)]
+    scheduled = [cfg.curriculum.removed_at(s, cfg) for s in range(60)]
+    assert all(0 <= r - s <= 3 for r, s in zip(removed, scheduled, strict=True))
+    assert removed != scheduled and removed == [cfg.spec_at(s).cot_tokens_removed
+                                                for s in range(60)]
+
+
+def test_aux_with_zero_weight_trains_exactly_like_sft(tmp_path):
+    task = TaskSpec(op="mul", digits_a=2, digits_b=2, format="reversed")
+    sft = TrainConfig(**{**TINY.__dict__, "task": task, "max_steps": 8})
+    aux = with_mode(sft, "aux", aux_weight=0.0)
+    assert aux.mode == "aux" and sft.mode == "sft"
+    train(sft, tmp_path / "sft", device="cpu")
+    train(aux, tmp_path / "aux", device="cpu")
+    a, b = _weights(tmp_path / "sft"), _weights(tmp_path / "aux")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    head = read_weights(tmp_path / "aux" / "extra.safetensors")
+    assert {k.split(".", 1)[1] for k in head} >= {"probe.weight", "probe.bias"}
+    # with weight 1 the head learns and the model changes
+    train(with_mode(sft, "aux", aux_weight=1.0), tmp_path / "aux1", device="cpu")
+    c = _weights(tmp_path / "aux1")
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_aux_gradients_reach_only_the_model_and_the_head():
+    task = TaskSpec(op="mul", digits_a=2, digits_b=2, format="reversed")
+    cfg = with_mode(TrainConfig(**{**TINY.__dict__, "task": task}), "aux")
+    model = build_model(cfg.model, task)
+    head = cfg.extra_losses[0].build(cfg)
+    data = make_dataset(task, torch.tensor([12, 47]), torch.tensor([34, 38]))
+    _, acts = run_with_activations(model, data.tokens, head.hook_names)
+    head(acts, data, torch.zeros(0), torch.Generator()).backward()
+    assert all(p.grad is not None for p in head.probe.parameters())
+    touched = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.any()}
+    # the head reads resid_mid of the (only) layer: what comes after it gets no gradient
+    downstream = ("ln2", "mlp", "ln_out", "head.")
+    assert any("tok_embed" in n for n in touched) and any(".attn." in n for n in touched)
+    assert not [n for n in touched if any(d in n for d in downstream)], touched
+
+
+def test_final_checkpoint_records_the_spec_its_last_step_trained(tmp_path):
+    cfg = TrainConfig(**{**COT.__dict__, "extra_losses": (), "max_steps": 9})
+    train(cfg, tmp_path / "run", device="cpu")
+    loaded = load_model(tmp_path / "run")
+    assert loaded.task == cfg.spec_at(8) and loaded.task.cot_tokens_removed == 6
+
+
+def test_weight_decay_only_where_it_belongs(tiny_model):
+    named = list(tiny_model.named_parameters())
+    groups = parameter_groups(named, 0.1)
+    decayed = {id(p) for p in groups[0]["params"]}
+    assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
+    for name, p in named:
+        assert (id(p) in decayed) == (p.ndim >= 2), name  # biases and norm weights: no decay
+    frozen = named[0][1]
+    frozen.requires_grad_(False)
+    try:
+        kept = {id(p) for g in parameter_groups(named, 0.1) for p in g["params"]}
+        assert id(frozen) not in kept  # frozen: no update, no decay
+    finally:
+        frozen.requires_grad_(True)
+    assert [len(g["params"]) for g in parameter_groups(named, 0.1, "all")] == [len(named)]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"task": TaskSpec(op="mul", digits_a=2, digits_b=2), "n_train": 8100},
+     r"n_train \(8100\) \+ n_test \(64\) exceed the 8100 problems"),
+    ({"curriculum": ICoT()}, "curriculum icot trains format 'cot'"),
+    ({"extra_losses": (RunningSumLoss(),)}, "only multiplication has"),
+])
+def test_configs_that_cannot_train_are_refused_before_anything_is_written(tmp_path, kwargs,
+                                                                          message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{**TINY.__dict__, **kwargs})
+    with pytest.raises(ValueError, match="weight"):
+        RunningSumLoss(weight=-1.0)
+
+
+def test_default_training_set_fits_the_task():
+    small = TrainConfig(task=TaskSpec(op="mul", digits_a=2, digits_b=2), n_test=2000)
+    assert small.n_train is None and small.train_size == 8100 - 2000
+    assert TrainConfig().train_size == 50_000
+
+
+def test_unknown_and_wrongly_typed_nested_keys_are_one_line_errors():
+    bad = TINY.to_dict()
+    for data, message in (({**bad, "task": 3}, r"training config.task: expected an object"),
+                          ({**bad, "task": {**bad["task"], "digitz": 3}},
+                           r"training config.task: unknown keys \['digitz'\]"),
+                          ({**bad, "curriculum": {"kind": "nope"}},
+                           r"curriculum.kind: expected one of"),
+                          ({**bad, "lr": "fast"}, r"training config.lr: expected a number")):
+        with pytest.raises(ValueError, match=message) as e:
+            TrainConfig.from_dict(data)
+        assert "\n" not in str(e.value)
 
 
 @pytest.mark.slow

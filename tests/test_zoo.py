@@ -1,13 +1,13 @@
 """The shipped models: small, pickle-free, and as accurate as their records say."""
 
-import json
-
 import pytest
 
+from arithinterp import schema
 from arithinterp.evaluate import evaluate
 from arithinterp.models import ZOO_DIR, load_model, zoo_names
-from arithinterp.pipeline import held_out_split
-from arithinterp.train import TrainConfig, zoo_recipe
+from arithinterp.runs import RunDir
+from arithinterp.stages.job import read_job
+from arithinterp.train import TrainConfig, held_out_split, zoo_recipe
 
 
 def test_zoo_ships_the_addition_models():
@@ -17,13 +17,15 @@ def test_zoo_ships_the_addition_models():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["add3-reversed", "add3-plain"])
 def test_zoo_model_meets_its_recorded_accuracy(name):
-    path = ZOO_DIR / name
-    assert sum(f.stat().st_size for f in path.iterdir()) < 5 * 2**20
-    recorded = json.loads((path / "metrics.json").read_text())
-    trained_with = TrainConfig.from_dict(json.loads((path / "train_config.json").read_text()))
-    assert trained_with == zoo_recipe(name)
-    loaded = load_model(path)
-    test = held_out_split(path, loaded)
+    run = RunDir.open(ZOO_DIR / name)  # the zoo is a set of shipped, complete runs
+    assert run.is_complete and run.problems() == []
+    assert sum(f.stat().st_size for f in run.dir.rglob("*") if f.is_file()) < 5 * 2**20
+    path = run.dir / schema.MODEL
+    recorded = run.load(schema.TRAIN_FINAL, schema.MODEL)
+    trained_with = TrainConfig.from_dict(run.load(schema.TRAIN_CONFIG, schema.MODEL))
+    assert trained_with == zoo_recipe(name) == read_job(run.manifest["config"])[0]
+    loaded = load_model(name)
+    test = held_out_split(path, loaded.task)
     assert len(test) == recorded["n"] == 2000
     result = evaluate(loaded.model, test)
     assert result.exact_match >= 0.99

@@ -3,7 +3,9 @@
 import common
 import streamlit as st
 
-from arithinterp import viz
+from arithinterp import schema, viz
+from arithinterp.components import Component, head_label, layer_label
+from arithinterp.models import facts
 
 run = common.current_run()
 st.title("Attention")
@@ -15,14 +17,14 @@ if task is None:
 else:
     loaded = common.model_of(run)
     if loaded is not None:
-        cfg = loaded.model.cfg
+        shape = facts(loaded.model)
         prompts = common.run_prompts(run, task)
         c1, c2, c3 = st.columns([2, 1, 1])
         source = c1.radio("Prompt", ["pick one of the run's", "type one"], horizontal=True,
                           key="attention_source")
-        layer = c2.selectbox("Layer", range(cfg.n_layers), format_func=lambda x: f"L{x}",
+        layer = c2.selectbox("Layer", range(shape.n_layers), format_func=layer_label,
                              key="attention_layer")
-        head = c3.selectbox("Head", range(cfg.n_heads), format_func=lambda x: f"H{x}",
+        head = c3.selectbox("Head", range(shape.n_heads), format_func=head_label,
                             key="attention_head")
         problem = None
         if source == "type one":
@@ -40,12 +42,14 @@ else:
         if problem is not None:
             pattern, tokens = common.attention_pattern(
                 loaded, common.model_key(run), common.task_key(task), *problem, layer, head)
+            name = Component("head", layer, head).name
             st.plotly_chart(viz.attention_pattern_figure(
-                pattern, tokens, title=f"Attention of L{layer}H{head} on "
-                                       f"{task.render(*problem)}"), key="attention_pattern")
+                pattern, tokens, title=f"Attention of {name} on {task.render(*problem)}"),
+                key="attention_pattern")
 
 st.subheader("Attention on operand digits")
-table = common.table(run, "localize/operand_attention.parquet")
+stage = common.pick_experiment(run, schema.LOCALIZE, key="attention_experiment")
+table = common.read(run, schema.OPERAND_ATTENTION, stage) if stage else None
 if table is not None and len(table):
     st.caption("For each head: the attention from the position that predicts answer digit "
                "c_k to each operand digit (a0 = least significant) and to everything else, "

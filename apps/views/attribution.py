@@ -3,17 +3,20 @@
 import common
 import streamlit as st
 
-from arithinterp import viz
+from arithinterp import schema, viz
 
 run = common.current_run()
 st.title("Attribution")
-summary = common.load_json(run, "localize/summary.json", quiet=True) or {}
+stage = common.pick_experiment(run, schema.LOCALIZE, key="attribution_experiment")
+if stage is None:
+    st.stop()
+summary = common.read(run, schema.LOCALIZE_SUMMARY, stage, quiet=True) or {}
 if summary:
     st.caption(f"Pairs changing **{summary.get('change', '?')}**, metric "
                f"**{summary.get('metric', '?')}** at position {summary.get('metric_pos', '?')}.")
 
 st.subheader("Direct logit attribution")
-dla = common.table(run, "localize/dla.parquet")
+dla = common.read(run, schema.DLA, stage)
 if dla is not None:
     if dla.empty:
         st.info("DLA decomposes a logit difference; this run's localization used another metric.")
@@ -22,31 +25,31 @@ if dla is not None:
         st.caption(f"Components sum to the mean logit difference: {dla['value'].sum():.3f}.")
 
 st.subheader("Logit lens")
-lens = common.table(run, "localize/logit_lens.parquet")
+lens = common.read(run, schema.LOGIT_LENS, stage)
 if lens is not None and len(lens):
     value = st.radio("Value", ["accuracy", "mean_prob", "mean_rank"], horizontal=True,
                      key="attribution_lens_value")
     st.plotly_chart(viz.logit_lens_figure(lens, value=value), key="attribution_lens")
 
 st.subheader("Attribution patching vs exact patching")
-attribution = common.table(run, "localize/attribution.parquet")
-exact = common.table(run, "localize/patching.parquet", quiet=True)
+attribution = common.read(run, schema.ATTRIBUTION, stage)
+exact = common.read(run, schema.PATCHING, stage, quiet=True)
 if attribution is not None and exact is not None and len(attribution):
-    grids = list(dict.fromkeys(attribution["site"] + attribution["by_pos"].map(
-        {True: " by position", False: " all positions"})))
+    grid_names = attribution["site"] + attribution["by_pos"].map(
+        {True: " by position", False: " all positions"})
+    grids = list(dict.fromkeys(grid_names))
     choice = st.multiselect("Grids", grids, default=grids, key="attribution_grids")
     if choice:
-        keep = (attribution["site"] + attribution["by_pos"].map(
-            {True: " by position", False: " all positions"})).isin(choice)
         value = st.radio("Value", ["normalized", "value"], horizontal=True,
                          key="attribution_value")
-        st.plotly_chart(viz.attribution_scatter_figure(attribution[keep], exact, value=value),
+        st.plotly_chart(viz.attribution_scatter_figure(attribution[grid_names.isin(choice)],
+                                                       exact, value=value),
                         key="attribution_scatter")
-    agreement = common.table(run, "localize/attribution_vs_exact.parquet", quiet=True)
+    agreement = common.read(run, schema.ATTRIBUTION_VS_EXACT, stage, quiet=True)
     if agreement is not None:
         st.dataframe(agreement, hide_index=True)
 
 st.subheader("Path patching")
-paths = common.table(run, "localize/paths.parquet")
+paths = common.read(run, schema.PATHS, stage)
 if paths is not None and len(paths):
     st.plotly_chart(viz.paths_figure(paths), key="attribution_paths")

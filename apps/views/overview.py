@@ -4,7 +4,7 @@ import common
 import pandas as pd
 import streamlit as st
 
-from arithinterp import viz
+from arithinterp import schema, viz
 
 run = common.current_run()
 st.title(f"Run {run.name}")
@@ -18,7 +18,8 @@ left, right = st.columns(2)
 with left:
     st.subheader("Task")
     if task is None:
-        st.info(f"Run **{run.name}** records no task (no `model/config.json`).")
+        st.info(f"Run **{run.name}** records no task (no "
+                f"`{schema.CHECKPOINT_CONFIG.at(schema.MODEL)}`).")
     else:
         a, b = common.example_problem(task)
         st.markdown(f"**{task.name}** — `{task.render(a, b)}` "
@@ -26,18 +27,18 @@ with left:
         st.caption("positions: " + " ".join(task.position_labels()))
 with right:
     st.subheader("Model")
-    cfg = common.load_json(run, "model/config.json", quiet=True)
+    cfg = common.read(run, schema.CHECKPOINT_CONFIG, schema.MODEL, quiet=True)
     if cfg is None:
-        st.info(common.missing_message(run, "model/config.json"))
+        st.info(common.missing_message(run, schema.CHECKPOINT_CONFIG.at(schema.MODEL)))
     else:
         spec = cfg.get("model", {})
         st.markdown(", ".join(f"{k} **{v}**" for k, v in spec.items() if v is not None))
-    source = common.model_path(run)
+    source = run.stage_summary(schema.MODEL).get("source")
     if source is not None:
-        st.caption(f"checkpoint: `{source}`")
+        st.caption(f"model from `{source}`")
 
 st.subheader("Held-out accuracy")
-summary = common.load_json(run, "evaluate/summary.json")
+summary = common.read(run, schema.EVAL_SUMMARY, schema.EVALUATE)
 if summary is not None:
     cols = st.columns(3)
     cols[0].metric("exact match", f"{summary['exact_match']:.3f}")
@@ -48,28 +49,29 @@ if summary is not None:
         st.plotly_chart(viz.digit_accuracy_figure(summary["digit_accuracy"]),
                         key="overview_digits")
     with right:
-        by_carries = common.table(run, "evaluate/by_carries.parquet")
+        by_carries = common.read(run, schema.EVAL_BY_CARRIES, schema.EVALUATE)
         if by_carries is not None and len(by_carries):
             st.plotly_chart(viz.accuracy_by_carries_figure(by_carries), key="overview_carries")
-    examples = common.table(run, "evaluate/examples.parquet", quiet=True)
-    if examples is not None and "correct" in examples:
+    examples = common.read(run, schema.EVAL_EXAMPLES, schema.EVALUATE, quiet=True)
+    if examples is not None:
         wrong = examples[~examples["correct"]]
         with st.expander(f"Wrong answers ({len(wrong)} of {len(examples)})"):
             st.dataframe(wrong.sort_values(["n_wrong_digits", "n_carries"], ascending=False)
                          .head(50), hide_index=True)
 
 st.subheader("Training")
-curve = common.table(run, "model/training_curve.parquet", quiet=True)
+curve = common.read(run, schema.TRAINING_CURVE, schema.MODEL, quiet=True)
 if curve is None:
-    st.info(f"Run **{run.name}** has no `model/training_curve.parquet` (a pretrained model or a "
-            "checkpoint without a metrics log).")
+    st.info(f"Run **{run.name}** has no `{schema.TRAINING_CURVE.at(schema.MODEL)}` (a "
+            "pretrained model or a checkpoint without a metrics log).")
 elif curve.empty:
     st.info("The training curve is empty.")
 else:
     st.plotly_chart(viz.training_curve_figure(curve), key="overview_training")
 
 with st.expander("Stages and artifacts"):
-    stages = pd.DataFrame([{"stage": k, "status": v.get("status"), "finished": v.get("finished")}
+    stages = pd.DataFrame([{"stage": k, "kind": v.get("stage"), "status": v.get("status"),
+                            "finished": v.get("finished"), "error": v.get("error")}
                            for k, v in m["stages"].items()])
     st.dataframe(stages, hide_index=True)
     st.dataframe(pd.DataFrame([{"artifact": k, **v} for k, v in m["artifacts"].items()]),

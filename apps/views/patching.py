@@ -1,28 +1,27 @@
-"""Patching: exact activation patching grids from `localize/`, clickable.
+"""Patching: exact activation patching grids of one localization experiment, clickable.
 
 Three heatmaps (layer × position, layer × head, head × position for one layer), with a
 raw / normalized switch and site and direction choices. Clicking a cell selects that
-component: its effect over the prompts (per-prompt values from `patching.safetensors`) and,
-for a head, its attention pattern on one of the run's prompts (a live forward pass).
+component: its effect over the prompts (per-prompt values the library stored, each prompt
+normalized by its own clean and corrupted metric) and, for a head, its attention pattern
+on one of the run's prompts (a live forward pass).
 """
+
+import json
 
 import common
 import pandas as pd
 import streamlit as st
 
-from arithinterp import viz
+from arithinterp import schema, viz
+from arithinterp.components import Component, layer_label
 
 METRICS = {"normalized": "normalized (0 = corrupted, 1 = clean)", "value": "raw metric"}
 
 
-def grid_key(cell: dict) -> str:
-    """The per-prompt tensor of a cell's grid in `patching.safetensors`."""
-    return f"{cell['site']}_{'pos' if cell['by_pos'] else 'all'}_{cell['direction']}"
-
-
 def cell_label(cell: dict, labels: list[str]) -> str:
-    head = cell.get("head")
-    comp = f"L{cell['layer']}H{head}" if head is not None else f"L{cell['layer']}"
+    comp = Component("head", cell["layer"], cell["head"]).name if cell.get("head") is not None \
+        else layer_label(cell["layer"])
     where = (f" at {labels[cell['pos']]}" if cell.get("pos") is not None
              and cell["pos"] < len(labels) else "" if cell.get("pos") is not None
              else " (all positions)")
@@ -55,14 +54,17 @@ def _cell(row) -> dict:
 
 run = common.current_run()
 st.title("Activation patching")
-P = common.table(run, "localize/patching.parquet")
+stage = common.pick_experiment(run, schema.LOCALIZE, key="patching_experiment")
+if stage is None:
+    st.stop()
+P = common.read(run, schema.PATCHING, stage)
 if P is None:
     st.stop()
 if P.empty:
     st.info(f"Run **{run.name}** has an empty patching table.")
     st.stop()
-summary = common.load_json(run, "localize/summary.json", quiet=True) or {}
-task = common.task_of(run)
+summary = common.read(run, schema.LOCALIZE_SUMMARY, stage, quiet=True) or {}
+task = common.task_of(run, stage)
 labels = summary.get("position_labels") or (task.position_labels() if task else [])
 if summary:
     st.caption(f"{summary.get('n_pairs', '?')} minimal pairs changing "
@@ -70,6 +72,8 @@ if summary:
                f"(clean {summary.get('clean_metric', float('nan')):.3f}, corrupted "
                f"{summary.get('corrupted_metric', float('nan')):.3f}). Denoise copies clean "
                "activations into the corrupted run; noise the reverse. Click a cell.")
+    for warning in summary.get("warnings", []):
+        st.warning(warning)
 
 c1, c2 = st.columns(2)
 value = c1.radio("Metric", list(METRICS), format_func=METRICS.get, horizontal=True,
@@ -120,10 +124,11 @@ else:
     site = c1.selectbox("Head site", list(dict.fromkeys(heads_pos["site"])),
                         key="patching_site_head_pos")
     layers = sorted(int(x) for x in heads_pos["layer"].unique())
-    layer = c2.selectbox("Layer", layers, format_func=lambda x: f"L{x}", key="patching_layer")
+    layer = c2.selectbox("Layer", layers, format_func=layer_label, key="patching_layer")
     grid = heads_pos[(heads_pos["site"] == site) & (heads_pos["layer"] == layer)]
     fig = viz.patching_figure(grid, rows="head", cols="pos", value=value,
-                              title=f"Head × position: L{layer} {site}, {direction} ({value})")
+                              title=f"Head × position: {layer_label(layer)} {site}, {direction} "
+                                    f"({value})")
     click = common.new_click(common.heatmap(fig, "patching_head_pos"), "patching_head_pos")
     if click:
         clicked = {"site": site, "by_pos": True, "direction": direction, "layer": layer,
@@ -143,20 +148,23 @@ st.caption(f"normalized effect {row['normalized']:.3f} · mean patched metric {r
               else " · the strongest head, until you click a cell"))
 left, right = st.columns(2)
 with left:
-    values = common.tensors(run, "localize/patching.safetensors")
-    if values is not None:
-        key = grid_key(cell)
-        if key not in values:
-            st.info(f"`localize/patching.safetensors` has no per-prompt values for grid {key}.")
+    stored = common.read(run, schema.PATCHING_VALUES, stage)
+    if stored is not None:
+        values, metadata = stored
+        grid = schema.grid_key(cell["site"], cell["by_pos"], cell["direction"])
+        keys = schema.prompt_keys(grid)
+        if keys["values"] not in values:
+            st.info(f"`{schema.PATCHING_VALUES.at(stage)}` has no per-prompt values for grid "
+                    f"{grid}.")
         else:
-            idx = [cell["layer"]] + [cell[k] for k in ("head", "pos") if cell[k] is not None]
-            per_prompt = values[key][tuple(idx)]
-            clean, corrupted = summary.get("clean_metric"), summary.get("corrupted_metric")
-            x_title = summary.get("metric", "patched metric")
-            if value == "normalized" and clean is not None and corrupted is not None \
-                    and abs(clean - corrupted) > 1e-9:
-                per_prompt = (per_prompt - corrupted) / (clean - corrupted)
-                clean, corrupted, x_title = 1.0, 0.0, "normalized effect"
+            axes = json.loads(metadata.get(grid, "[]"))
+            idx = tuple(cell[a] for a in axes if a != "batch")
+            normalized = value == "normalized"
+            per_prompt = values[keys["normalized" if normalized else "values"]][idx]
+            clean = 1.0 if normalized else float(values[keys["clean"]].mean())
+            corrupted = 0.0 if normalized else float(values[keys["corrupted"]].mean())
+            x_title = "normalized effect (each prompt by its own clean and corrupted metric)" \
+                if normalized else summary.get("metric", "patched metric")
             fig = viz.effect_distribution_figure(
                 per_prompt.astype(float), clean=clean, corrupted=corrupted, x_title=x_title,
                 title=f"Effect over {len(per_prompt)} prompts")
@@ -168,7 +176,7 @@ with right:
     elif task is None:
         st.info("This run records no task: no prompts to show attention on.")
     else:
-        loaded = common.model_of(run)
+        loaded = common.model_of(run, task)
         if loaded is not None:
             prompts = common.run_prompts(run, task)
             i = st.selectbox("Prompt", range(len(prompts)), key="patching_prompt",
@@ -177,18 +185,19 @@ with right:
             pattern, tokens = common.attention_pattern(
                 loaded, common.model_key(run), common.task_key(task), a, b, cell["layer"],
                 cell["head"])
+            head = Component("head", cell["layer"], cell["head"]).name
             st.plotly_chart(viz.attention_pattern_figure(
-                pattern, tokens, title=f"Attention of L{cell['layer']}H{cell['head']} on "
-                                       f"{task.render(a, b)}"), key="patching_attention")
+                pattern, tokens, title=f"Attention of {head} on {task.render(a, b)}"),
+                key="patching_attention")
 
 st.divider()
 st.subheader("Ranking and knockout")
 left, right = st.columns(2)
 with left:
-    ranking = common.table(run, "localize/ranking.parquet")
+    ranking = common.read(run, schema.RANKING, stage)
     if ranking is not None:
         st.dataframe(ranking, hide_index=True, key="patching_ranking")
 with right:
-    knockout = common.table(run, "localize/knockout.parquet")
+    knockout = common.read(run, schema.KNOCKOUT, stage)
     if knockout is not None and len(knockout):
         st.plotly_chart(viz.knockout_figure(knockout), key="patching_knockout")

@@ -5,48 +5,20 @@ changed). Everything is computed on the fly from the run's model (loaded once)."
 import json
 
 import common
-import pandas as pd
 import streamlit as st
 import torch
 
 from arithinterp import viz
-from arithinterp.tasks import TaskSpec, compute_metadata
+from arithinterp.tasks import TaskSpec
 from arithinterp.tasks.corrupt import corrupt_problem
 
 
 @st.cache_data(show_spinner="Running the model…", max_entries=256)
-def answer_and_top(_loaded, model_key: str, task_json: str, a: int, b: int, k: int = 3):
-    """Greedy continuation of the prompt, and the top-k next tokens at each generated position
-    (read from one forward pass over the model's own continuation)."""
-    from arithinterp.evaluate import run_greedy
-    from arithinterp.tasks import make_dataset
-    from arithinterp.tasks.vocab import TOKENS, decode
+def prediction(_loaded, model_key: str, task_json: str, a: int, b: int):
+    """The model's greedy answer to (a, b) and its top-3 next tokens per position."""
+    from arithinterp.evaluate import predict_problem
 
-    task = TaskSpec(**json.loads(task_json))
-    data = make_dataset(task, torch.tensor([a]), torch.tensor([b]))
-    p = task.prompt_len
-    generated = run_greedy(_loaded.model, data.prompts, task.seq_len - p)
-    sequence = torch.cat([data.prompts, generated], dim=1)
-    with torch.inference_mode():
-        probs = _loaded.model(sequence)[0].float().softmax(-1)
-    labels = task.position_labels()
-    rows = []
-    for pos in range(p, task.seq_len):
-        top = probs[pos - 1].topk(k)
-        row = {"position": pos, "label": labels[pos], "expected": TOKENS[data.tokens[0, pos]],
-               "generated": TOKENS[sequence[0, pos]]}
-        for r, (pr, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist(),
-                                          strict=True)):
-            row[f"top {r + 1}"] = f"{TOKENS[idx]} ({pr:.3f})"
-        rows.append(row)
-    digits = [sequence[0, q].item() for q in task.answer_positions()]
-    sign = TOKENS[sequence[0, task.sign_position()]] if task.signed else ""
-    checked = task.answer_positions() + ([task.sign_position()] if task.signed else [])
-    return {"sign": sign, "generated": decode(generated[0], skip_special=False),
-            "expected": decode(data.tokens[0, p:], skip_special=False),
-            "answer_digits": [TOKENS[i] for i in digits],
-            "correct": bool((sequence[0, checked] == data.tokens[0, checked]).all()),
-            "top": pd.DataFrame(rows)}
+    return predict_problem(_loaded.model, TaskSpec(**json.loads(task_json)), a, b)
 
 
 @st.cache_data(show_spinner="Patching…", max_entries=256)
@@ -64,24 +36,10 @@ def live_patching(_loaded, model_key: str, task_json: str, clean: tuple[int, int
     digit = default_digit(pairs)
     metric = answer_metric(pairs, digit)
     result = sweep_patching(_loaded.model, pairs, PatchSpec(site), metric)
+    frame = result.to_frame(allow_unnormalized=True)
     info = {"digit": digit, "metric": metric.label, "clean": float(result.clean.mean()),
-            "corrupted": float(result.corrupted.mean()), "normalized": True}
-    try:
-        frame = result.to_frame()
-    except ValueError:  # clean ≈ corrupted: no normalized effect, show the raw metric
-        info["normalized"] = False
-        mean = result.mean()
-        idx = torch.cartesian_prod(*(torch.arange(n) for n in mean.shape)).reshape(
-            -1, mean.ndim).tolist()
-        frame = pd.DataFrame([{**dict(zip(result.spec.axes, i, strict=True)),
-                               "value": float(mean[tuple(i)]), "normalized": float("nan")}
-                              for i in idx])
-        if "head" not in frame:
-            frame["head"] = None
-        frame["token"] = [result.pos_labels[p] for p in frame["pos"]]
-        frame["component"] = [f"L{r.layer}H{r.head}" if site == "z" else f"L{r.layer}"
-                              for r in frame.itertuples()]
-        frame = frame.assign(site=site, by_pos=True, direction="denoise")
+            "corrupted": float(result.corrupted.mean()),
+            "normalized": bool(frame["normalized"].notna().any())}
     return frame, info
 
 
@@ -104,19 +62,15 @@ except ValueError as e:
     st.error(f"Invalid problem: {e}")
     st.stop()
 
-out = answer_and_top(loaded, key, tkey, a, b)
-msb_first = "".join(reversed(out["answer_digits"]))  # answer_digits: least significant first
-answer = str(int(msb_first)) if msb_first.isdigit() else msb_first
-if task.signed and out["sign"] == "-":
-    answer = "-" + answer
+out = prediction(loaded, key, tkey, a, b)
 c1, c2, c3 = st.columns(3)
-c1.metric("model's answer", answer, help=f"generated tokens: {out['generated']}")
-c2.metric("correct answer", str(compute_metadata(task, a, b).answer))
-c3.metric("verdict", "correct" if out["correct"] else "wrong")
-st.markdown(f"Generated: `{task.render_prompt(a, b)}{out['generated']}` · expected "
-            f"`{task.render_prompt(a, b)}{out['expected']}`")
+c1.metric("model's answer", out.answer, help=f"generated tokens: {out.generated}")
+c2.metric("correct answer", out.correct_answer)
+c3.metric("verdict", "correct" if out.correct else "wrong")
+st.markdown(f"Generated: `{task.render_prompt(a, b)}{out.generated}` · expected "
+            f"`{task.render_prompt(a, b)}{out.expected}`")
 st.subheader("Top predictions per position")
-st.dataframe(out["top"], hide_index=True, key="playground_top")
+st.dataframe(out.top, hide_index=True, key="playground_top")
 
 st.subheader("Live patching against a corrupted partner")
 c1, c2, c3 = st.columns(3)

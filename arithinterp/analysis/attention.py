@@ -13,7 +13,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from arithinterp.cache import check_batch_size
-from arithinterp.models import HookedModel, act_name
+from arithinterp.components import Component, hook_name
+from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.tasks import Dataset, TaskSpec
 
 
@@ -30,14 +31,14 @@ def compute_attention_patterns(
     *, batch_size: int = 256,
 ) -> Float[Tensor, "batch query_pos key_pos"]:
     """Attention pattern of head `layer`.`head` (rows: queries, each sums to 1), on the CPU."""
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    n_layers, n_heads = facts(model).n_layers, facts(model).n_heads
     if not 0 <= layer < n_layers:
         raise ValueError(f"layer must be in 0..{n_layers - 1}, got {layer}")
     if not 0 <= head < n_heads:
         raise ValueError(f"head must be in 0..{n_heads - 1}, got {head}")
     check_batch_size(batch_size)
-    name = act_name("pattern", layer)
-    device = next(model.parameters()).device
+    name = hook_name("pattern", layer)
+    device = device_of(model)
     out = []
     for start in range(0, tokens.shape[0], batch_size):
         _, cache = model.run_with_cache(tokens[start : start + batch_size].to(device),
@@ -51,7 +52,7 @@ def _operand_attention_batch(
     model: HookedModel, tokens: Int[Tensor, "batch pos"], spec: TaskSpec
 ) -> Float[Tensor, "batch layer head digit key"]:
     """Attention from each answer digit's query position to each key group."""
-    names = [act_name("pattern", L) for L in range(model.cfg.n_layers)]
+    names = [hook_name("pattern", L) for L in range(facts(model).n_layers)]
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     queries = [p - 1 for p in spec.answer_positions()]
     patterns = torch.stack([cache[n][:, :, queries] for n in names], dim=1)
@@ -68,7 +69,7 @@ def compute_operand_attention(
     """
     check_batch_size(batch_size)
     spec = data.spec
-    device = next(model.parameters()).device
+    device = device_of(model)
     per_prompt = torch.cat([
         _operand_attention_batch(model, data.tokens[s : s + batch_size].to(device), spec).cpu()
         for s in range(0, len(data), batch_size)
@@ -78,10 +79,11 @@ def compute_operand_attention(
     groups = _key_groups(spec)
     queries = [p - 1 for p in spec.answer_positions()]
     rows = [
-        {"layer": L, "head": h, "component": f"L{L}H{h}", "digit": k, "query_pos": q,
+        {"layer": L, "head": h, "component": Component("head", L, h).name, "digit": k,
+         "query_pos": q,
          "key": key, "key_pos": ps[0] if key != "other" else None,
          "attention": float(mean[L, h, k, j]), "std": float(std[L, h, k, j])}
-        for L in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)
+        for L in range(facts(model).n_layers) for h in range(facts(model).n_heads)
         for k, q in enumerate(queries) for j, (key, ps) in enumerate(groups)
     ]
     df = pd.DataFrame(rows)

@@ -19,57 +19,49 @@ from torch import Tensor
 
 from arithinterp.analysis.metrics import AnswerMetric
 from arithinterp.cache import check_batch_size
-from arithinterp.models import HookedModel, act_name
+from arithinterp.components import Component, hook_name, layer_label
+from arithinterp.models import (
+    HookedModel,
+    device_of,
+    facts,
+    head_out_weights,
+    readout,
+    run_readout,
+)
 from arithinterp.tasks import Dataset
 
 
-# ---- TransformerLens surface: every TL-internal access of this module (move to models.py) ---
-def _final_norm(model: HookedModel) -> tuple[str | None, Tensor | None, Tensor | None]:
-    """(normalization_type, effective weight, bias) of ln_final; weight None = identity."""
-    kind = model.cfg.normalization_type
-    if kind is None:
-        return None, None, None
-    norm = model.ln_final
-    weight = norm.weight + 1 if getattr(model.cfg, "rmsnorm_uses_offset", False) else norm.weight
-    return kind, weight, getattr(norm, "bias", None) if kind == "LN" else None
-
-
-def _has_pos_embed(model: HookedModel) -> bool:
-    return model.cfg.positional_embedding_type == "standard"
-
-
-def _readout(
-    model: HookedModel, resid: Float[Tensor, "*rest d_model"]
-) -> Float[Tensor, "*rest d_vocab"]:
-    """Logits of a residual stream through the model's own ln_final (fresh scale) and unembed."""
-    return model.unembed(model.ln_final(resid))
-
-
 # ---- DLA -----------------------------------------------------------------------------------
+def _has_pos_embed(model: HookedModel) -> bool:
+    return facts(model).positional == "standard"
+
+
 def _dla_labels(model: HookedModel) -> list[tuple[str, int | None, int | None, str]]:
     """(component, layer, head, kind) per row, in residual-stream order."""
+    f = facts(model)
     rows: list[tuple[str, int | None, int | None, str]] = [("embed", None, None, "embed")]
     if _has_pos_embed(model):
         rows.append(("pos_embed", None, None, "pos_embed"))
-    for layer in range(model.cfg.n_layers):
-        rows += [(f"L{layer}H{h}", layer, h, "head") for h in range(model.cfg.n_heads)]
-        if not model.cfg.attn_only:
-            rows.append((f"L{layer}.mlp", layer, None, "mlp"))
+    for layer in range(f.n_layers):
+        rows += [(Component("head", layer, h).name, layer, h, "head") for h in range(f.n_heads)]
+        if not f.attn_only:
+            rows.append((Component("mlp", layer).name, layer, None, "mlp"))
     rows.append(("b_O", None, None, "bias"))
-    if _final_norm(model)[2] is not None:
+    if readout(model).norm_bias is not None:
         rows.append(("ln_final.b", None, None, "bias"))
     rows.append(("b_U", None, None, "bias"))
     return rows
 
 
 def _dla_hooks(model: HookedModel) -> set[str]:
-    names = {act_name("embed")} | {act_name("z", L) for L in range(model.cfg.n_layers)}
+    f = facts(model)
+    names = {hook_name("embed")} | {hook_name("z", L) for L in range(f.n_layers)}
     if _has_pos_embed(model):
-        names.add(act_name("pos_embed"))
-    if not model.cfg.attn_only:
-        names |= {act_name("mlp_out", L) for L in range(model.cfg.n_layers)}
-    if model.cfg.normalization_type is not None:
-        names.add(act_name("scale"))
+        names.add(hook_name("pos_embed"))
+    if not f.attn_only:
+        names |= {hook_name("mlp_out", L) for L in range(f.n_layers)}
+    if f.normalization is not None:
+        names.add(hook_name("scale"))
     return names
 
 
@@ -80,27 +72,28 @@ def _dla_batch(
     """Per-prompt DLA rows (in `_dla_labels` order) for one batch."""
     hooks = _dla_hooks(model)
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
-    cfg = model.cfg
-    parts = [cache[act_name("embed")][:, pos, None]]
+    f = facts(model)
+    W_O, b_O = head_out_weights(model)
+    parts = [cache[hook_name("embed")][:, pos, None]]
     if _has_pos_embed(model):
-        parts.append(cache[act_name("pos_embed")][:, pos, None])
-    for layer in range(cfg.n_layers):
-        z = cache[act_name("z", layer)][:, pos]
-        parts.append(torch.einsum("bhd,hdm->bhm", z, model.W_O[layer]))
-        if not cfg.attn_only:
-            parts.append(cache[act_name("mlp_out", layer)][:, pos, None])
-    parts.append(model.b_O.sum(0).expand(len(tokens), 1, -1))
+        parts.append(cache[hook_name("pos_embed")][:, pos, None])
+    for layer in range(f.n_layers):
+        z = cache[hook_name("z", layer)][:, pos]
+        parts.append(torch.einsum("bhd,hdm->bhm", z, W_O[layer]))
+        if not f.attn_only:
+            parts.append(cache[hook_name("mlp_out", layer)][:, pos, None])
+    parts.append(b_O.sum(0).expand(len(tokens), 1, -1))
     comps = torch.cat(parts, dim=1)  # [batch, component, d_model]
-    kind, weight, bias = _final_norm(model)
-    if kind == "LN":  # LN centers its input; centering is linear, so it splits per component
+    out = readout(model)
+    if out.norm == "LN":  # LN centers its input; centering is linear, so it splits per component
         comps = comps - comps.mean(-1, keepdim=True)
-    if kind is not None:
-        comps = comps / cache[act_name("scale")][:, pos, None] * weight
-    direction = (model.W_U[:, correct] - model.W_U[:, wrong]).T  # [batch, d_model]
+    if out.norm is not None:
+        comps = comps / cache[hook_name("scale")][:, pos, None] * out.norm_weight
+    direction = (out.W_U[:, correct] - out.W_U[:, wrong]).T  # [batch, d_model]
     rows = [torch.einsum("bcm,bm->bc", comps, direction)]
-    if bias is not None:
-        rows.append((direction @ bias)[:, None])
-    rows.append((model.b_U[correct] - model.b_U[wrong])[:, None])
+    if out.norm_bias is not None:
+        rows.append((direction @ out.norm_bias)[:, None])
+    rows.append((out.b_U[correct] - out.b_U[wrong])[:, None])
     return torch.cat(rows, dim=1)
 
 
@@ -111,10 +104,9 @@ def compute_dla_per_prompt(
     """Per-prompt DLA to the logit diff (correct − wrong) and row labels; rows sum to it."""
     if metric.kind != "logit_diff":
         raise ValueError(f"DLA decomposes a logit difference; metric.kind is {metric.kind!r}")
-    if len(metric.correct) != len(data):
-        raise ValueError(f"metric has {len(metric.correct)} prompts but data has {len(data)}")
+    metric.check(len(data), data.tokens.shape[1], facts(model).d_vocab)
     check_batch_size(batch_size)
-    device = next(model.parameters()).device
+    device = device_of(model)
     out = []
     for start in range(0, len(data), batch_size):
         sl = slice(start, start + batch_size)
@@ -146,8 +138,9 @@ def compute_dla(
 # ---- logit lens ----------------------------------------------------------------------------
 def _lens_stages(model: HookedModel) -> list[tuple[str, int | None, str]]:
     """(stage, layer, hook name): the embeddings, then each block's resid_post."""
-    stages: list[tuple[str, int | None, str]] = [("embed", None, act_name("resid_pre", 0))]
-    return stages + [(f"L{L}", L, act_name("resid_post", L)) for L in range(model.cfg.n_layers)]
+    stages: list[tuple[str, int | None, str]] = [("embed", None, hook_name("resid_pre", 0))]
+    return stages + [(layer_label(L), L, hook_name("resid_post", L))
+                     for L in range(facts(model).n_layers)]
 
 
 @torch.inference_mode()
@@ -164,13 +157,13 @@ def compute_logit_lens(model: HookedModel, data: Dataset, *, batch_size: int = 2
     queries = [p - 1 for p in targets]
     stages = _lens_stages(model)
     hooks = {s[2] for s in stages}
-    device = next(model.parameters()).device
+    device = device_of(model)
     acc, rank, prob = [], [], []  # each: [stage, batch, digit] per batch
     for start in range(0, len(data), batch_size):
         tokens = data.tokens[start : start + batch_size].to(device)
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
         correct = tokens[:, targets]
-        logits = torch.stack([_readout(model, cache[s[2]][:, queries]) for s in stages])
+        logits = torch.stack([run_readout(model, cache[s[2]][:, queries]) for s in stages])
         picked = logits.gather(-1, correct.expand(len(stages), -1, -1)[..., None])
         acc.append((logits.argmax(-1) == correct).float().cpu())
         rank.append((logits > picked).sum(-1).float().cpu())

@@ -11,8 +11,9 @@ also every position for the all-positions head grids. The metric follows `metric
 clean answer.
 
 The result is a `patching.PatchResult` on the same grid as `sweep_patching` (values are
-per-prompt estimates [*grid, batch]), labelled with the metric name plus
-`ESTIMATE_SUFFIX`; `compare_with_exact` scores an estimate against the exact sweep.
+per-prompt estimates [*grid, batch]) with ``method="attribution"``; `compare_with_exact`
+scores an estimate against the exact sweep. resid_mid is the true residual stream after
+attention: its gradient is taken at the attention output (resid_mid = resid_pre + attn_out).
 The whole batch goes through one backward pass: prompts do not interact, so each
 prompt's gradient is its own.
 """
@@ -26,17 +27,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from arithinterp.analysis.metrics import AnswerMetric
+from arithinterp.analysis.metrics import AnswerMetric, check_finite
 from arithinterp.analysis.patching import (
     RESID_SITES,
     Direction,
     PatchResult,
     PatchSpec,
+    check_request,
 )
-from arithinterp.models import HookedModel, act_name
+from arithinterp.components import hook_name
+from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.tasks import PromptPairs
-
-ESTIMATE_SUFFIX = " (attribution)"
 
 
 def sweep_attribution(
@@ -44,21 +45,23 @@ def sweep_attribution(
     *, direction: Direction = "denoise",
 ) -> PatchResult:
     """Linear estimate of the patched metric for every cell of spec's grid (1 = clean, as
-    in exact patching once normalized); metric label ends with ESTIMATE_SUFFIX."""
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    in exact patching once normalized); the result's method is 'attribution'."""
+    check_request(model, pairs, metric, direction)
     if model.training:
         raise ValueError("model is in training mode: call model.eval() first, or dropout makes "
                          "the clean and corrupted runs incomparable")
     if torch.is_inference_mode_enabled():
         raise ValueError("sweep_attribution needs gradients: call it outside "
                          "torch.inference_mode()")
-    device = next(model.parameters()).device
+    device = device_of(model)
     clean_tokens = pairs.clean.tokens.to(device)
     corrupt_tokens = pairs.corrupt.tokens.to(device)
     base_tokens, donor_tokens = ((corrupt_tokens, clean_tokens) if direction == "denoise"
                                  else (clean_tokens, corrupt_tokens))
-    names = [act_name(spec.site, layer) for layer in range(model.cfg.n_layers)]
+    layers = range(facts(model).n_layers)
+    mid = spec.site == "resid_mid"
+    sites = ("resid_pre", "attn_out") if mid else (spec.site,)
+    names = [hook_name(site, layer) for layer in layers for site in sites]
 
     base_acts, grads, base_score = _run_with_gradients(model, base_tokens, names, metric)
     with torch.inference_mode():
@@ -66,19 +69,19 @@ def sweep_attribution(
             donor_tokens, names_filter=lambda n: n in names)
         donor_score = metric(donor_logits)
 
+    def act(cache, layer: int) -> Tensor:  # a dict or an ActivationCache
+        return sum(cache[hook_name(site, layer)] for site in sites)
+
     with torch.no_grad():
-        per_layer = [_cell_sums(spec, (donor_cache[n] - base_acts[n]) * grads[n]) for n in names]
+        per_layer = [_cell_sums(spec, (act(donor_cache, L) - act(base_acts, L))
+                                * grads[hook_name(sites[-1], L)]) for L in layers]
         values = torch.stack(per_layer) + base_score
+    check_finite(values, f"the attribution estimates of {spec.site}")
     clean, corrupted = ((donor_score, base_score) if direction == "denoise"
                         else (base_score, donor_score))
-    return PatchResult(spec, direction, metric.label + ESTIMATE_SUFFIX, values.cpu(),
+    return PatchResult(spec, direction, metric.label, values.cpu(),
                        clean.detach().cpu().clone(), corrupted.detach().cpu().clone(),
-                       pairs.clean.spec.position_labels())
-
-
-def is_attribution(result: PatchResult) -> bool:
-    """Whether a PatchResult holds attribution estimates rather than exact patching."""
-    return result.metric.endswith(ESTIMATE_SUFFIX)
+                       pairs.clean.spec.position_labels(), method="attribution")
 
 
 def _capture_hook(act: Tensor, hook, *, name: str, acts: dict[str, Tensor],

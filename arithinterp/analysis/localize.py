@@ -21,47 +21,25 @@ metric(no ablation) - metric(condition), so a harmful ablation has a positive dr
 
 from __future__ import annotations
 
-import re
+import math
+from collections.abc import Sequence
 from functools import partial
 from typing import Literal
 
 import pandas as pd
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
-from arithinterp.models import HookedModel, act_name
+from arithinterp.components import KIND_ORDER, Component, all_components, check_component
+from arithinterp.evaluate import score_answers
+from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.tasks import Dataset
 
-Kind = Literal["head", "mlp", "attn"]
 Method = Literal["zero", "mean", "resample"]
 METHODS: tuple[str, ...] = ("zero", "mean", "resample")
-KIND_ORDER = {"attn": 0, "head": 1, "mlp": 2}  # within a layer, in forward order
 MAX_LOGITS = 1 << 26  # logits elements per batched forward (256 MB in float32)
-_HEAD = re.compile(r"L(\d+)H(\d+)")
-_LAYER = re.compile(r"L(\d+)\.(mlp|attn)")
-
-
-def parse_component(name: str) -> tuple[Kind, int, int | None]:
-    """('head', 1, 3) from 'L1H3'; ('mlp', 0, None) from 'L0.mlp'; ('attn', 1, None) from
-    'L1.attn'."""
-    if m := _HEAD.fullmatch(name):
-        return "head", int(m[1]), int(m[2])
-    if m := _LAYER.fullmatch(name):
-        return m[2], int(m[1]), None  # type: ignore[return-value]
-    raise ValueError(f"{name!r} is not a component name: expected 'L<layer>H<head>' (a head), "
-                     "'L<layer>.mlp' or 'L<layer>.attn'")
-
-
-def component_name(kind: Kind, layer: int, head: int | None = None) -> str:
-    """The inverse of parse_component: 'L1H3', 'L0.mlp', 'L1.attn'."""
-    if kind == "head":
-        if head is None:
-            raise ValueError("a head component needs a head index")
-        return f"L{layer}H{head}"
-    if kind not in ("mlp", "attn"):
-        raise ValueError(f"kind must be 'head', 'mlp' or 'attn', got {kind!r}")
-    return f"L{layer}.{kind}"
+MAX_REDRAWS = 1_000
 
 
 # ---- ranking and selection ----------------------------------------------------------------
@@ -80,18 +58,19 @@ def rank_components(table: pd.DataFrame, *, value: str = "normalized") -> pd.Dat
             raise ValueError(f"table has no {col!r} column (columns: {list(table.columns)})")
     if table.empty:
         raise ValueError("table is empty: nothing to rank")
-    parsed = {name: parse_component(name) for name in table["component"].unique()}
+    parsed = {name: Component.parse(name) for name in table["component"].unique()}
     work = table.reset_index(drop=True)
     work = work.assign(abs_effect=work[value].abs()).dropna(subset=["abs_effect"])
     if work.empty:
         raise ValueError(f"every {value!r} value is NaN: nothing to rank")
     best = work.loc[work.groupby("component", sort=False)["abs_effect"].idxmax()]
     pos = best["pos"] if "pos" in best.columns else pd.Series(None, index=best.index)
+    comps = [parsed[c] for c in best["component"]]
     out = pd.DataFrame({
-        "component": best["component"].to_numpy(),
-        "kind": [parsed[c][0] for c in best["component"]],
-        "layer": [parsed[c][1] for c in best["component"]],
-        "head": pd.array([parsed[c][2] for c in best["component"]], dtype="Int64"),
+        "component": [c.name for c in comps],
+        "kind": [c.kind for c in comps],
+        "layer": [c.layer for c in comps],
+        "head": pd.array([c.head for c in comps], dtype="Int64"),
         "pos": [None if pd.isna(p) else int(p) for p in pos],
         "effect": best[value].astype(float).to_numpy(),
         "abs_effect": best["abs_effect"].astype(float).to_numpy(),
@@ -105,8 +84,8 @@ def rank_components(table: pd.DataFrame, *, value: str = "normalized") -> pd.Dat
 
 
 def select_components(ranked: pd.DataFrame, *, top_k: int | None = None,
-                      threshold: float | None = None) -> list[str]:
-    """Component names, by rank: the top_k first, or all with |effect| >= threshold."""
+                      threshold: float | None = None) -> list[Component]:
+    """Components by rank: the top_k first, or all with |effect| >= threshold."""
     if (top_k is None) == (threshold is None):
         raise ValueError("give exactly one of top_k and threshold, got "
                          f"top_k={top_k!r}, threshold={threshold!r}")
@@ -115,53 +94,58 @@ def select_components(ranked: pd.DataFrame, *, top_k: int | None = None,
             raise ValueError(f"ranked has no {col!r} column; pass the output of rank_components")
     ordered = ranked.sort_values("rank", kind="stable")
     if top_k is not None:
-        if top_k < 1:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        return ordered["component"].head(top_k).tolist()
-    if threshold < 0:
-        raise ValueError(f"threshold must be >= 0 (it bounds |effect|), got {threshold!r}")
-    return ordered.loc[ordered["abs_effect"] >= threshold, "component"].tolist()
+        names = ordered["component"].head(top_k).tolist()
+    else:
+        if threshold < 0:
+            raise ValueError(f"threshold must be >= 0 (it bounds |effect|), got {threshold!r}")
+        names = ordered.loc[ordered["abs_effect"] >= threshold, "component"].tolist()
+    return [Component.parse(n) for n in names]
 
 
 # ---- knockout -----------------------------------------------------------------------------
-def all_components(model: HookedModel, kind: Kind) -> list[str]:
-    """Every component of `kind` in the model, in forward order."""
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    if kind == "head":
-        return [f"L{L}H{h}" for L in range(n_layers) for h in range(n_heads)]
-    if kind == "mlp" and model.cfg.attn_only:
-        return []
-    return [component_name(kind, L) for L in range(n_layers)]
+def _random_pools(model: HookedModel, components: Sequence[Component | str]):
+    """Per kind of the selection: the components outside it, and how many a draw takes."""
+    f = facts(model)
+    chosen = [check_component(f, c) for c in components]
+    kinds = sorted({c.kind for c in chosen}, key=KIND_ORDER.get)
+    pools = {k: [c for c in all_components(f, k) if c not in chosen] for k in kinds}
+    need = {k: sum(c.kind == k for c in chosen) for k in kinds}
+    return kinds, pools, need
 
 
-def _site(kind: Kind) -> str:
-    return {"head": "z", "mlp": "mlp_out", "attn": "attn_out"}[kind]
+def max_random_sets(model: HookedModel, components: Sequence[Component | str]) -> int:
+    """How many distinct random sets `draw_random_components` can draw for `components`."""
+    kinds, pools, need = _random_pools(model, components)
+    return math.prod(math.comb(len(pools[k]), need[k]) for k in kinds)
 
 
-def _check_component(model: HookedModel, name: str) -> tuple[Kind, int, int | None]:
-    kind, layer, head = parse_component(name)
-    if name not in all_components(model, kind):
-        raise ValueError(f"component {name!r} is not in this model ({model.cfg.n_layers} "
-                         f"layers, {model.cfg.n_heads} heads"
-                         f"{', attention only' if model.cfg.attn_only else ''})")
-    return kind, layer, head
-
-
-def draw_random_components(model: HookedModel, components: list[str], n: int,
-                           gen: torch.Generator) -> list[list[str]]:
-    """n draws, each as many components of each kind as `components` has, taken uniformly
-    from the model's components of that kind that are not in `components`."""
-    kinds = [_check_component(model, c)[0] for c in components]
-    draws: list[list[str]] = [[] for _ in range(n)]
-    for kind in sorted(set(kinds), key=KIND_ORDER.get):
-        need = kinds.count(kind)
-        pool = [c for c in all_components(model, kind) if c not in components]
-        if n and len(pool) < need:
-            raise ValueError(f"cannot draw {need} random {kind} components outside the "
-                             f"selection: only {len(pool)} are left; use n_random=0")
-        for draw in draws:
-            idx = torch.randperm(len(pool), generator=gen)[:need].tolist()
-            draw.extend(pool[i] for i in sorted(idx))
+def draw_random_components(model: HookedModel, components: Sequence[Component | str], n: int,
+                           gen: torch.Generator) -> list[list[Component]]:
+    """n distinct draws, each as many components of each kind as `components` has, taken
+    uniformly from the model's components of that kind that are not in `components`."""
+    kinds, pools, need = _random_pools(model, components)
+    for k in kinds:
+        if n and len(pools[k]) < need[k]:
+            raise ValueError(f"cannot draw {need[k]} random {k} components outside the "
+                             f"selection: only {len(pools[k])} are left; use n_random=0")
+    possible = max_random_sets(model, components)
+    if n > possible:
+        raise ValueError(f"only {possible} distinct random sets exist outside the selection, "
+                         f"{n} were asked for; lower n_random")
+    draws: list[list[Component]] = []
+    seen: set[frozenset[Component]] = set()
+    for _ in range(n * MAX_REDRAWS):
+        if len(draws) == n:
+            break
+        draw: list[Component] = []
+        for k in kinds:
+            idx = torch.randperm(len(pools[k]), generator=gen)[: need[k]].tolist()
+            draw.extend(pools[k][i] for i in sorted(idx))
+        if frozenset(draw) not in seen:  # distinct sets: a repeat says nothing new
+            seen.add(frozenset(draw))
+            draws.append(draw)
     return draws
 
 
@@ -189,34 +173,14 @@ def _replacements(model: HookedModel, names: list[str], method: Method, referenc
     return {n: cache[n][donors.to(device)] for n in names}
 
 
-def _answer_scores(spec, logits: Float[Tensor, "batch pos d_vocab"],
-                   tokens: Int[Tensor, "batch pos"]) -> tuple[Bool[Tensor, " batch"],
-                                                              Bool[Tensor, "batch answer_digit"],
-                                                              Float[Tensor, "batch answer_digit"]]:
-    """Teacher-forced: (all answer tokens right, per-digit right, per-digit margin)."""
-    positions = torch.tensor(spec.answer_positions(), device=logits.device)
-    at = logits[:, positions - 1].float()  # [batch digit d_vocab]
-    target = tokens[:, positions]
-    correct_logit = at.gather(-1, target[..., None])[..., 0]
-    others = at.scatter(-1, target[..., None], float("-inf"))
-    margin = correct_logit - others.max(-1).values
-    digit_ok = at.argmax(-1) == target
-    exact = digit_ok.all(-1)
-    if spec.signed:
-        s = spec.sign_position()
-        exact &= logits[:, s - 1].argmax(-1) == tokens[:, s]
-    return exact, digit_ok, margin
-
-
-def _check_inputs(model: HookedModel, data: Dataset, components: list[str], method: str,
-                  reference: Dataset | None) -> Dataset:
+def _check_inputs(model: HookedModel, data: Dataset, components: Sequence[Component | str],
+                  method: str, reference: Dataset | None) -> Dataset:
     """Validate a knockout's inputs; return the reference dataset (default: data)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if len(set(components)) != len(components):
-        raise ValueError(f"components has duplicates: {components}")
-    for name in components:
-        _check_component(model, name)
+    comps = [check_component(facts(model), c) for c in components]
+    if len(set(comps)) != len(comps):
+        raise ValueError(f"components has duplicates: {[c.name for c in comps]}")
     reference = data if reference is None else reference
     if reference.tokens.shape[1] != data.tokens.shape[1]:
         raise ValueError(f"reference prompts have {reference.tokens.shape[1]} positions, data "
@@ -234,20 +198,19 @@ def _donors(data: Dataset, reference: Dataset, seed: int) -> tuple[torch.Generat
     return gen, torch.randperm(len(reference), generator=gen)[: len(data)]
 
 
-def _plan(model: HookedModel, conditions: list[list[str]], method: Method, reference: Dataset,
-          donors: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def _plan(model: HookedModel, conditions: list[list[Component]], method: Method,
+          reference: Dataset, donors: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Per hook: which units each condition replaces ([cond] or [cond head]) and with what."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     masks: dict[str, Tensor] = {}
-    for c, names in enumerate(conditions):
-        for name in names:
-            kind, layer, head = parse_component(name)
-            hook = act_name(_site(kind), layer)
+    for c, comps in enumerate(conditions):
+        for comp in comps:
+            hook = comp.hook
             if hook not in masks:
-                shape = ((len(conditions), model.cfg.n_heads) if kind == "head"
+                shape = ((len(conditions), facts(model).n_heads) if comp.kind == "head"
                          else (len(conditions),))
                 masks[hook] = torch.zeros(shape, dtype=torch.bool, device=device)
-            masks[hook][(c, head) if kind == "head" else c] = True
+            masks[hook][(c, comp.head) if comp.kind == "head" else c] = True
     return masks, _replacements(model, sorted(masks), method, reference, donors, device)
 
 
@@ -261,20 +224,21 @@ def _run_conditions(model: HookedModel, tokens: Tensor, masks: dict[str, Tensor]
 
 
 def run_with_ablation(
-    model: HookedModel, data: Dataset, components: list[str], *,
+    model: HookedModel, data: Dataset, components: Sequence[Component | str], *,
     method: Method = "mean", reference: Dataset | None = None, seed: int = 0,
 ) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits of `data` with `components` ablated together, as in `compute_knockout`
     (same replacements; the same seed gives the same resample donors)."""
     reference = _check_inputs(model, data, components, method, reference)
     _, donors = _donors(data, reference, seed)
-    masks, replacement = _plan(model, [list(components)], method, reference, donors)
-    tokens = data.tokens.to(next(model.parameters()).device)
+    comps = [Component.parse(c) for c in components]
+    masks, replacement = _plan(model, [comps], method, reference, donors)
+    tokens = data.tokens.to(device_of(model))
     return _run_conditions(model, tokens, masks, replacement, 0, 1)
 
 
 def compute_knockout(
-    model: HookedModel, data: Dataset, components: list[str], *,
+    model: HookedModel, data: Dataset, components: Sequence[Component | str], *,
     method: Method = "mean", reference: Dataset | None = None, n_random: int = 5, seed: int = 0,
 ) -> pd.DataFrame:
     """Accuracy and margin on `data` with `components` ablated together, against `n_random`
@@ -290,7 +254,7 @@ def compute_knockout(
     ablation hurts). Replacements come from unablated runs over `reference` (default:
     `data`): zeros ("zero"), its per-position mean ("mean"), or the activations of a seeded
     permutation of its prompts ("resample"; needs len(reference) >= len(data)). Random
-    components are drawn from those of each kind outside the selection.
+    components are drawn from those of each kind outside the selection, as distinct sets.
     """
     if not components:
         raise ValueError("components is empty: nothing to knock out")
@@ -298,19 +262,19 @@ def compute_knockout(
         raise ValueError(f"n_random must be >= 0, got {n_random}")
     reference = _check_inputs(model, data, components, method, reference)
     gen, donors = _donors(data, reference, seed)
-    conditions = {"none": [], "selected": list(components)}
+    conditions = {"none": [], "selected": [Component.parse(c) for c in components]}
     for i, draw in enumerate(draw_random_components(model, components, n_random, gen)):
         conditions[f"random_{i}"] = draw
     masks, replacement = _plan(model, list(conditions.values()), method, reference, donors)
 
-    tokens = data.tokens.to(next(model.parameters()).device)
+    tokens = data.tokens.to(device_of(model))
     batch, n_pos = tokens.shape
-    per_chunk = max(1, MAX_LOGITS // (batch * n_pos * model.cfg.d_vocab))
+    per_chunk = max(1, MAX_LOGITS // (batch * n_pos * facts(model).d_vocab))
     exact, digit_ok, margin = [], [], []
     for lo in range(0, len(conditions), per_chunk):
         hi = min(lo + per_chunk, len(conditions))
         logits = _run_conditions(model, tokens, masks, replacement, lo, hi)
-        e, d, g = _answer_scores(data.spec, logits, tokens.repeat(hi - lo, 1))
+        e, d, g = score_answers(data.spec, logits, tokens.repeat(hi - lo, 1))
         exact.append(e.view(hi - lo, batch))
         digit_ok.append(d.view(hi - lo, batch, -1))
         margin.append(g.view(hi - lo, batch, -1))
@@ -318,7 +282,8 @@ def compute_knockout(
     metric = margin_t.double().mean((1, 2))
     rows = []
     for c, (cond, names) in enumerate(conditions.items()):
-        row = {"condition": cond, "components": ",".join(names), "n_components": len(names),
+        row = {"condition": cond, "components": ",".join(c.name for c in names),
+               "n_components": len(names),
                "method": method, "exact_match": float(exact_t[c].double().mean())}
         for k in range(digit_t.shape[2]):
             row[f"acc_c{k}"] = float(digit_t[c, :, k].double().mean())

@@ -19,7 +19,6 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from arithinterp.tasks import PromptPairs
-from arithinterp.tasks.vocab import DIGIT_IDS
 
 MetricKind = Literal["logit_diff", "prob", "logprob"]
 METRIC_KINDS: tuple[str, ...] = ("logit_diff", "prob", "logprob")
@@ -57,20 +56,45 @@ class AnswerMetric:
         """The same metric on a subset of the prompts."""
         return AnswerMetric(self.pos, self.correct[idx], self.wrong[idx], self.kind, self.label)
 
+    def check(self, n_prompts: int, n_pos: int, d_vocab: int) -> None:
+        """Refuse a metric that does not fit the prompts and the model, naming what is off."""
+        if isinstance(self.pos, bool) or not isinstance(self.pos, int) or \
+                not 0 <= self.pos < n_pos:
+            raise ValueError(f"metric position must be in 0..{n_pos - 1} (the prompts have "
+                             f"{n_pos} tokens), got {self.pos!r}")
+        for name in ("correct", "wrong"):
+            ids = getattr(self, name)
+            if ids.shape != (n_prompts,):
+                raise ValueError(f"metric has {tuple(ids.shape)} {name} token ids for "
+                                 f"{n_prompts} prompts: one per prompt is needed")
+            if len(ids) and not (int(ids.min()) >= 0 and int(ids.max()) < d_vocab):
+                raise ValueError(f"metric {name} token ids must be in 0..{d_vocab - 1}, got "
+                                 f"{int(ids.min())}..{int(ids.max())}")
+
 
 def answer_metric(pairs: PromptPairs, digit: int, kind: MetricKind = "logit_diff") -> AnswerMetric:
-    """Metric on answer digit `digit` (0 = least significant): clean digit vs corrupt digit."""
+    """Metric on answer digit `digit` (0 = least significant): the clean answer's token vs
+    the corrupt answer's token at that digit (whatever the vocabulary)."""
     spec = pairs.clean.spec
     if not 0 <= digit < spec.answer_width:
         raise ValueError(f"digit must be in 0..{spec.answer_width - 1} for {spec.name}, "
                          f"got {digit}")
-    digit_ids = torch.tensor(DIGIT_IDS)
-    return AnswerMetric(
-        pos=spec.answer_positions()[digit] - 1,
-        correct=digit_ids[pairs.clean.answer_digits[:, digit]],
-        wrong=digit_ids[pairs.corrupt.answer_digits[:, digit]],
-        kind=kind, label=f"{kind}(c{digit})",
-    )
+    pos = spec.answer_positions()[digit]
+    return AnswerMetric(pos=pos - 1, correct=pairs.clean.tokens[:, pos].clone(),
+                        wrong=pairs.corrupt.tokens[:, pos].clone(), kind=kind,
+                        label=f"{kind}(c{digit})")
+
+
+def check_finite(values: Tensor, what: str) -> Tensor:
+    """Refuse NaN or infinite metric values, naming how many prompts and which."""
+    bad = ~torch.isfinite(values)
+    if bad.any():
+        per_prompt = bad.reshape(-1, bad.shape[-1]).any(0) if bad.ndim > 1 else bad
+        idx = per_prompt.nonzero()[:, 0].tolist()
+        raise ValueError(f"the metric is NaN or infinite for {len(idx)} of {len(per_prompt)} "
+                         f"prompts in {what} (prompts {idx[:10]}{'...' if len(idx) > 10 else ''})"
+                         "; check the model's weights and the metric")
+    return values
 
 
 def digit_differs(pairs: PromptPairs, digit: int) -> Bool[Tensor, " batch"]:
@@ -90,6 +114,17 @@ def default_digit(pairs: PromptPairs) -> int:
     """The least significant answer digit that the corruption changes in most pairs."""
     share = (pairs.clean.answer_digits != pairs.corrupt.answer_digits).float().mean(0)
     return int((share >= 0.5).nonzero()[0, 0]) if (share >= 0.5).any() else int(share.argmax())
+
+
+def normalized_per_prompt(
+    patched: Float[Tensor, "*grid batch"], clean: Float[Tensor, " batch"],
+    corrupted: Float[Tensor, " batch"],
+) -> Float[Tensor, "*grid batch"]:
+    """Each prompt normalized by its own baselines: (patched_i - corrupted_i) / (clean_i -
+    corrupted_i); NaN for prompts whose corruption does not move the metric (|gap| < MIN_GAP)."""
+    gap = clean - corrupted
+    ok = gap.abs() >= MIN_GAP
+    return torch.where(ok, (patched - corrupted) / torch.where(ok, gap, 1.0), torch.nan)
 
 
 def normalized_effect(

@@ -5,8 +5,14 @@ activations into the clean run. A cell's patch can only change the network from 
 on, at positions from the first patched one up to the metric's position, so the fast
 engine resumes the forward pass there (`forward.run_suffix`) for all the heads of a
 (layer, position) group at once. Models it does not cover (rotary, grouped-query, wrapped
-Hugging Face models) go through TransformerLens's own patching functions, the reference the
-tests hold the fast engine to.
+Hugging Face models) go through the hook engine: one hooked forward pass per cell.
+TransformerLens's own patching functions (`reference_patching`) are the oracle the tests
+hold both engines to.
+
+Residual-stream patches replace the residual stream itself. In TransformerLens 4's bridge,
+``blocks.L.hook_resid_mid`` is an alias of ``ln2.hook_in``: a value returned there reaches
+the MLP's input only, while the skip connection keeps the unpatched stream. The hook engine
+therefore patches resid_mid as an additive change of ``hook_attn_out``.
 
 Grids (axes in this order): resid_pre / resid_mid / resid_post / attn_out / mlp_out:
 (layer, pos); z / q / k / v / pattern with by_pos: (layer, head, pos) where pos is the
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import pandas as pd
@@ -25,15 +32,25 @@ from jaxtyping import Float
 from torch import Tensor
 
 from arithinterp.analysis import forward as fw
-from arithinterp.analysis.metrics import AnswerMetric, normalized_effect
-from arithinterp.models import HookedModel, NativeWeights, act_name, native_weights
+from arithinterp.analysis.metrics import (
+    AnswerMetric,
+    check_finite,
+    normalized_effect,
+    normalized_per_prompt,
+)
+from arithinterp.components import Component, hook_name
+from arithinterp.models import HookedModel, NativeWeights, device_of, facts, native_weights
 from arithinterp.tasks import PromptPairs
 
 Site = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
                "z", "q", "k", "v", "pattern"]
 Direction = Literal["denoise", "noise"]
+Engine = Literal["auto", "fast", "hooks"]
+Method = Literal["exact", "attribution"]
 RESID_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 HEAD_SITES = ("z", "q", "k", "v", "pattern")
+DIRECTIONS = ("denoise", "noise")
+ENGINES = ("auto", "fast", "hooks")
 MAX_ROWS = 1 << 16  # variant x prompt x position rows per recomputation chunk
 
 
@@ -57,6 +74,15 @@ class PatchSpec:
         return ("layer", "head", "pos") if self.by_pos else ("layer", "head")
 
 
+def component_of(site: str, layer: int, head: int | None = None) -> Component:
+    """The component a grid cell patches: a head, an attention or MLP layer, or the residual
+    stream."""
+    if head is not None:
+        return Component("head", layer, head)
+    kind = {"attn_out": "attn", "mlp_out": "mlp"}.get(site, "resid")
+    return Component(kind, layer)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class PatchResult:
     """Per-prompt metric of every patched run, with the unpatched baselines and labels."""
@@ -68,6 +94,7 @@ class PatchResult:
     clean: Float[Tensor, " batch"]
     corrupted: Float[Tensor, " batch"]
     pos_labels: list[str]
+    method: Method = "exact"
 
     def mean(self) -> Float[Tensor, ...]:
         """Mean patched metric per grid cell."""
@@ -78,57 +105,96 @@ class PatchResult:
         return normalized_effect(self.mean(), float(self.clean.mean()),
                                  float(self.corrupted.mean()))
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per grid cell: layer, head, pos, token, component, value, normalized."""
-        mean, norm = self.mean(), self.normalized()
+    def normalized_per_prompt(self) -> Float[Tensor, ...]:
+        """[*grid, batch]: each prompt normalized by its own clean and corrupted metric (NaN
+        where its corruption does not move the metric)."""
+        return normalized_per_prompt(self.values, self.clean, self.corrupted)
+
+    def to_frame(self, *, allow_unnormalized: bool = False) -> pd.DataFrame:
+        """One row per grid cell: layer, head, pos, token, component, value, normalized.
+
+        When the corruption does not move the metric, normalizing raises, unless
+        `allow_unnormalized` (then the normalized column is NaN).
+        """
+        mean = self.mean()
+        try:
+            norm = self.normalized()
+        except ValueError:
+            if not allow_unnormalized:
+                raise
+            norm = torch.full_like(mean, torch.nan)
         rows = []
         for idx in torch.cartesian_prod(*(torch.arange(n) for n in mean.shape)).reshape(
                 -1, mean.ndim).tolist():
             cell = dict(zip(self.spec.axes, idx, strict=True))
             layer, head, pos = cell["layer"], cell.get("head"), cell.get("pos")
-            component = (f"L{layer}H{head}" if head is not None else
-                         f"L{layer}.{'mlp' if self.spec.site == 'mlp_out' else 'attn'}"
-                         if self.spec.site in ("attn_out", "mlp_out") else f"L{layer}.resid")
             rows.append({
-                "site": self.spec.site, "by_pos": self.spec.by_pos, "layer": layer,
-                "head": head, "pos": pos,
+                "method": self.method, "site": self.spec.site, "by_pos": self.spec.by_pos,
+                "direction": self.direction, "layer": layer, "head": head, "pos": pos,
                 "token": self.pos_labels[pos] if pos is not None else None,
-                "component": component, "value": float(mean[tuple(idx)]),
-                "normalized": float(norm[tuple(idx)]), "direction": self.direction,
+                "component": component_of(self.spec.site, layer, head).name,
+                "value": float(mean[tuple(idx)]), "normalized": float(norm[tuple(idx)]),
                 "metric": self.metric,
             })
         return pd.DataFrame(rows)
 
 
+def check_request(model: HookedModel, pairs: PromptPairs, metric: AnswerMetric,
+                  direction: str | None = None) -> None:
+    """Refuse pairs and metrics that do not fit each other or the model, naming what is off."""
+    clean, corrupt = pairs.clean.tokens, pairs.corrupt.tokens
+    if clean.shape != corrupt.shape:
+        raise ValueError(f"clean and corrupt prompts must have the same shape: clean is "
+                         f"{tuple(clean.shape)} (prompts x tokens), corrupt "
+                         f"{tuple(corrupt.shape)}")
+    f = facts(model)
+    if clean.shape[1] > f.n_ctx:
+        raise ValueError(f"prompts have {clean.shape[1]} tokens; the model takes {f.n_ctx}")
+    metric.check(clean.shape[0], clean.shape[1], f.d_vocab)
+    if direction is not None and direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+
+
 def sweep_patching(
     model: HookedModel, pairs: PromptPairs, spec: PatchSpec, metric: AnswerMetric,
-    *, direction: Direction = "denoise", engine: Literal["auto", "fast", "reference"] = "auto",
+    *, direction: Direction = "denoise", engine: Engine = "auto",
 ) -> PatchResult:
-    """Patch every cell of spec's grid and score each patched run with `metric`."""
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
-    if engine not in ("auto", "fast", "reference"):
-        raise ValueError(f"engine must be auto, fast or reference, got {engine!r}")
-    weights = native_weights(model) if engine != "reference" else None
+    """Patch every cell of spec's grid and score each patched run with `metric`.
+
+    engine 'fast' recomputes only what a patch changes (from-scratch models with learned
+    positions); 'hooks' runs one hooked forward pass per cell (any model); 'auto' picks.
+    """
+    check_request(model, pairs, metric, direction)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    weights = native_weights(model) if engine != "hooks" else None
     if engine == "fast" and weights is None:
         raise ValueError("the fast engine covers from-scratch models with learned positions; "
-                         "use engine='auto' or 'reference' for this model")
-    device = next(model.parameters()).device
+                         "use engine='auto' or 'hooks' for this model")
+    device = device_of(model)
     clean_tokens = pairs.clean.tokens.to(device)
     corrupt_tokens = pairs.corrupt.tokens.to(device)
+    base_tokens, donor_tokens = ((corrupt_tokens, clean_tokens) if direction == "denoise"
+                                 else (clean_tokens, corrupt_tokens))
     if weights is None:
-        values, clean, corrupted = _sweep_reference(model, clean_tokens, corrupt_tokens, spec,
-                                                    metric, direction)
+        with torch.inference_mode():
+            clean = metric(model(clean_tokens))
+            corrupted = metric(model(corrupt_tokens))
+        check_finite(torch.stack([clean, corrupted]), "the unpatched runs")
+        values = _sweep_hooks(model, base_tokens, donor_tokens, spec, metric,
+                              corrupted if direction == "denoise" else clean)
     else:
         # positions after the metric's cannot influence it: the traces stop there
         end = metric.pos + 1
         clean_trace = fw.run_trace(weights, clean_tokens[:, :end])
         corrupt_trace = fw.run_trace(weights, corrupt_tokens[:, :end])
+        clean = metric.score(clean_trace.logits[:, metric.pos])
+        corrupted = metric.score(corrupt_trace.logits[:, metric.pos])
+        check_finite(torch.stack([clean, corrupted]), "the unpatched runs")
         base, donor = ((corrupt_trace, clean_trace) if direction == "denoise"
                        else (clean_trace, corrupt_trace))
         values = _sweep_fast(weights, base, donor, spec, metric, clean_tokens.shape[1])
-        clean = metric.score(clean_trace.logits[:, metric.pos])
-        corrupted = metric.score(corrupt_trace.logits[:, metric.pos])
+    check_finite(values, f"the patched runs of {spec.site}")
     return PatchResult(spec, direction, metric.label, values.cpu(), clean.cpu(), corrupted.cpu(),
                        pairs.clean.spec.position_labels())
 
@@ -142,32 +208,93 @@ class Cell:
     head: int | None = None
     pos: int | None = None  # None: every position
 
+    @property
+    def hook(self) -> str:
+        """Where the patch goes in: a residual-stream patch after attention is an additive
+        change of the attention output (a value returned at TransformerLens's
+        hook_resid_mid reaches only the MLP input, not the skip connection)."""
+        return hook_name("attn_out" if self.site == "resid_mid" else self.site, self.layer)
 
-def _patch_hook(act: Tensor, hook, *, donor: Tensor, cells: list[Cell]) -> Tensor:
+    def index(self) -> tuple:
+        if self.site == "pattern":  # [batch head query key]: pos indexes the query
+            return (slice(None), slice(None) if self.head is None else self.head,
+                    slice(None) if self.pos is None else self.pos)
+        return (slice(None), slice(None) if self.pos is None else self.pos) + (
+            () if self.head is None else (self.head,))
+
+
+def _patch_hook(act: Tensor, hook, *, cells: list[Cell], donor: dict[str, Tensor],
+                base: dict[str, Tensor]) -> Tensor:
     act = act.clone()
     for c in cells:
-        if c.site == "pattern":  # [batch head query key]: pos indexes the query
-            idx = (slice(None), slice(None) if c.head is None else c.head,
-                   slice(None) if c.pos is None else c.pos)
-        else:  # [batch pos (head) ...]
-            idx = (slice(None), slice(None) if c.pos is None else c.pos) + (
-                () if c.head is None else (c.head,))
-        act[idx] = donor[idx]
+        idx = c.index()
+        if c.site == "resid_mid":
+            name = hook_name("resid_mid", c.layer)
+            act[idx] = act[idx] + donor[name][idx] - base[name][idx]
+        else:
+            act[idx] = donor[c.hook][idx]
     return act
+
+
+def _cached(model: HookedModel, tokens: Tensor, cells: list[Cell]) -> dict[str, Tensor]:
+    """The activations the cells read from a run: each cell's site (resid_mid's own value)."""
+    names = {hook_name(c.site, c.layer) for c in cells if c.site != "resid_mid"}
+    names |= {hook_name("resid_mid", c.layer) for c in cells if c.site == "resid_mid"}
+    return _run_cache(model, tokens, names)
+
+
+def _run_cache(model: HookedModel, tokens: Tensor, names: set[str]) -> dict[str, Tensor]:
+    """Activations at `names`; resid_mid is computed as resid_pre + attn_out, which every
+    model has (attention-only models have no hook_resid_mid)."""
+    mids = {n for n in names if n.endswith("hook_resid_mid")}
+    wanted = (names - mids) | {n.replace("hook_resid_mid", s) for n in mids
+                               for s in ("hook_resid_pre", "hook_attn_out")}
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+    out = {n: cache[n] for n in names - mids}
+    for n in mids:
+        out[n] = cache[n.replace("hook_resid_mid", "hook_resid_pre")] + \
+            cache[n.replace("hook_resid_mid", "hook_attn_out")]
+    return out
+
+
+def _hooks_for(cells: list[Cell], donor: dict[str, Tensor], base: dict[str, Tensor]):
+    return [(name, partial(_patch_hook, cells=[c for c in cells if c.hook == name], donor=donor,
+                           base=base)) for name in sorted({c.hook for c in cells})]
 
 
 @torch.inference_mode()
 def run_with_patches(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor,
                      cells: list[Cell]) -> Float[Tensor, "batch pos d_vocab"]:
-    """Logits of the base run with every cell's activation copied from the donor run."""
-    from functools import partial
+    """Logits of the base run with every cell's activation copied from the donor run (the
+    residual stream itself for resid_* cells)."""
+    donor = _cached(model, donor_tokens, cells)
+    base = _cached(model, base_tokens, [c for c in cells if c.site == "resid_mid"])
+    return model.run_with_hooks(base_tokens, fwd_hooks=_hooks_for(cells, donor, base))
 
-    names = sorted({act_name(c.site, c.layer) for c in cells})
-    _, donor_cache = model.run_with_cache(donor_tokens, names_filter=lambda n: n in names)
-    hooks = [(n, partial(_patch_hook, donor=donor_cache[n],
-                         cells=[c for c in cells if act_name(c.site, c.layer) == n]))
-             for n in names]
-    return model.run_with_hooks(base_tokens, fwd_hooks=hooks)
+
+@torch.inference_mode()
+def _sweep_hooks(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, spec: PatchSpec,
+                 metric: AnswerMetric, base_score: Tensor) -> Tensor:
+    """Per-prompt values [*grid, batch], one hooked forward pass per cell (any model)."""
+    f = facts(model)
+    n_pos = base_tokens.shape[1]
+    heads = spec.site in HEAD_SITES
+    grid = (f.n_layers, f.n_heads, n_pos) if heads and spec.by_pos else (
+        (f.n_layers, f.n_heads) if heads else (f.n_layers, n_pos))
+    cells = [Cell(spec.site, layer, h, p)
+             for layer in range(f.n_layers)
+             for h in (range(f.n_heads) if heads else [None])
+             for p in (range(n_pos) if spec.by_pos else [None])]
+    donor = _cached(model, donor_tokens, cells)
+    base = _cached(model, base_tokens, [c for c in cells if c.site == "resid_mid"])
+    out = base_score.expand(*grid, -1).clone()  # cells after the metric position: no effect
+    for c in cells:
+        if c.pos is not None and c.pos > metric.pos:
+            continue
+        logits = model.run_with_hooks(base_tokens, fwd_hooks=_hooks_for([c], donor, base))
+        key = tuple(x for x in (c.layer, c.head, c.pos) if x is not None)
+        out[key] = metric(logits)
+    return out
 
 
 # ---- the fast engine ---------------------------------------------------------------------
@@ -266,7 +393,7 @@ def _run_chunked(w: NativeWeights, base: fw.Trace, layer: int, stage: fw.Stage, 
     return scores
 
 
-# ---- the reference engine: TransformerLens's own patching functions ------------------------
+# ---- the reference: TransformerLens's own patching functions -------------------------------
 _TL_FUNCS: dict[tuple[str, bool], tuple[str, Callable[[Tensor], Tensor]]] = {
     # (site, by_pos) -> (TL function, permutation of its output into our axis order)
     ("resid_pre", True): ("get_act_patch_resid_pre", lambda t: t),
@@ -288,7 +415,9 @@ _TL_FUNCS: dict[tuple[str, bool], tuple[str, Callable[[Tensor], Tensor]]] = {
 
 def reference_patching(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor,
                        spec: PatchSpec, metric: Callable[[Tensor], Tensor]) -> Tensor:
-    """Mean metric per grid cell from TransformerLens's patching functions (our axis order)."""
+    """Mean metric per grid cell from TransformerLens's patching functions (our axis order):
+    the independent oracle the tests and benchmarks hold both engines to. Runs under
+    inference mode, where TL's resid_mid patch is a true residual-stream patch."""
     from transformer_lens import patching
 
     if spec.site == "resid_post":
@@ -299,23 +428,3 @@ def reference_patching(model: HookedModel, base_tokens: Tensor, donor_tokens: Te
     with torch.inference_mode():
         return to_ours(getattr(patching, name)(model, base_tokens, donor_cache,
                                                lambda logits: metric(logits).mean()))
-
-
-def _sweep_reference(model: HookedModel, clean_tokens: Tensor, corrupt_tokens: Tensor,
-                     spec: PatchSpec, metric: AnswerMetric, direction: Direction):
-    """Per-prompt values via TL (one forward per cell): the path for models the fast engine
-    does not cover."""
-    from transformer_lens import patching
-
-    base, donor = ((corrupt_tokens, clean_tokens) if direction == "denoise"
-                   else (clean_tokens, corrupt_tokens))
-    if spec.site == "resid_post":
-        raise ValueError("resid_post grids need the fast engine; use resid_pre of the next layer")
-    name, to_ours = _TL_FUNCS[(spec.site, spec.by_pos)]
-    with torch.inference_mode():
-        clean = metric(model(clean_tokens))
-        corrupted = metric(model(corrupt_tokens))
-        _, donor_cache = model.run_with_cache(donor)
-        result = getattr(patching, name)(model, base, donor_cache, metric, reduce="none")
-    values = result.values if hasattr(result, "values") else result
-    return to_ours(values), clean, corrupted

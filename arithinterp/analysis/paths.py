@@ -27,65 +27,67 @@ from jaxtyping import Float
 from torch import Tensor
 
 from arithinterp.analysis import forward as fw
-from arithinterp.analysis.localize import component_name, parse_component
-from arithinterp.analysis.metrics import AnswerMetric, normalized_effect
-from arithinterp.analysis.patching import Direction
-from arithinterp.models import HookedModel, NativeWeights, act_name, native_weights
+from arithinterp.analysis.metrics import AnswerMetric, check_finite, normalized_effect
+from arithinterp.analysis.patching import Direction, check_request
+from arithinterp.components import Component, all_components, hook_name
+from arithinterp.models import HookedModel, NativeWeights, device_of, facts, native_weights
 from arithinterp.tasks import PromptPairs
 
 Input = Literal["q", "k", "v"]
 
 
-def senders_for(model: HookedModel, receiver: str) -> list[str]:
+def senders_for(model: HookedModel, receiver: str | Component) -> list[Component]:
     """Every head and MLP upstream of the receiver ('logits': all of them)."""
-    cfg = model.cfg
-    top = cfg.n_layers if receiver == "logits" else parse_component(receiver)[1]
-    names = []
-    for layer in range(top):
-        names += [component_name("head", layer, h) for h in range(cfg.n_heads)]
-        if not cfg.attn_only:
-            names.append(component_name("mlp", layer))
-    return names
+    f = facts(model)
+    top = f.n_layers if receiver == "logits" else Component.parse(receiver).layer
+    return [c for c in all_components(f) if c.layer < top]
 
 
-def _check(model: HookedModel, sender: str, receiver: str, receiver_input: Input | None):
-    kind, layer, head = parse_component(sender)
-    if kind == "attn":
-        raise ValueError(f"sender must be a head or an MLP, got {sender!r}")
+def _check(model: HookedModel, sender: Component, receiver: str | Component,
+           receiver_input: Input | None) -> None:
+    if sender.kind not in ("head", "mlp"):
+        raise ValueError(f"sender must be a head or an MLP, got {sender.name!r}")
+    f = facts(model)
+    if sender not in all_components(f):
+        raise ValueError(f"sender {sender.name!r} is not in this model ({f.n_layers} layers, "
+                         f"{f.n_heads} heads)")
     if receiver == "logits":
         if receiver_input is not None:
             raise ValueError("receiver_input is only meaningful for a head receiver")
         return
-    r_kind, r_layer, _ = parse_component(receiver)
-    if r_kind != "head":
+    r = Component.parse(receiver)
+    if r.kind != "head":
         raise ValueError(f"receiver must be 'logits' or a head such as 'L1H0', got {receiver!r}")
+    if r not in all_components(f, "head"):
+        raise ValueError(f"receiver {r.name!r} is not in this model")
     if receiver_input not in ("q", "k", "v"):
         raise ValueError(f"receiver_input must be 'q', 'k' or 'v' for a head receiver, got "
                          f"{receiver_input!r}")
-    if r_layer <= layer:
-        raise ValueError(f"receiver {receiver} must sit in a later layer than sender {sender}")
-    kv = model.cfg.n_key_value_heads
-    if receiver_input in ("k", "v") and kv not in (None, model.cfg.n_heads):
+    if r.layer <= sender.layer:
+        raise ValueError(f"receiver {r.name} must sit in a later layer than sender "
+                         f"{sender.name}")
+    if receiver_input in ("k", "v") and f.n_kv_heads != f.n_heads:
         raise ValueError("k/v receivers are not defined for grouped-query attention")
 
 
 def sweep_paths(
     model: HookedModel, pairs: PromptPairs, metric: AnswerMetric, *,
-    receiver: str = "logits", receiver_input: Input | None = None,
-    senders: list[str] | None = None, direction: Direction = "denoise",
+    receiver: str | Component = "logits", receiver_input: Input | None = None,
+    senders: list[str | Component] | None = None, direction: Direction = "denoise",
     engine: Literal["auto", "fast", "hooks"] = "auto",
 ) -> pd.DataFrame:
     """Path-patching effect of each sender on one receiver: a tidy table with the mean
     patched metric (`value`), its std over prompts and the normalized effect (1 = clean)."""
-    senders = senders if senders is not None else senders_for(model, receiver)
+    check_request(model, pairs, metric, direction)
+    receiver = receiver if receiver == "logits" else Component.parse(receiver)
+    senders = [Component.parse(s) for s in senders] if senders is not None else \
+        senders_for(model, receiver)
     for s in senders:
         _check(model, s, receiver, receiver_input)
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     weights = native_weights(model) if engine != "hooks" else None
     if engine == "fast" and weights is None:
         raise ValueError("the fast engine covers from-scratch models with learned positions")
-    device = next(model.parameters()).device
+    device = device_of(model)
     clean, corrupt = pairs.clean.tokens.to(device), pairs.corrupt.tokens.to(device)
     base_tokens, donor_tokens = (corrupt, clean) if direction == "denoise" else (clean, corrupt)
     with torch.inference_mode():
@@ -100,35 +102,38 @@ def sweep_paths(
     else:
         values = [_hook_path(model, base_tokens, donor_tokens, s, receiver, receiver_input,
                              metric) for s in senders]
+    check_finite(torch.stack(values), "the path-patched runs")
     means = torch.stack([v.mean() for v in values]).cpu()
     normalized = normalized_effect(means, clean_score, corrupt_score)
     rows = []
     for s, v, mean, norm in zip(senders, values, means, normalized, strict=True):
-        kind, layer, head = parse_component(s)
-        rows.append({"sender": s, "sender_kind": kind, "sender_layer": layer, "sender_head": head,
-                     "receiver": receiver, "receiver_input": receiver_input,
+        rows.append({"sender": s.name, "sender_kind": s.kind, "sender_layer": s.layer,
+                     "sender_head": s.head, "receiver": str(receiver),
+                     "receiver_input": receiver_input,
                      "value": float(mean), "std": float(v.std()) if v.numel() > 1 else 0.0,
                      "normalized": float(norm), "direction": direction, "metric": metric.label})
     return pd.DataFrame(rows)
 
 
 # ---- fast engine ---------------------------------------------------------------------------
-def _sender_delta(w: NativeWeights, base: fw.Trace, donor: fw.Trace, sender: str) -> Tensor:
+def _sender_delta(w: NativeWeights, base: fw.Trace, donor: fw.Trace,
+                  sender: Component) -> Tensor:
     """[batch pos d_model]: what the sender writes in the donor run minus the base run."""
-    kind, layer, head = parse_component(sender)
-    if kind == "mlp":
+    layer, head = sender.layer, sender.head
+    if sender.kind == "mlp":
         return donor.mlp_out[layer] - base.mlp_out[layer]
     return (donor.z[layer][:, :, head] - base.z[layer][:, :, head]) @ w.W_O[layer, head]
 
 
 @torch.inference_mode()
-def _fast_path(w: NativeWeights, base: fw.Trace, donor: fw.Trace, sender: str, receiver: str,
-               receiver_input: Input | None, metric: AnswerMetric) -> Float[Tensor, " batch"]:
+def _fast_path(w: NativeWeights, base: fw.Trace, donor: fw.Trace, sender: Component,
+               receiver: str | Component, receiver_input: Input | None,
+               metric: AnswerMetric) -> Float[Tensor, " batch"]:
     delta = _sender_delta(w, base, donor, sender)
     hi = metric.pos
     if receiver == "logits":
         return metric.score(fw.unembed(w, base.resid_post[-1][:, hi] + delta[:, hi]))
-    _, layer, head = parse_component(receiver)
+    layer, head = receiver.layer, receiver.head
     sources = dict(zip("qkv", fw.qkv(w, layer, base.resid_pre[layer] + delta), strict=True))
     q, k, v = (base.get(n, layer).clone() for n in "qkv")
     picked = {"q": q, "k": k, "v": v}[receiver_input]
@@ -150,12 +155,12 @@ def _set(act: Tensor, hook, *, value: Tensor, head: int | None = None) -> Tensor
 
 
 @torch.inference_mode()
-def _hook_path(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, sender: str,
-               receiver: str, receiver_input: Input | None,
+def _hook_path(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, sender: Component,
+               receiver: str | Component, receiver_input: Input | None,
                metric: AnswerMetric) -> Float[Tensor, " batch"]:
-    cfg = model.cfg
-    kind, s_layer, s_head = parse_component(sender)
-    names = {act_name(site, layer) for layer in range(cfg.n_layers)
+    cfg = facts(model)
+    kind, s_layer, s_head = sender.kind, sender.layer, sender.head
+    names = {hook_name(site, layer) for layer in range(cfg.n_layers)
              for site in ("z",) + (() if cfg.attn_only else ("mlp_out",))}
     _, base_cache = model.run_with_cache(base_tokens, names_filter=lambda n: n in names)
     _, donor_cache = model.run_with_cache(donor_tokens, names_filter=lambda n: n in names)
@@ -163,7 +168,7 @@ def _hook_path(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, se
     # the sender, which carries its donor value
     freeze = []
     for layer in range(s_layer, cfg.n_layers):
-        z_name = act_name("z", layer)
+        z_name = hook_name("z", layer)
         if kind == "head" and layer == s_layer:
             donor_z = base_cache[z_name].clone()
             donor_z[:, :, s_head] = donor_cache[z_name][:, :, s_head]
@@ -171,13 +176,13 @@ def _hook_path(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, se
         else:
             freeze.append((z_name, partial(_set, value=base_cache[z_name])))
         if not cfg.attn_only:
-            mlp_name = act_name("mlp_out", layer)
+            mlp_name = hook_name("mlp_out", layer)
             source = donor_cache if (kind == "mlp" and layer == s_layer) else base_cache
             freeze.append((mlp_name, partial(_set, value=source[mlp_name])))
     if receiver == "logits":
         return metric(model.run_with_hooks(base_tokens, fwd_hooks=freeze))
-    _, r_layer, r_head = parse_component(receiver)
-    r_name = act_name(receiver_input, r_layer)
+    r_layer, r_head = receiver.layer, receiver.head
+    r_name = hook_name(receiver_input, r_layer)
     captured: dict[str, Tensor] = {}
 
     def capture(act: Tensor, hook) -> Tensor:

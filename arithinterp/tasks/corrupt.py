@@ -28,19 +28,21 @@ class PromptPairs:
 
 
 def make_digit_pairs(
-    spec: TaskSpec, n: int, *, operand: Literal["a", "b"], digit: int, seed: int = 0
+    spec: TaskSpec, n: int, *, operand: Literal["a", "b"], digit: int, seed: int = 0,
+    pool: Dataset | None = None,
 ) -> PromptPairs:
     """Pairs whose operands differ only in digit `digit` (0 = least significant) of `operand`.
 
     The corrupt digit is drawn uniformly among values that keep the problem valid and change
-    the answer.
+    the answer. Clean problems are drawn from `pool` (e.g. the model's held-out split) when
+    given, else from the whole task.
     """
     _check_digit(spec, operand, digit)
 
     def partner(a: int, b: int, gen: torch.Generator) -> tuple[int, int] | None:
         return _choose(_digit_options(spec, a, b, operand, digit), gen)
 
-    return _pairs(spec, n, seed, f"{operand}_{digit}", partner)
+    return _pairs(spec, n, seed, f"{operand}_{digit}", partner, pool)
 
 
 def corrupt_problem(
@@ -83,10 +85,12 @@ def _digit_options(spec: TaskSpec, a: int, b: int, operand: str, digit: int
     return options
 
 
-def make_carry_pairs(spec: TaskSpec, n: int, *, position: int, seed: int = 0) -> PromptPairs:
+def make_carry_pairs(spec: TaskSpec, n: int, *, position: int, seed: int = 0,
+                     pool: Dataset | None = None) -> PromptPairs:
     """Pairs where the carry (borrow for subtraction) into answer `position` flips.
 
     Only digit position-1 of one operand changes; carries further up may change with it.
+    Clean problems come from `pool` when given (see `make_digit_pairs`).
     """
     if spec.op == "mul":
         raise ValueError("carry pairs are defined for op 'add' and 'sub', not 'mul'; "
@@ -111,7 +115,7 @@ def make_carry_pairs(spec: TaskSpec, n: int, *, position: int, seed: int = 0) ->
                     options.append(cand)
         return _choose(options, gen)
 
-    return _pairs(spec, n, seed, f"carry_{position}", partner)
+    return _pairs(spec, n, seed, f"carry_{position}", partner, pool)
 
 
 def _replace_digit(n: int, k: int, d: int) -> int:
@@ -128,15 +132,28 @@ def _choose(options: list, gen: torch.Generator):
     return options[int(torch.randint(len(options), (1,), generator=gen))]
 
 
-def _pairs(spec: TaskSpec, n: int, seed: int, change: str, partner: Partner) -> PromptPairs:
-    """Draw clean problems and keep those `partner` finds a corrupt twin for."""
+def _pool_draws(pool: Dataset, gen: torch.Generator):
+    """Problems of the pool in a seeded order, once each, as one round of draws."""
+    order = torch.randperm(len(pool), generator=gen).tolist()
+    a, b = pool.a.tolist(), pool.b.tolist()
+    return [(a[i], b[i]) for i in order]
+
+
+def _pairs(spec: TaskSpec, n: int, seed: int, change: str, partner: Partner,
+           pool: Dataset | None = None) -> PromptPairs:
+    """Draw clean problems (from the pool, if any) and keep those `partner` finds a corrupt
+    twin for."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if pool is not None and pool.spec != spec:
+        raise ValueError(f"the pool holds problems of {pool.spec.name}, not {spec.name}")
     gen = torch.Generator().manual_seed(seed)
     clean: list[tuple[int, int]] = []
     dirty: list[tuple[int, int]] = []
-    for _ in range(MAX_ROUNDS):
-        for a, b in draw_problems(spec, 2 * (n - len(clean)) + 16, gen):
+    for _ in range(1 if pool is not None else MAX_ROUNDS):
+        draws = (_pool_draws(pool, gen) if pool is not None
+                 else draw_problems(spec, 2 * (n - len(clean)) + 16, gen))
+        for a, b in draws:
             twin = partner(a, b, gen)
             if twin is not None:
                 clean.append((a, b))
@@ -146,8 +163,10 @@ def _pairs(spec: TaskSpec, n: int, seed: int, change: str, partner: Partner) -> 
         if len(clean) == n:
             break
     else:
-        raise ValueError(f"could not find {n} pairs changing {change} in task {spec.name} "
-                         f"(found {len(clean)}): no such pair exists for most problems")
+        where = f"among the {len(pool)} pool problems" if pool is not None else \
+            "(no such pair exists for most problems)"
+        raise ValueError(f"could not find {n} pairs changing {change} in task {spec.name}: "
+                         f"found {len(clean)} {where}")
 
     def ds(ps: list[tuple[int, int]]) -> Dataset:
         a, b = zip(*ps, strict=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -10,7 +10,6 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from arithinterp.tasks.spec import TaskSpec, compute_metadata
-from arithinterp.tasks.vocab import encode
 
 Sampling = Literal["uniform", "carries"]
 SAMPLINGS: tuple[str, ...] = ("uniform", "carries")
@@ -60,7 +59,7 @@ def make_dataset(spec: TaskSpec, a: Int[Tensor, " batch"], b: Int[Tensor, " batc
     for x, y in zip(a.tolist(), b.tolist(), strict=True):
         if not spec.is_valid(x, y):
             raise ValueError(f"({x}, {y}) is not a problem of task {spec.name}")
-        rows.append(encode(spec.render(x, y), bos=True, eos=True))
+        rows.append(spec.vocab.encode(spec.render(x, y), bos=True, eos=True))
         metas.append(compute_metadata(spec, x, y))
     tokens = torch.tensor(rows, dtype=torch.long).reshape(len(rows), spec.seq_len)
     mask = torch.zeros_like(tokens, dtype=torch.bool)
@@ -79,6 +78,25 @@ def make_dataset(spec: TaskSpec, a: Int[Tensor, " batch"], b: Int[Tensor, " batc
         n_carries=torch.tensor([m.n_carries for m in metas], dtype=torch.long),
         column_sums=stack("column_sums").reshape(len(metas), spec.answer_width),
     )
+
+
+def with_chain_removed(data: Dataset, removed: int) -> Dataset:
+    """The dataset rendered with `removed` chain tokens dropped (format 'cot'): the same as
+    `make_dataset` for that spec, by slicing the tokens instead of rendering again."""
+    spec = data.spec
+    if spec.format != "cot":
+        raise ValueError(f"only format 'cot' has a chain to remove, got {spec.name}")
+    target = replace(spec, cot_tokens_removed=removed)  # validates removed
+    drop = removed - spec.cot_tokens_removed
+    if drop < 0:
+        raise ValueError(f"cannot put back chain tokens: {spec.cot_tokens_removed} are removed "
+                         f"already, {removed} asked")
+    p = spec.prompt_len
+    fields = {k: v for k, v in vars(data).items() if isinstance(v, Tensor)}
+    fields["tokens"] = torch.cat([data.tokens[:, :p], data.tokens[:, p + drop:]], dim=1)
+    fields["loss_mask"] = torch.cat([data.loss_mask[:, :p], data.loss_mask[:, p + drop:]],
+                                    dim=1)
+    return Dataset(spec=target, **fields)
 
 
 def problem_space_size(spec: TaskSpec) -> int:

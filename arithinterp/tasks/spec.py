@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from arithinterp.tasks.vocab import CHAR_VOCAB, Vocab
+
 Op = Literal["add", "sub", "mul"]
 Format = Literal["plain", "reversed", "scratchpad", "cot"]
 OPS: tuple[str, ...] = ("add", "sub", "mul")
@@ -56,12 +58,17 @@ class TaskSpec:
             raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
         for name in ("digits_a", "digits_b"):
             v = getattr(self, name)
-            if not isinstance(v, int) or not 1 <= v <= MAX_DIGITS:
+            if not _is_int(v) or not 1 <= v <= MAX_DIGITS:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_DIGITS}, got {v!r}")
         for name, top in (("min_digits_a", self.digits_a), ("min_digits_b", self.digits_b)):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or not 1 <= v <= top):
+            if v is not None and (not _is_int(v) or not 1 <= v <= top):
                 raise ValueError(f"{name} must be None or an integer in 1..{top}, got {v!r}")
+        if not isinstance(self.signed, bool):
+            raise ValueError(f"signed must be true or false, got {self.signed!r}")
+        if not _is_int(self.cot_tokens_removed):
+            raise ValueError(f"cot_tokens_removed must be an integer, got "
+                             f"{self.cot_tokens_removed!r}")
         if self.signed and self.op != "sub":
             raise ValueError("signed=True is only meaningful for op='sub'")
         if self.op == "sub" and not self.signed and self.digits_a < self.digits_b:
@@ -74,6 +81,11 @@ class TaskSpec:
                              f"got {self.cot_tokens_removed}")
 
     # ---- widths and layout -------------------------------------------------------------
+    @property
+    def vocab(self) -> Vocab:
+        """The task's vocabulary (one token per character)."""
+        return CHAR_VOCAB
+
     @property
     def answer_width(self) -> int:
         """Number of answer digits (sign token not counted)."""
@@ -92,6 +104,11 @@ class TaskSpec:
     def seq_len(self) -> int:
         """Tokens in a rendered example, <bos> to <eos>."""
         return self.prompt_len + len(self.render_target(*self._example())) + 1
+
+    @property
+    def max_cot_tokens(self) -> int:
+        """Step tokens of the full chain (scratchpad / CoT formats; 0 otherwise)."""
+        return len(self._full_steps_template()) if self.format in ("scratchpad", "cot") else 0
 
     @property
     def name(self) -> str:
@@ -162,18 +179,36 @@ class TaskSpec:
 
     def is_valid(self, a: int, b: int) -> bool:
         """Whether (a, b) is a problem of this task."""
+        if not (_is_int(a) and _is_int(b)):
+            return False
         (la, ha), (lb, hb) = self.operand_range("a"), self.operand_range("b")
         if not (la <= a <= ha and lb <= b <= hb):
             return False
         return self.signed or self.op != "sub" or a >= b
 
+    def check_problem(self, a: int, b: int) -> None:
+        """Refuse (ValueError, naming the operand and its range) what is not a problem here."""
+        if self.is_valid(a, b):
+            return
+        for which, value in (("a", a), ("b", b)):
+            if not _is_int(value):
+                raise ValueError(f"operand {which} must be an integer, got {value!r}")
+            lo, hi = self.operand_range(which)  # type: ignore[arg-type]
+            if not lo <= value <= hi:
+                raise ValueError(f"operand {which}={value} is outside {lo}..{hi} for task "
+                                 f"{self.name}")
+        raise ValueError(f"{a}-{b} is not a problem of task {self.name}: unsigned subtraction "
+                         "needs a >= b")
+
     # ---- rendering ---------------------------------------------------------------------
     def render_prompt(self, a: int, b: int) -> str:
         """Prompt text up to and including '=' (no <bos>)."""
+        self.check_problem(a, b)
         return f"{a:0{self.digits_a}d}{OP_CHAR[self.op]}{b:0{self.digits_b}d}="
 
     def render_target(self, a: int, b: int) -> str:
         """Everything after '=' (no <eos>), per the format."""
+        self.check_problem(a, b)
         m = compute_metadata(self, a, b)
         digits = m.answer_digits  # LSB first
         sign = ("-" if m.answer < 0 else "+") if self.signed else ""
@@ -225,6 +260,10 @@ class ProblemMeta:
     def n_carries(self) -> int:
         """Number of answer positions with a nonzero carry (or borrow) coming in."""
         return sum(1 for c in self.carry_in if c)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def digits_of(n: int, width: int) -> tuple[int, ...]:

@@ -1,6 +1,11 @@
-"""The digit-level vocabulary shared by every task: one token per character."""
+"""Vocabularies: a task's tokens and their ids. The arithmetic tasks share the character
+vocabulary (one token per character); a task family may bring its own (see `Vocab`)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from jaxtyping import Int
@@ -10,46 +15,78 @@ PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 SPECIALS = (PAD, BOS, EOS)
 # Single characters: digits, operators, '=' and the markers the scratchpad / CoT formats use.
 CHARS = tuple("0123456789") + ("+", "-", "*", "=", ";", "|", "(", ")")
-TOKENS: tuple[str, ...] = SPECIALS + CHARS
-TOKEN_TO_ID: dict[str, int] = {t: i for i, t in enumerate(TOKENS)}
-PAD_ID, BOS_ID, EOS_ID = (TOKEN_TO_ID[t] for t in SPECIALS)
-DIGIT_IDS: tuple[int, ...] = tuple(TOKEN_TO_ID[str(d)] for d in range(10))
-VOCAB_SIZE = len(TOKENS)
 
 
-def encode(text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
-    """Token ids of `text`, one per character; unknown characters raise ValueError."""
-    ids = [BOS_ID] if bos else []
-    for pos, ch in enumerate(text):
-        if ch not in TOKEN_TO_ID:
-            raise ValueError(f"unknown character {ch!r} at position {pos} in {text!r}")
-        ids.append(TOKEN_TO_ID[ch])
-    if eos:
-        ids.append(EOS_ID)
-    return ids
+@dataclass(frozen=True)
+class Vocab:
+    """An ordered set of token strings; the specials come first (pad, bos, eos)."""
+
+    tokens: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if tuple(self.tokens[:3]) != SPECIALS:
+            raise ValueError(f"a vocabulary starts with {SPECIALS}, got {self.tokens[:3]}")
+        if len(set(self.tokens)) != len(self.tokens):
+            raise ValueError("a vocabulary's tokens must be distinct")
+
+    @cached_property
+    def ids(self) -> dict[str, int]:
+        """Token string -> id."""
+        return {t: i for i, t in enumerate(self.tokens)}
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def bos_id(self) -> int:
+        return self.ids[BOS]
+
+    @property
+    def eos_id(self) -> int:
+        return self.ids[EOS]
+
+    def encode(self, text: str | Sequence[str], *, bos: bool = False,
+               eos: bool = False) -> list[int]:
+        """Token ids of `text` (a string: one token per character; a list: one per item);
+        empty input and unknown tokens raise ValueError."""
+        if len(text) == 0:
+            raise ValueError("cannot encode an empty prompt")
+        ids = [self.bos_id] if bos else []
+        for pos, tok in enumerate(text):
+            if tok not in self.ids or tok in SPECIALS:
+                raise ValueError(f"unknown token {tok!r} at position {pos} in {text!r}")
+            ids.append(self.ids[tok])
+        if eos:
+            ids.append(self.eos_id)
+        return ids
+
+    def decode(self, ids: Int[Tensor, " pos"] | Sequence[int], *, skip_special: bool = True,
+               sep: str = "") -> str:
+        """Text of a token-id sequence (special tokens dropped unless skip_special=False)."""
+        if isinstance(ids, Tensor):
+            ids = ids.tolist()
+        out = []
+        for pos, i in enumerate(ids):
+            if not 0 <= i < self.size:
+                raise ValueError(f"token id {i} at position {pos} is outside the vocabulary "
+                                 f"0..{self.size - 1}")
+            tok = self.tokens[i]
+            if skip_special and tok in SPECIALS:
+                continue
+            out.append(tok)
+        return sep.join(out)
+
+    def token_strings(self, ids: Int[Tensor, " pos"]) -> list[str]:
+        """One display string per token (specials included), for axis labels."""
+        return [self.tokens[i] for i in ids.tolist()]
+
+    def digit_ids(self) -> Int[Tensor, " digit"]:
+        """Token ids of the digits 0..9, in order (a vocabulary without them raises)."""
+        missing = [str(d) for d in range(10) if str(d) not in self.ids]
+        if missing:
+            raise ValueError(f"this vocabulary has no digit tokens {missing}")
+        return torch.tensor([self.ids[str(d)] for d in range(10)])
 
 
-def decode(ids: Int[Tensor, " pos"] | list[int], *, skip_special: bool = True) -> str:
-    """Text of a token-id sequence (special tokens dropped unless skip_special=False)."""
-    if isinstance(ids, Tensor):
-        ids = ids.tolist()
-    out = []
-    for pos, i in enumerate(ids):
-        if not 0 <= i < VOCAB_SIZE:
-            raise ValueError(f"token id {i} at position {pos} is outside the vocabulary "
-                             f"0..{VOCAB_SIZE - 1}")
-        tok = TOKENS[i]
-        if skip_special and tok in SPECIALS:
-            continue
-        out.append(tok)
-    return "".join(out)
-
-
-def token_strings(ids: Int[Tensor, " pos"]) -> list[str]:
-    """One display string per token (specials included), for axis labels."""
-    return [TOKENS[i] for i in ids.tolist()]
-
-
-def digit_ids() -> Int[Tensor, " digit"]:
-    """Token ids of the digits 0..9, in order."""
-    return torch.tensor(DIGIT_IDS)
+CHAR_VOCAB = Vocab(SPECIALS + CHARS)

@@ -3,27 +3,25 @@ shipped add3-reversed model, where the top patching heads must matter more than 
 
 import copy
 import functools
-import re
 
 import pandas as pd
 import pytest
 import torch
-from conftest import BAD_CONFIG
 
 from arithinterp.analysis.localize import (
-    all_components,
-    component_name,
     compute_knockout,
-    parse_component,
     rank_components,
     run_with_ablation,
     select_components,
 )
 from arithinterp.analysis.metrics import answer_metric
 from arithinterp.analysis.patching import PatchSpec, sweep_patching
+from arithinterp.components import Component, hook_name
+from arithinterp.components import all_components as _all
 from arithinterp.evaluate import evaluate
-from arithinterp.models import ModelSpec, act_name, build_model, load_model, native_weights
+from arithinterp.models import ModelSpec, build_model, facts, load_model, native_weights
 from arithinterp.tasks import make_dataset, make_digit_pairs, make_splits
+from tests.conftest import BAD_CONFIG
 
 COLUMNS = ["condition", "components", "n_components", "method", "exact_match"]
 
@@ -53,18 +51,12 @@ def shipped():
     return load_model("add3-reversed")
 
 
-# ---- names --------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, parsed", [("L1H3", ("head", 1, 3)), ("L0.mlp", ("mlp", 0, None)),
-                                          ("L12.attn", ("attn", 12, None))])
-def test_component_names_round_trip(name, parsed):
-    assert parse_component(name) == parsed
-    assert component_name(*parsed) == name
+def all_components(model, kind):
+    return [c.name for c in _all(facts(model), kind)]
 
 
-@pytest.mark.parametrize("bad", ["L1", "l1h3", "L1H", "L0.resid", "L0.mlp ", "H3", "L1.head"])
-def test_bad_component_names_are_refused_by_name(bad):
-    with pytest.raises(ValueError, match=re.escape(repr(bad))):
-        parse_component(bad)
+def names(components):
+    return [c.name for c in components]
 
 
 # ---- ranking and selection ----------------------------------------------------------------
@@ -97,16 +89,30 @@ def test_rank_components_on_other_values_and_bad_tables():
     assert rank_components(table, value="value")["effect"].tolist() == [-1.8, 1.4, 1.0, -1.0]
     with pytest.raises(ValueError, match="'missing'"):
         rank_components(table, value="missing")
-    with pytest.raises(ValueError, match="'L0.resid'"):
-        rank_components(pd.DataFrame({"component": ["L0.resid"], "normalized": [1.0]}))
+    resid = rank_components(pd.DataFrame({"component": ["L0.resid", "L1.resid"],
+                                          "normalized": [0.2, 1.0]}))
+    assert resid["component"].tolist() == ["L1.resid", "L0.resid"]
+    assert resid["kind"].tolist() == ["resid", "resid"]
+    with pytest.raises(ValueError, match="'L0.residue'"):
+        rank_components(pd.DataFrame({"component": ["L0.residue"], "normalized": [1.0]}))
+
+
+def test_ranking_a_residual_stream_grid_works(tiny_model, tiny_task):
+    pairs = make_digit_pairs(tiny_task, 16, operand="a", digit=0, seed=0)
+    result = sweep_patching(tiny_model, pairs, PatchSpec("resid_pre"), answer_metric(pairs, 0))
+    ranked = rank_components(result.to_frame())
+    assert sorted(ranked["component"]) == ["L0.resid", "L1.resid"]
+    norm = result.normalized()
+    assert ranked["abs_effect"].max() == pytest.approx(float(norm.abs().max()), abs=1e-6)
 
 
 def test_select_components_top_k_or_threshold():
     ranked = rank_components(hand_table())
-    assert select_components(ranked, top_k=2) == ["L0.mlp", "L0H1"]
-    assert select_components(ranked, top_k=10) == ranked["component"].tolist()
-    assert select_components(ranked, threshold=0.5) == ["L0.mlp", "L0H1", "L1.attn", "L1H0"]
-    assert select_components(ranked, threshold=0.6) == ["L0.mlp", "L0H1"]
+    assert names(select_components(ranked, top_k=2)) == ["L0.mlp", "L0H1"]
+    assert names(select_components(ranked, top_k=10)) == ranked["component"].tolist()
+    assert names(select_components(ranked, threshold=0.5)) == ["L0.mlp", "L0H1", "L1.attn",
+                                                                "L1H0"]
+    assert names(select_components(ranked, threshold=0.6)) == ["L0.mlp", "L0H1"]
     assert select_components(ranked, threshold=1.0) == []
     for kwargs in ({}, {"top_k": 2, "threshold": 0.5}):
         with pytest.raises(ValueError, match="exactly one of top_k and threshold"):
@@ -139,7 +145,7 @@ def test_zero_ablating_all_heads_leaves_only_the_output_bias(attn_only, tiny_dat
     heads = all_components(model, "head")
     ablated = run_with_ablation(model, tiny_data, heads, method="zero")
     b_O = native_weights(model).b_O  # [layer d_model]
-    hooks = [(act_name("attn_out", L), functools.partial(_set_hook, value=b_O[L]))
+    hooks = [(hook_name("attn_out", L), functools.partial(_set_hook, value=b_O[L]))
              for L in range(b_O.shape[0])]
     with torch.inference_mode():
         expected = model.run_with_hooks(tiny_data.tokens, fwd_hooks=hooks)
@@ -196,7 +202,7 @@ def test_batched_conditions_equal_one_run_each(tiny_data):
         other = at.scatter(-1, target[..., None], float("-inf")).amax(-1)
         assert row["metric"] == pytest.approx(float((correct - other).mean()), abs=1e-5), cond
     assert frame.loc["none", "metric_drop"] == 0.0
-    kinds = [parse_component(c)[0] for c in frame.loc["random_0", "components"].split(",")]
+    kinds = [Component.parse(c).kind for c in frame.loc["random_0", "components"].split(",")]
     assert sorted(kinds) == ["head", "mlp"]
 
 
@@ -217,6 +223,23 @@ def test_resample_is_seeded(tiny_data):
     torch.testing.assert_close(
         run_with_ablation(model, tiny_data, ["L0H0"], method="resample", seed=7),
         run_with_ablation(model, tiny_data, ["L0H0"], method="resample", seed=7))
+
+
+def test_random_sets_are_distinct_and_bounded_by_how_many_exist(tiny_data):
+    from arithinterp.analysis.localize import draw_random_components, max_random_sets
+
+    model = biased_model()
+    chosen = ["L0H0", "L0H1", "L1.mlp"]  # 6 other heads choose 2, 1 other MLP: 15 sets
+    assert max_random_sets(model, chosen) == 15
+    draws = draw_random_components(model, chosen, 15, torch.Generator().manual_seed(0))
+    assert len({frozenset(d) for d in draws}) == 15
+    assert all(sorted(Component.parse(c).kind for c in d) == ["head", "head", "mlp"]
+               and not {c.name for c in d} & set(chosen) for d in draws)
+    with pytest.raises(ValueError, match="only 15 distinct random sets"):
+        draw_random_components(model, chosen, 16, torch.Generator().manual_seed(0))
+    frame = compute_knockout(model, tiny_data, chosen, n_random=15, seed=1)
+    randoms = frame[frame["condition"].str.startswith("random_")]["components"]
+    assert randoms.nunique() == 15
 
 
 def test_knockout_refuses_bad_inputs(tiny_data, tiny_task):
@@ -252,8 +275,8 @@ def test_teacher_forced_exact_match_equals_greedy_under_ablation(shipped):
         z[:, :, head] = 0.0
         return z
 
-    hooks = [(act_name("z", parse_component(h)[1]),
-              functools.partial(zero_head, head=parse_component(h)[2])) for h in heads]
+    hooks = [(hook_name("z", Component.parse(h).layer),
+              functools.partial(zero_head, head=Component.parse(h).head)) for h in heads]
     with model.hooks(fwd_hooks=hooks):
         ablated = evaluate(model, data)
     assert 0.0 < ablated.exact_match < 1.0  # a non-trivial check
@@ -270,7 +293,7 @@ def test_top_patching_heads_hurt_more_than_random_heads(method, shipped):
     pairs = make_digit_pairs(spec, 64, operand="a", digit=1, seed=0)
     result = sweep_patching(model, pairs, PatchSpec("z", by_pos=False), answer_metric(pairs, 1))
     top = select_components(rank_components(result.to_frame()), top_k=3)
-    assert len(top) == 3 and all(parse_component(c)[0] == "head" for c in top)
+    assert len(top) == 3 and all(Component.parse(c).kind == "head" for c in top)
     _, data = make_splits(spec, 0, 64, seed=1)
     frame = compute_knockout(model, data, top, method=method, n_random=5, seed=0)
     cond = frame.set_index("condition")

@@ -17,7 +17,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-APPS = Path(__file__).resolve().parents[1] / "apps"
+APPS = Path(__file__).resolve().parents[2] / "apps"
 APP = APPS / "explorer.py"
 PAGES = ["overview", "patching", "attribution", "attention", "probes", "playground"]
 LABELS = ["<bos>", "a1", "a0", "+", "b1", "b0", "=", "c0", "c1", "c2", "<eos>"]
@@ -25,65 +25,11 @@ LABELS = ["<bos>", "a1", "a0", "+", "b1", "b0", "=", "c0", "c1", "c2", "<eos>"]
 
 @pytest.fixture(scope="module")
 def runs_dir(demo_runs, tmp_path_factory):
-    from arithinterp.runs import RunDir
-
     runs = tmp_path_factory.mktemp("explorer") / "runs"
     shutil.copytree(demo_runs[0], runs)
-    root = runs.parent
-    shutil.copytree(runs / "tiny", runs / "probed")
-    probed = RunDir.open(runs / "probed")
-    probed.save_table("probes/probes.parquet", _probe_table(), stage="probes")
-    probed.save_table("probes/running_sums.parquet", pd.DataFrame(
-        {"target": ["c1"] * 4, "layer": [1] * 4, "truth": [3, 5, 8, 13],
-         "prediction": [3.2, 4.9, 8.1, 12.5]}), stage="probes")
-    probed.save_table("fourier/spectrum.parquet", _fourier_table(), stage="fourier")
-    probed.save_table("fourier/r2.parquet", pd.DataFrame(
-        {"source": ["W_E", "W_U"], "freqs": ["0,1,2,5"] * 2, "median_r2": [0.8, 0.7]}),
-        stage="fourier")
-
     shutil.copytree(runs / "bare", runs / "orphan")
-    manifest = json.loads((runs / "orphan" / "manifest.json").read_text())
-    manifest["stages"]["model"]["summary"]["source"] = str(root / "gone")
-    (runs / "orphan" / "manifest.json").write_text(json.dumps(manifest))
+    (runs / "orphan" / "model" / "model.safetensors").unlink()  # its checkpoint is gone
     return runs
-
-
-def _fourier_table() -> pd.DataFrame:
-    """Columns as `arithinterp.fourier.compute_fourier_report` writes its spectrum."""
-    rows = []
-    for source, site, layer, label, grouped_by in (("W_E", None, None, None, None),
-                                                   ("W_U", None, None, None, None),
-                                                   ("activations", "resid_post", 1, "a1", "a1")):
-        for k, fraction in enumerate([0.4, 0.3, 0.1, 0.1, 0.05, 0.05]):
-            rows.append({"source": source, "site": site, "layer": layer, "pos": None,
-                         "label": label, "grouped_by": grouped_by, "frequency": k,
-                         "period": 10 / k if k else float("inf"), "components": 2,
-                         "power": 3 * fraction, "fraction": fraction,
-                         "cumulative": 0.0, "fraction_centered": fraction})
-    df = pd.DataFrame(rows)
-    df["layer"] = df["layer"].astype("Int64")
-    df["pos"] = df["pos"].astype("Int64")
-    return df
-
-
-def _probe_table() -> pd.DataFrame:
-    """Columns as `arithinterp.probes.fit_probes` writes them."""
-    rows = []
-    for target in ("a1", "c1"):
-        for layer in range(2):
-            for pos in range(2, 11):
-                for metric, score in (("accuracy", 0.3 + 0.3 * layer), ("balanced_accuracy",
-                                                                          0.25)):
-                    rows.append({"probe": f"{target}.resid_post.L{layer}.pos{pos}",
-                                 "target": target, "group": "operands", "kind": "classification",
-                                 "site": "resid_post", "hook": f"blocks.{layer}.hook_resid_post",
-                                 "layer": layer, "head": None, "pos": pos, "label": LABELS[pos],
-                                 "metric": metric, "score": score, "shuffled": 0.1,
-                                 "random_model": 0.12, "baseline": 0.1,
-                                 "selectivity": score - 0.1})
-    df = pd.DataFrame(rows)
-    df["head"] = df["head"].astype("Int64")
-    return df
 
 
 @pytest.fixture
@@ -91,11 +37,12 @@ def open_page(runs_dir, monkeypatch):
     """AppTest of the explorer on one page of one run (fresh caches each time)."""
     monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(runs_dir))
 
-    def _open(page: str, run: str = "tiny", **state) -> AppTest:
+    def _open(page: str, run: str = "tiny", include: bool = False, **state) -> AppTest:
         st.cache_data.clear()
         st.cache_resource.clear()
         at = AppTest.from_file(str(APP), default_timeout=30)
         at.query_params["run"] = run
+        at.session_state["include_incomplete"] = include
         at.run()
         assert not at.exception, at.exception
         for key, value in state.items():
@@ -159,7 +106,8 @@ def test_runs_dir_from_flag_env_or_argument(common_module):
 def test_run_picker_lists_finished_runs_and_follows_the_query(open_page):
     at = open_page("overview", run="bare")
     picker = at.selectbox(key="run")
-    assert set(picker.options) == {"tiny", "bare", "probed", "orphan"}
+    # the orphan's manifest names a weights file that is gone: flagged, not offered
+    assert set(picker.options) == {"tiny", "bare"}
     assert picker.value == "bare" and at.title[0].value == "Run bare"
     picker.select("tiny").run()
     assert at.title[0].value == "Run tiny" and at.query_params["run"] == "tiny"
@@ -178,6 +126,7 @@ def test_overview_shows_task_accuracy_and_training_curve(open_page, runs_dir):
     at = open_page("overview")
     assert any("add2x2-reversed" in m for m in texts(at.markdown))
     summary = json.loads((runs_dir / "tiny" / "evaluate" / "summary.json").read_text())
+    assert any("model from" in c for c in texts(at.caption))
     assert at.metric[0].label == "exact match"
     assert at.metric[0].value == f"{summary['exact_match']:.3f}"
     figs = figures(at)
@@ -216,7 +165,7 @@ def test_patching_heatmaps_have_position_labels_and_one_cell_per_component(open_
 def test_patching_metric_direction_and_layer_switches(open_page, runs_dir):
     at = open_page("patching")
     at.radio(key="patching_metric").set_value("value").run()
-    table = pd.read_parquet(runs_dir / "tiny" / "localize" / "patching.parquet")
+    table = pd.read_parquet(runs_dir / "tiny" / "localize" / "a1" / "patching.parquet")
     raw = table[(table["site"] == "resid_pre") & (table["direction"] == "denoise")]
     fig = figures(at)["patching_layer_pos"]
     assert fig["layout"]["title"]["text"].endswith("(value)")
@@ -335,26 +284,34 @@ def test_corrupt_problem_changes_one_digit_and_the_answer(tiny_task):
 
 
 # ---- pages on runs that lack artifacts -------------------------------------------------------
-def test_probes_page_reads_probe_prediction_and_fourier_tables(open_page):
-    at = open_page("probes", run="probed")
+def test_probes_page_reads_the_probe_and_fourier_tables(open_page, runs_dir):
+    at = open_page("probes")
     figs = figures(at)
     scores = figs["probes_scores"]
     assert [t["name"] for t in scores["data"]] == ["score", "shuffled", "random_model",
                                                    "selectivity"]
-    assert scores["data"][0]["y"] == ["L0", "L1"] and scores["data"][0]["x"] == LABELS[2:]
+    assert scores["data"][0]["y"] == ["L0", "L1"]
+    table = pd.read_parquet(runs_dir / "tiny" / "probes" / "digits" / "scores.parquet")
+    first = table["target"].iloc[0]
+    assert scores["layout"]["title"]["text"].startswith(f"Probe {first}")
     at.selectbox(key="probes_target").select("c1").run()
     assert figures(at)["probes_scores"]["layout"]["title"]["text"].startswith("Probe c1")
-    assert len(figs["probes_predictions"]["data"][0]["x"]) == 4
-    spectrum = figs["fourier_spectrum"]
-    assert [t["name"] for t in spectrum["data"]] == ["W_E", "W_U",
-                                                     "activations resid_post L1 a1"]
-    assert spectrum["data"][0]["x"] == [str(i) for i in range(6)]
-    assert spectrum["data"][0]["y"] == pytest.approx([0.4, 0.3, 0.1, 0.1, 0.05, 0.05])
+    spectrum = pd.read_parquet(runs_dir / "tiny" / "fourier" / "spectrum.parquet")
+    we = spectrum[spectrum["source"] == "W_E"].sort_values("frequency")
+    fig = figs["fourier_spectrum"]
+    assert [t["name"] for t in fig["data"]][:2] == ["W_E", "W_U"]
+    assert fig["data"][0]["x"] == [str(i) for i in range(6)]
+    assert fig["data"][0]["y"] == pytest.approx(we["fraction"].tolist())
     at.radio(key="fourier_value").set_value("power").run()
-    assert figures(at)["fourier_spectrum"]["data"][0]["y"][0] == pytest.approx(1.2)
+    assert figures(at)["fourier_spectrum"]["data"][0]["y"] == pytest.approx(we["power"].tolist())
     at.multiselect(key="fourier_tables").unselect("W_E").unselect("W_U").run()
     assert len(figures(at)["fourier_spectrum"]["data"]) == 1
-    assert any("r2" in e.label for e in at.expander)
+    assert any("R²" in e.label for e in at.expander)
+
+
+def test_an_unknown_run_in_the_url_is_said_not_silently_swapped(open_page):
+    at = open_page("overview", run="doesnotexist")
+    assert any("No finished run named `doesnotexist`" in w.value for w in at.sidebar.warning)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -362,20 +319,23 @@ def test_every_page_on_a_run_without_localization_shows_messages(open_page, page
     at = open_page(page, run="bare")
     messages = texts(at.info) + texts(at.error)
     if page in ("patching", "attribution"):
-        assert any("has no `localize/" in m and "arithinterp localize" in m for m in messages)
+        assert any("has no `localize/`" in m and "arithinterp localize" in m for m in messages)
         assert not [k for k in figures(at) if k.startswith(page)]
     if page == "probes":
         assert any("has no `probes/" in m for m in messages)
-        assert any("has no `fourier/" in m for m in messages)
+        assert any("has no `fourier/spectrum.parquet`" in m for m in messages)
     if page == "attention":  # the live pattern still works; the summary table is missing
         assert "attention_pattern" in figures(at)
-        assert any("operand_attention.parquet" in m for m in messages)
+        assert any("has no `localize/`" in m for m in messages)
     if page == "playground":
         assert "playground_heatmap" in figures(at)
 
 
 @pytest.mark.parametrize("page", ["overview", "patching", "attention", "playground"])
 def test_a_run_whose_checkpoint_is_gone_is_an_error_not_a_traceback(open_page, page):
-    at = open_page(page, run="orphan")
+    at = open_page(page, run="orphan", include=True)
+    assert at.title[0].value in ("Run orphan", "Activation patching", "Attention", "Playground")
+    assert any("artifact model/model.safetensors is missing" in w.value
+               for w in at.sidebar.warning)
     if page in ("attention", "playground"):
         assert any("checkpoint of run orphan is missing" in e for e in texts(at.error))

@@ -10,7 +10,6 @@ import torch
 
 from arithinterp.analysis.attribution_patching import (
     compare_with_exact,
-    is_attribution,
     sweep_attribution,
 )
 from arithinterp.analysis.metrics import answer_metric
@@ -28,6 +27,7 @@ WITH_MLP = ModelSpec(n_layers=2, d_model=16, n_heads=2, d_mlp=32, normalization=
 LINEAR_CASES = [(ATTN_ONLY, site, by_pos) for site in ("z", "v", "pattern")
                 for by_pos in (True, False)] + [
     (ATTN_ONLY, "attn_out", True), (ATTN_ONLY, "resid_post", True),
+    (ATTN_ONLY, "resid_mid", True),
     (WITH_MLP, "mlp_out", True), (WITH_MLP, "resid_post", True)]
 
 
@@ -57,7 +57,7 @@ def test_exact_where_the_metric_is_linear(model_spec, site, by_pos, direction, p
     estimate = sweep_attribution(model, pairs, spec, metric, direction=direction)
     exact = sweep_patching(model, pairs, spec, metric, direction=direction)
     assert estimate.values.shape == exact.values.shape
-    assert is_attribution(estimate) and not is_attribution(exact)
+    assert estimate.method == "attribution" and exact.method == "exact"
     effect = (exact.values[-1] - exact.values[-1].mean()).abs().max()
     assert effect > 1e-2  # the last layer's cells do move the metric: the check has teeth
     torch.testing.assert_close(estimate.values[-1], exact.values[-1], atol=1e-5, rtol=0)
@@ -116,7 +116,7 @@ def test_clean_into_clean_estimates_clean(tiny_model, tiny_task):
     metric = answer_metric(pairs, 0)
     result = sweep_attribution(tiny_model, same, PatchSpec("q"), metric)
     torch.testing.assert_close(result.values, result.clean.expand_as(result.values))
-    assert result.metric == "logit_diff(c0) (attribution)"
+    assert result.metric == "logit_diff(c0)" and result.method == "attribution"
 
 
 def test_refuses_what_it_cannot_estimate(tiny_model, tiny_task):
@@ -125,8 +125,8 @@ def test_refuses_what_it_cannot_estimate(tiny_model, tiny_task):
     with torch.inference_mode(), pytest.raises(ValueError, match="inference_mode"):
         sweep_attribution(tiny_model, pairs, PatchSpec("z"), metric)
     attn_only = random_model(ATTN_ONLY)
-    with pytest.raises(ValueError, match="no such activation"):  # no MLP, no hook_resid_mid
-        sweep_attribution(attn_only, pairs, PatchSpec("resid_mid"), metric)
+    with pytest.raises(ValueError, match="no such activation"):  # no MLP
+        sweep_attribution(attn_only, pairs, PatchSpec("mlp_out"), metric)
 
 
 @pytest.fixture(scope="module")

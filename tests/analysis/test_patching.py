@@ -5,7 +5,8 @@ import functools
 import pytest
 import torch
 
-from arithinterp.analysis.metrics import answer_metric
+from arithinterp.analysis.attribution_patching import sweep_attribution
+from arithinterp.analysis.metrics import AnswerMetric, answer_metric
 from arithinterp.analysis.patching import (
     HEAD_SITES,
     Cell,
@@ -14,6 +15,7 @@ from arithinterp.analysis.patching import (
     run_with_patches,
     sweep_patching,
 )
+from arithinterp.analysis.paths import sweep_paths
 from arithinterp.models import ModelSpec, build_model
 from arithinterp.tasks import PromptPairs, TaskSpec, make_digit_pairs
 
@@ -64,14 +66,34 @@ def test_fast_engine_equals_transformer_lens(shape, spec, direction, pairs):
     torch.testing.assert_close(result.mean(), expected, atol=1e-5, rtol=0)
 
 
-def test_reference_engine_keeps_per_prompt_values(pairs):
+@pytest.mark.parametrize("spec", GRIDS + [PatchSpec("resid_post")],
+                         ids=[f"{s.site}-{'pos' if s.by_pos else 'all'}"
+                              for s in GRIDS + [PatchSpec("resid_post")]])
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_hook_engine_equals_the_fast_engine_per_prompt(spec, direction, pairs):
     model = random_model("2L-LN")
     metric = answer_metric(pairs, 1)
-    fast = sweep_patching(model, pairs, PatchSpec("z"), metric, engine="fast")
-    ref = sweep_patching(model, pairs, PatchSpec("z"), metric, engine="reference")
-    assert ref.values.shape == fast.values.shape == (2, 4, TASK.seq_len, len(pairs))
-    torch.testing.assert_close(fast.values, ref.values, atol=1e-5, rtol=0)
-    torch.testing.assert_close(fast.clean, ref.clean, atol=1e-5, rtol=0)
+    fast = sweep_patching(model, pairs, spec, metric, engine="fast", direction=direction)
+    hooks = sweep_patching(model, pairs, spec, metric, engine="hooks", direction=direction)
+    assert hooks.values.shape == fast.values.shape
+    torch.testing.assert_close(fast.values, hooks.values, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.clean, hooks.clean, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_resid_mid_patches_the_true_residual_stream(shape, pairs):
+    """In the last layer, patching the whole residual stream after attention at the metric
+    position leaves only that position's MLP and the unembedding: the donor's metric."""
+    model = random_model(shape)
+    metric = answer_metric(pairs, 0)
+    last = SHAPES[shape].n_layers - 1
+    donor_score = metric(model(pairs.clean.tokens))
+    cell = Cell("resid_mid", last, pos=metric.pos)
+    patched = metric(run_with_patches(model, pairs.corrupt.tokens, pairs.clean.tokens, [cell]))
+    torch.testing.assert_close(patched, donor_score, atol=1e-5, rtol=0)
+    for engine in ("fast", "hooks"):
+        grid = sweep_patching(model, pairs, PatchSpec("resid_mid"), metric, engine=engine)
+        torch.testing.assert_close(grid.values[last, metric.pos], donor_score, atol=1e-5, rtol=0)
 
 
 def test_resid_post_equals_next_layers_resid_pre(pairs):
@@ -125,8 +147,43 @@ def test_tidy_frame_has_named_axes(pairs):
     assert row.value == pytest.approx(float(result.mean()[1, 3, 2]))
 
 
-def test_bad_requests():
+def test_bad_requests(pairs):
     with pytest.raises(ValueError, match="by position"):
         PatchSpec("resid_pre", by_pos=False)
     with pytest.raises((ValueError, TypeError), match="site"):
         PatchSpec("embed")
+    model = random_model("2L-LN")
+    metric = answer_metric(pairs, 0)
+    other = make_digit_pairs(TaskSpec(digits_a=1, digits_b=1), 12, operand="a", digit=0)
+    mixed = PromptPairs(pairs.clean, other.corrupt, "a_0")
+    with pytest.raises(ValueError, match=r"clean is \(12, 11\).*corrupt \(12, 8\)"):
+        sweep_patching(model, mixed, PatchSpec("z"), metric)
+    for bad, message in ((AnswerMetric(99, metric.correct, metric.wrong),
+                          r"position must be in 0\.\.10"),
+                         (AnswerMetric(metric.pos, metric.correct + 999, metric.wrong),
+                          r"correct token ids must be in 0\.\.20"),
+                         (AnswerMetric(metric.pos, metric.correct[:3], metric.wrong[:3]),
+                          "for 12 prompts")):
+        for sweep in (sweep_patching, sweep_attribution):
+            with pytest.raises(ValueError, match=message):
+                sweep(model, pairs, PatchSpec("z"), bad)
+        with pytest.raises(ValueError, match=message):
+            sweep_paths(model, pairs, bad)
+
+
+class NaNMetric(AnswerMetric):
+    """A metric that is NaN for prompts 2 and 5."""
+
+    def score(self, logits_at_pos):
+        out = super().score(logits_at_pos).clone()
+        out[..., [2, 5]] = float("nan")
+        return out
+
+
+def test_non_finite_metric_values_are_refused_naming_the_prompts(pairs):
+    model = random_model("2L-LN")
+    m = answer_metric(pairs, 0)
+    nan = NaNMetric(m.pos, m.correct, m.wrong)
+    for engine in ("fast", "hooks"):
+        with pytest.raises(ValueError, match=r"NaN or infinite for 2 of 12 prompts .*\[2, 5\]"):
+            sweep_patching(model, pairs, PatchSpec("resid_pre"), nan, engine=engine)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 PAGES = ["overview", "patching", "attribution", "attention", "probes", "playground"]
@@ -74,17 +74,33 @@ def page(server):
         browser.close()
 
 
-def _settle(page) -> None:
-    """Wait until the script run is over and no stale element from the last one is left."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " && !document.querySelector('[data-stale=\"true\"]')", timeout=60_000)
+IDLE_JS = ("!document.querySelector('[data-testid=\"stStatusWidget\"]')"
+           " && !document.querySelector('[data-stale=\"true\"]')")
 
 
-def _open(page, base: str, name: str) -> None:
-    page.goto(f"{base}/{name}?run=tiny")
-    page.wait_for_selector('[data-testid="stMain"]', timeout=60_000)
-    _settle(page)
+def _until(page, condition_js: str, timeout: int = 60_000) -> None:
+    """Wait for a state: `condition_js` true with no script run going and nothing stale.
+
+    Waiting on the state an action must produce (not on "idle" alone, which can hold before
+    the rerun the action triggers has even started) is what keeps these tests from flaking.
+    """
+    page.wait_for_function(f"() => ({condition_js}) && {IDLE_JS}", timeout=timeout)
+
+
+def _text(text: str) -> str:
+    return f"document.body.innerText.includes({text!r})"
+
+
+def _one_figure(key: str, title_part: str) -> str:
+    """JS: exactly one plotly chart in the element keyed `key`, its title holding the text."""
+    return (f"(() => {{ const gd = document.querySelectorAll('.st-key-{key} .js-plotly-plot');"
+            f" return gd.length === 1 && gd[0].layout && "
+            f"String((gd[0].layout.title || {{}}).text || '').includes({title_part!r}); }})()")
+
+
+def _open(page, base: str, name: str, query: str = "run=tiny") -> None:
+    page.goto(f"{base}/{name}?{query}")
+    _until(page, "!!document.querySelector('[data-testid=\"stMain\"]')")
 
 
 def _no_exception(page, where: str) -> None:
@@ -95,7 +111,7 @@ def _no_exception(page, where: str) -> None:
 @pytest.mark.parametrize("name", PAGES)
 def test_every_page_renders_without_exceptions(page, server, name):
     _open(page, server, name)
-    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+    _until(page, "!!document.querySelector('.js-plotly-plot')")
     _no_exception(page, name)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -118,30 +134,24 @@ CELL_JS = """(el) => {
 def test_patching_control_and_cell_click_drive_the_drill_down(page, server):
     _open(page, server, "patching")
     heatmap = page.locator(".st-key-patching_layer_head")
-    heatmap.locator(".js-plotly-plot").wait_for(timeout=60_000)
+    _until(page, _one_figure("patching_layer_head", "Layer × head"))
     before = _selected(page)
 
     # a control: switch the direction radio to noising and back
     page.locator(".st-key-patching_direction").get_by_text("noise", exact=True).click()
-    page.wait_for_function("() => document.body.innerText.includes('noise (')", timeout=30_000)
-    _settle(page)
+    _until(page, _one_figure("patching_layer_pos", "noise ("))
     _no_exception(page, "direction switch")
     page.locator(".st-key-patching_direction").get_by_text("denoise", exact=True).click()
-    page.wait_for_function("() => document.body.innerText.includes('denoise (')",
-                           timeout=30_000)
-    _settle(page)
+    _until(page, _one_figure("patching_layer_pos", "denoise ("))
 
     heatmap = page.locator(".st-key-patching_layer_head")
     heatmap.scroll_into_view_if_needed()
     cell = heatmap.evaluate(CELL_JS)
     page.mouse.move(cell["x"], cell["y"])
     page.mouse.click(cell["x"], cell["y"])
-    _settle(page)
     expected = f"Selected: {cell['row']}{cell['col']} z (all positions)"
-    page.wait_for_function(f"() => document.body.innerText.includes({expected!r})",
-                           timeout=30_000)
+    _until(page, f"{_text(expected)} && {_one_figure('patching_distribution', 'Effect over')}")
     assert _selected(page) != before or expected in before
-    page.locator(".st-key-patching_distribution .js-plotly-plot").wait_for(timeout=30_000)
     _no_exception(page, "cell click")
     page.screenshot(path=str(ARTIFACTS / "patching-clicked.png"), full_page=True)
 
@@ -151,15 +161,13 @@ def test_playground_takes_a_typed_problem(page, server):
     box = page.locator(".st-key-playground_problem input")
     box.fill("12+34")
     box.press("Enter")
-    _settle(page)
-    page.wait_for_function("() => document.body.innerText.includes('12+34=')", timeout=30_000)
-    page.locator(".st-key-playground_heatmap .js-plotly-plot").wait_for(timeout=60_000)
+    _until(page, f"{_text('Generated: 12+34=')} && "
+                 f"{_one_figure('playground_heatmap', 'Live patching: z × position, 12+34=')}")
     _no_exception(page, "playground")
 
     box = page.locator(".st-key-playground_problem input")
     box.fill("12*34x")
     box.press("Enter")
-    _settle(page)
-    page.locator('[data-testid="stAlert"]').first.wait_for(timeout=30_000)
+    _until(page, _text("Invalid problem: cannot read '12*34x'"))
     _no_exception(page, "playground bad input")
     page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)

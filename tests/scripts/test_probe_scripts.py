@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from arithinterp import schema
 from arithinterp.runs import RunDir
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "probes"
+SCRIPTS = Path(__file__).resolve().parents[2] / "probes"
 
 
 def _script(name: str):
@@ -35,21 +36,22 @@ def test_the_three_scripts_write_into_one_run(tmp_path, capsys):
     run = RunDir.open(run_dir)
     assert run.is_complete
     stages = run.manifest["stages"]
-    assert stages["model"]["summary"]["source"].endswith("add3-reversed")
-    assert set(stages["probes"]["summary"]) == {"digits", "running_sums"}
-    table = run.load_table("probes/digits.parquet")
+    assert stages["model"]["summary"]["source"] == "zoo:add3-reversed"
+    assert {"probes/digits", "probes/running_sums", "fourier"} <= set(stages)
+    table = run.load(schema.PROBE_SCORES, "probes/digits")
     assert {"a0", "carry1", "n_carries"} <= set(table["target"])
     assert table["layer"].eq(1).all() and table["random_model"].notna().all()
-    sums = run.load_table("probes/running_sums.parquet")
+    sums = run.load(schema.PROBE_SCORES, "probes/running_sums")
     assert set(sums["target"]) == {f"column_sum_{k}" for k in range(4)}
-    preds = run.load_table("probes/running_sums_predictions.parquet")
+    preds = run.load(schema.PROBE_PREDICTIONS, "probes/running_sums")
     assert set(preds["probe"]) == set(sums["probe"]) and {"truth", "prediction"} <= set(preds)
-    assert not (tmp_path / "p" / "probes" / "digits_predictions.parquet").exists()
-    weights = run.load_tensors("probes/digits_weights.safetensors")
+    assert not run.has(schema.PROBE_PREDICTIONS, "probes/digits")
+    weights = run.load(schema.PROBE_WEIGHTS, "probes/digits")
     assert set(table["probe"] + ".coef") <= set(weights)
-    spectrum = run.load_table("fourier/spectrum.parquet")
+    spectrum = run.load(schema.FOURIER_SPECTRUM, schema.FOURIER)
     assert {"W_E", "W_U", "activations"} == set(spectrum["source"])
-    assert run.load_json("probes/digits_config.json")["n"] == 64
+    stage = run.load_json("probes/digits/stage.json")
+    assert stage["stage"] == "probes" and stage["config"]["n"] == 64
 
     # the model named again with the same --run adds to that run
     again = _script("fourier_report").main(["add3-reversed", "--runs-dir", str(tmp_path),
@@ -60,7 +62,7 @@ def test_the_three_scripts_write_into_one_run(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["no-such-model"], "neither a checkpoint directory nor a zoo model"),
     (["add3-reversed", "--targets", "carry9"], "unknown targets"),
-    (["add3-reversed", "--n", "2"], "one side would be empty"),
+    (["add3-reversed", "--n", "2"], "n must be an integer >= 10, got 2"),
     (["add3-reversed", "--n", "many"], "invalid int value"),
     (["add3-reversed", "--sites", "resid_final"], "invalid choice"),
 ])
@@ -91,7 +93,7 @@ def test_running_sums_of_a_multiplication_checkpoint(tmp_path, capsys):
         str(tmp_path / "mul"), "--runs-dir", str(tmp_path / "runs"), "--run", "m", "--n", "64",
         "--layers", "1", "--positions", "5", "--no-progress"])
     assert code == 0 and "no running sums" not in capsys.readouterr().out
-    table = RunDir.open(tmp_path / "runs" / "m").load_table("probes/running_sums.parquet")
+    table = RunDir.open(tmp_path / "runs" / "m").load(schema.PROBE_SCORES, "probes/running_sums")
     assert {"pp_1_1", "running_sum_2", "running_sum_2_mod10", "running_sum_2_div10"} <= \
         set(table["target"])
     assert table["pos"].eq(5).all()

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from arithinterp.analysis.attention import compute_attention_patterns, compute_operand_attention
-from arithinterp.models import ModelSpec, act_name, build_model, load_model
+from arithinterp.components import hook_name
+from arithinterp.models import ModelSpec, build_model, load_model
 from arithinterp.tasks import make_splits
 
 
@@ -52,7 +53,7 @@ def test_attention_patterns_match_the_cache(tiny_model, data):
     pattern = compute_attention_patterns(tiny_model, data.tokens, 1, 2, batch_size=7)
     with torch.inference_mode():
         _, cache = tiny_model.run_with_cache(data.tokens)
-    torch.testing.assert_close(pattern, cache[act_name("pattern", 1)][:, 2])
+    torch.testing.assert_close(pattern, cache[hook_name("pattern", 1)][:, 2])
     torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:2]))
     assert (pattern.triu(1) == 0).all()  # causal
     with pytest.raises(ValueError, match="layer"):

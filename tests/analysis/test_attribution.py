@@ -11,7 +11,8 @@ from arithinterp.analysis.attribution import (
     compute_logit_lens,
 )
 from arithinterp.analysis.metrics import AnswerMetric, answer_metric
-from arithinterp.models import ModelSpec, act_name, build_model, load_model
+from arithinterp.components import hook_name
+from arithinterp.models import ModelSpec, build_model, load_model
 from arithinterp.tasks import make_digit_pairs, make_splits
 
 VARIANTS = {
@@ -87,17 +88,17 @@ def test_dla_equals_removing_the_direct_path_with_frozen_scale(models, pairs, va
     model, metric = models[variant], answer_metric(pairs, 1)
     tokens, pos, last = pairs.clean.tokens, metric.pos, model.cfg.n_layers - 1
     values, labels = compute_dla_per_prompt(model, pairs.clean, metric)
-    names = {act_name("z", 0), act_name("z", 1), act_name("mlp_out", 0), act_name("scale")}
+    names = {hook_name("z", 0), hook_name("z", 1), hook_name("mlp_out", 0), hook_name("scale")}
     with torch.inference_mode():
         logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-        outputs = {f"L{L}H{h}": cache[act_name("z", L)][:, pos, h] @ model.W_O[L, h]
+        outputs = {f"L{L}H{h}": cache[hook_name("z", L)][:, pos, h] @ model.W_O[L, h]
                    for L, h in [(0, 1), (1, 2)]}
-        outputs["L0.mlp"] = cache[act_name("mlp_out", 0)][:, pos]
-        frozen = [(act_name("scale"), partial(_set_to, value=cache[act_name("scale")]))] \
+        outputs["L0.mlp"] = cache[hook_name("mlp_out", 0)][:, pos]
+        frozen = [(hook_name("scale"), partial(_set_to, value=cache[hook_name("scale")]))] \
             if variant != "none" else []
         for label, vec in outputs.items():
             removed = model.run_with_hooks(tokens, fwd_hooks=frozen + [
-                (act_name("resid_post", last), partial(_subtract_at, pos=pos, vec=vec))])
+                (hook_name("resid_post", last), partial(_subtract_at, pos=pos, vec=vec))])
             delta = metric(logits) - metric(removed)
             torch.testing.assert_close(values[:, labels.index(label)], delta, atol=ATOL, rtol=0)
 

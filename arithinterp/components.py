@@ -1,0 +1,165 @@
+"""Components of a transformer and the hook names of their sites: the one place either is named.
+
+A component is a head (``L1H3``), an MLP layer (``L0.mlp``), a whole attention layer
+(``L1.attn``) or the residual stream of a layer (``L0.resid``). It is a frozen object with a
+``name``; names are parsed back only at the edges (the command line, a stored table). Hook
+names are TransformerLens's classic ones (``blocks.1.attn.hook_z``) and come only from
+`hook_name`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal, Protocol, SupportsInt, runtime_checkable
+
+Kind = Literal["head", "mlp", "attn", "resid"]
+KINDS: tuple[str, ...] = ("head", "mlp", "attn", "resid")
+# within a layer, in forward order (ties in rankings break this way)
+KIND_ORDER = {"resid": 0, "attn": 1, "head": 2, "mlp": 3}
+_HEAD = re.compile(r"L(\d+)H(\d+)")
+_LAYER = re.compile(r"L(\d+)\.(mlp|attn|resid)")
+
+# site -> hook name template ({L} = layer); layer-free sites have no {L}
+_HOOKS = {
+    "embed": "hook_embed", "pos_embed": "hook_pos_embed",
+    "resid_pre": "blocks.{L}.hook_resid_pre", "resid_mid": "blocks.{L}.hook_resid_mid",
+    "resid_post": "blocks.{L}.hook_resid_post", "attn_out": "blocks.{L}.hook_attn_out",
+    "mlp_out": "blocks.{L}.hook_mlp_out",
+    "z": "blocks.{L}.attn.hook_z", "q": "blocks.{L}.attn.hook_q", "k": "blocks.{L}.attn.hook_k",
+    "v": "blocks.{L}.attn.hook_v", "pattern": "blocks.{L}.attn.hook_pattern",
+    "attn_scores": "blocks.{L}.attn.hook_attn_scores", "result": "blocks.{L}.attn.hook_result",
+    "mlp_pre": "blocks.{L}.mlp.hook_pre", "mlp_post": "blocks.{L}.mlp.hook_post",
+    "scale": "ln_final.hook_scale", "normalized": "ln_final.hook_normalized",
+}
+SITES: tuple[str, ...] = tuple(_HOOKS)
+
+
+@runtime_checkable
+class Shape(Protocol):
+    """What enumerating components needs to know about a model (see `models.ModelFacts`)."""
+
+    n_layers: int
+    n_heads: int
+    attn_only: bool
+
+
+def _index(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Component:
+    """A head, an MLP, an attention layer or a layer's residual stream."""
+
+    kind: Kind
+    layer: int
+    head: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        _index(self.layer, "layer")
+        if self.kind == "head":
+            _index(self.head, "head")
+        elif self.head is not None:
+            raise ValueError(f"a {self.kind} component has no head index, got {self.head!r}")
+
+    @property
+    def name(self) -> str:
+        """'L1H3', 'L0.mlp', 'L1.attn' or 'L0.resid'."""
+        return f"L{self.layer}H{self.head}" if self.kind == "head" else \
+            f"L{self.layer}.{self.kind}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def parse(cls, name: str | Component) -> Component:
+        """The component a name stands for (a Component passes through); anything else is a
+        ValueError naming the forms."""
+        if isinstance(name, Component):
+            return name
+        if m := _HEAD.fullmatch(str(name)):
+            return cls("head", int(m[1]), int(m[2]))
+        if m := _LAYER.fullmatch(str(name)):
+            return cls(m[2], int(m[1]))  # type: ignore[arg-type]
+        raise ValueError(f"{name!r} is not a component name: expected 'L<layer>H<head>' (a head), "
+                         "'L<layer>.mlp', 'L<layer>.attn' or 'L<layer>.resid'")
+
+    @property
+    def site(self) -> str:
+        """The site whose activation is this component's output (its ablation target)."""
+        return {"head": "z", "mlp": "mlp_out", "attn": "attn_out", "resid": "resid_post"}[
+            self.kind]
+
+    @property
+    def hook(self) -> str:
+        """The hook name of `site` at this component's layer."""
+        return hook_name(self.site, self.layer)
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        """Sort key in forward order: layer, then resid < attn < heads < mlp, then head."""
+        return self.layer, KIND_ORDER[self.kind], -1 if self.head is None else self.head
+
+
+def hook_name(site: str, layer: int | None = None) -> str:
+    """The classic TransformerLens hook name: ('z', 1) -> 'blocks.1.attn.hook_z'."""
+    if site not in _HOOKS:
+        raise ValueError(f"unknown site {site!r}; known: {', '.join(SITES)}")
+    template = _HOOKS[site]
+    if "{L}" not in template:
+        if layer is not None:
+            raise ValueError(f"site {site!r} has no layer, got layer={layer!r}")
+        return template
+    return template.format(L=_index(layer, "layer"))
+
+
+def layer_label(layer: SupportsInt) -> str:
+    """Axis label of a layer: 'L0'."""
+    return f"L{int(layer)}"
+
+
+def head_label(head: SupportsInt) -> str:
+    """Axis label of a head within its layer: 'H3'."""
+    return f"H{int(head)}"
+
+
+def all_components(shape: Shape, kind: Kind | None = None) -> list[Component]:
+    """Every component of `kind` (every head and MLP when None) in forward order."""
+    kinds = ("head", "mlp") if kind is None else (kind,)
+    out = []
+    for layer in range(shape.n_layers):
+        if "attn" in kinds:
+            out.append(Component("attn", layer))
+        if "head" in kinds:
+            out += [Component("head", layer, h) for h in range(shape.n_heads)]
+        if "mlp" in kinds and not shape.attn_only:
+            out.append(Component("mlp", layer))
+        if "resid" in kinds:
+            out.append(Component("resid", layer))
+    return out
+
+
+def check_component(shape: Shape, component: Component | str) -> Component:
+    """The component, parsed if a name, refused (ValueError) when the model lacks it."""
+    comp = Component.parse(component)
+    if comp not in all_components(shape, comp.kind):
+        raise ValueError(f"component {comp.name!r} is not in this model ({shape.n_layers} "
+                         f"layers, {shape.n_heads} heads"
+                         f"{', attention only' if shape.attn_only else ''})")
+    return comp
+
+
+def parse_components(names: Iterable[str | Component], shape: Shape | None = None
+                     ) -> list[Component]:
+    """Components from names (e.g. 'L1H3,L0.mlp' split by the caller), checked against the
+    model when `shape` is given; duplicates are refused."""
+    comps = [Component.parse(n) if shape is None else check_component(shape, n) for n in names]
+    if len(set(comps)) != len(comps):
+        raise ValueError(f"components has duplicates: {[c.name for c in comps]}")
+    return comps

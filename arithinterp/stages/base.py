@@ -1,0 +1,31 @@
+"""What every stage shares: the context it runs in and the model of the run it writes into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arithinterp.models import LoadedModel, load_model
+from arithinterp.runs import RunDir
+
+
+@dataclass(frozen=True)
+class Context:
+    """How a job runs, as opposed to what it computes: not part of any stage's config."""
+
+    device: str = "auto"
+    progress: bool = True
+
+
+def run_model(run: RunDir, ctx: Context) -> LoadedModel:
+    """The model the run's ``model`` stage put into the run."""
+    if not run.stage_done("model"):
+        raise ValueError(f"run {run.dir} has no finished model stage: add a model or train "
+                         "stage before this one")
+    return load_model(run.dir, device=ctx.device)
+
+
+def need_task(loaded: LoadedModel, what: str) -> None:
+    """Refuse a model that records no arithmetic task (a pretrained LLM) for `what`."""
+    if loaded.task is None:
+        raise ValueError(f"{what} needs a model trained on an arithmetic task; "
+                         f"{loaded.source} records none")

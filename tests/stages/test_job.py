@@ -1,0 +1,173 @@
+"""Jobs of stages: the main job end to end, resume, stored configs that read back equal,
+failures recorded, stages added to an existing run."""
+
+import json
+
+import pytest
+
+from arithinterp import schema
+from arithinterp.analysis.suite import GridConfig, LocalizeConfig
+from arithinterp.probes import ProbeConfig
+from arithinterp.runs import RunDir, list_runs
+from arithinterp.stages.evaluate import EvaluateConfig
+from arithinterp.stages.fourier import FourierConfig
+from arithinterp.stages.job import (
+    STAGES,
+    ModelSource,
+    demo_job,
+    job_json,
+    read_job,
+    read_stage_config,
+    run_job,
+    run_on,
+)
+from arithinterp.stages.probes import ProbesConfig
+from arithinterp.tasks import TaskSpec
+from arithinterp.train import ICoT, RunningSumLoss, TrainConfig
+
+
+@pytest.mark.slow
+def test_demo_writes_a_complete_run_and_resumes(tmp_path, ctx):
+    job = demo_job(n_eval=200, localize=(LocalizeConfig(n_pairs=96, n_eval=96, n_random=3),),
+                   n_probe=400)
+    run = run_job(tmp_path, "demo", job, ctx=ctx).run
+    assert run.is_complete and [r.name for r in list_runs(tmp_path)] == ["demo"]
+    summary = run.load(schema.EVAL_SUMMARY, schema.EVALUATE)
+    assert summary["n"] == 200 and summary["exact_match"] >= 0.99
+    curve = run.load(schema.TRAINING_CURVE, schema.MODEL)
+    assert {"step", "loss", "exact_match", "digit", "digit_accuracy"} <= set(curve.columns)
+    assert run.load(schema.EVAL_EXAMPLES, schema.EVALUATE).shape[0] == 200
+    loc = "localize/a1"
+    for table in (schema.PATCHING, schema.ATTRIBUTION, schema.ATTRIBUTION_VS_EXACT,
+                  schema.PATHS, schema.DLA, schema.LOGIT_LENS, schema.OPERAND_ATTENTION,
+                  schema.RANKING, schema.KNOCKOUT):
+        assert len(run.load(table, loc)) > 0, table.file
+    summary = run.load(schema.LOCALIZE_SUMMARY, loc)
+    assert summary["change"] == "a_1" and summary["metric"] == "logit_diff(c1)"
+    assert summary["prompts"] == "held_out" and summary["clean_accuracy"] > 0.99
+    # the heads that read column 1 carry a_1 into c1 (see the README's circuit notes)
+    assert set(summary["selected"][:2]) == {"L0H1", "L0H2"}
+    knock = run.load(schema.KNOCKOUT, loc).set_index("condition")
+    random = knock[knock.index.str.startswith("random")]
+    assert knock.loc["selected", "exact_match"] < random["exact_match"].min()
+    assert random["components"].nunique() == len(random)
+    probes = run.load(schema.PROBE_SUMMARY, "probes/digits").set_index("target")
+    assert probes.loc["a0", "best_score"] > 0.95  # an operand digit at its own token
+    assert {"W_E", "W_U"} <= set(run.load(schema.FOURIER_R2, schema.FOURIER)["source"])
+    values = run.load(schema.PATCHING_VALUES, loc)
+    assert values["z_pos_denoise"].shape == (2, 4, 14, summary["n_pairs"])
+    axes = run.tensor_metadata(schema.PATCHING_VALUES, loc)
+    assert json.loads(axes["z_pos_denoise"]) == ["layer", "head", "pos", "batch"]
+    # the model is the run's own copy of the zoo model, not a pointer to it
+    assert (run.dir / "model" / "model.safetensors").is_file()
+    assert run.stage_summary("model")["source"] == "zoo:add3-reversed"
+    with pytest.raises(FileExistsError):
+        run_job(tmp_path, "demo", job, ctx=ctx)
+
+    # an interrupted run (evaluate never finished) resumes without redoing 'model'
+    from arithinterp.stages.job import job_seeds
+
+    partial = RunDir.create(tmp_path, "partial", config=job_json(job), seeds=job_seeds(job))
+    partial.start_stage("model", "model")
+    partial.finish_stage("model", {"note": "kept"})
+    (partial.dir / "model").symlink_to(run.dir / "model")
+    partial.close()
+    resumed = run_job(tmp_path, "partial", job, ctx=ctx)
+    assert resumed.run.is_complete and "model" not in resumed.ran
+    assert resumed.run.stage_summary("model") == {"note": "kept"}
+    assert resumed.run.load(schema.EVAL_SUMMARY, schema.EVALUATE)["n"] == 200
+
+
+@pytest.mark.slow
+def test_localize_a_run_writes_a_new_run_and_adds_experiments(tmp_path, ctx):
+    small = dict(n_pairs=32, n_eval=32, n_random=1)
+    first = run_job(tmp_path, "first", [ModelSource("add3-reversed"), LocalizeConfig(**small)],
+                    ctx=ctx).run
+    carry = LocalizeConfig(corrupt="carry", position=2, **small)
+    second = run_job(tmp_path, "second", [ModelSource(str(first.dir)), carry], ctx=ctx).run
+    summary = second.load(schema.LOCALIZE_SUMMARY, "localize/carry2")
+    # a flipped carry is measured at the digit it flows into
+    assert summary["change"] == "carry_2" and summary["answer_digit"] == 2
+    assert summary["metric"] == "logit_diff(c2)"
+    # experiments added to a run: several per run, each in its own folder
+    added = run_on(first.dir, [carry, LocalizeConfig(digit=0, **small)], runs_dir=tmp_path,
+                   ctx=ctx)
+    assert added.run.dir == first.dir and set(added.ran) == {"localize/carry2", "localize/a0"}
+    again = RunDir.open(first.dir)
+    assert again.is_complete
+    assert schema.experiments(again.manifest["stages"], "localize") == ["a1", "carry2", "a0"]
+    assert [type(c).__name__ for c in read_job(again.manifest["config"])] == \
+        ["ModelSource", "LocalizeConfig", "LocalizeConfig", "LocalizeConfig"]
+    with pytest.raises(ValueError, match="another config"):
+        run_on(first.dir, [LocalizeConfig(n_pairs=16, n_eval=32, n_random=1)],
+               runs_dir=tmp_path, ctx=ctx)
+    with pytest.raises(ValueError, match="made from"):
+        run_on("add3-plain", [FourierConfig(n=64)], runs_dir=tmp_path, name="first", ctx=ctx)
+
+
+EVERY_STAGE = [
+    ModelSource("add3-plain"),
+    TrainConfig(task=TaskSpec(op="mul", digits_a=2, digits_b=2, format="cot"), n_test=500,
+                curriculum=ICoT(tokens_per_stage=3, smoothing=0.5),
+                extra_losses=(RunningSumLoss(weight=0.5, site="z", layer=0, heads=(1, 2)),)),
+    EvaluateConfig(n=50),
+    LocalizeConfig(name="first", corrupt="carry", position=2, grids=(
+        GridConfig("z", by_pos=False, directions=("denoise", "noise"), attribution=True),)),
+    ProbesConfig(name="sums", n=100, targets=("carries", "a0"),
+                 fit=ProbeConfig(sites=("z",), layers=(1,), cv=3)),
+    FourierConfig(n=50, sites=("resid_pre", "mlp_out"), layers=(0,)),
+]
+
+
+@pytest.mark.parametrize("config", EVERY_STAGE, ids=[type(c).__name__ for c in EVERY_STAGE])
+def test_every_stage_config_round_trips_and_refuses_unknown_keys(config):
+    data = json.loads(json.dumps(job_json([config])))
+    assert read_job(data) == [config]
+    entry = data["job"][0]["config"]
+    with pytest.raises(ValueError, match=r"unknown keys \['bogus'\]") as e:
+        read_job({"job": [{"stage": data["job"][0]["stage"],
+                           "config": {**entry, "bogus": 1}}]})
+    assert "\n" not in str(e.value)
+    nested = next((k for k, v in entry.items() if isinstance(v, dict)), None)
+    if nested is not None:  # a nested config refuses unknown keys too, naming the path
+        with pytest.raises(ValueError, match=rf"\.{nested}: unknown keys \['bogus'\]"):
+            read_job({"job": [{"stage": data["job"][0]["stage"],
+                               "config": {**entry, nested: {**entry[nested], "bogus": 1}}}]})
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        read_job({"job": [{"stage": "nope", "config": {}}]})
+    assert set(STAGES) == {"model", "train", "evaluate", "localize", "probes", "fourier"}
+
+
+@pytest.mark.slow
+def test_configs_written_by_stages_load_back_equal(demo_runs):
+    runs, trained = demo_runs
+    for run_dir in (runs / "tiny", trained):
+        run = RunDir.open(run_dir)
+        job = read_job(run.manifest["config"])
+        from arithinterp.stages.job import stage_key
+
+        for config in job:
+            assert read_stage_config(run, stage_key(config)) == config
+
+
+def test_bad_input_writes_nothing(tmp_path, ctx):
+    with pytest.raises(ValueError, match="no recipe for 'nope'"):
+        run_job(tmp_path, "x", [ModelSource("nope")], ctx=ctx)
+    with pytest.raises(ValueError, match="same folder twice"):
+        run_job(tmp_path, "x", [ModelSource("add3-plain"), LocalizeConfig(), LocalizeConfig()],
+                ctx=ctx)
+    with pytest.raises(ValueError, match="is not the config of a registered stage"):
+        run_job(tmp_path, "x", [object()], ctx=ctx)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_stage_that_fails_marks_itself_and_the_run_failed(tmp_path, ctx):
+    job = [ModelSource("add3-plain"), LocalizeConfig(n_pairs=5000)]  # more pairs than exist
+    with pytest.raises(ValueError, match="could not find 5000 pairs"):
+        run_job(tmp_path, "r", job, ctx=ctx)
+    run = RunDir.open(tmp_path / "r")
+    assert run.status == "failed" and run.stage_done("model")
+    stage = run.manifest["stages"]["localize/a1"]
+    assert stage["status"] == "failed" and "could not find 5000 pairs" in stage["error"]
+    assert run.problems() == [f"stage localize/a1 failed: {stage['error']}"]
+    assert list_runs(tmp_path) == []  # failed: not listed as a finished run
