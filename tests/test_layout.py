@@ -24,8 +24,8 @@ INNER = {  # order of the modules inside a subpackage
                  "patching": 1, "attribution": 1, "attribution_patching": 2, "paths": 2,
                  "suite": 3},
     "stages": {"base": 0, "train": 1, "evaluate": 1, "localize": 1, "probes": 1, "fourier": 1,
-               "model": 2, "job": 3},
-    "tasks": {"vocab": 0, "spec": 1, "data": 2, "corrupt": 3},
+               "multiplication": 1, "finetune": 1, "model": 2, "job": 3},
+    "tasks": {"vocab": 0, "spec": 1, "modular": 2, "data": 3, "corrupt": 4},
 }
 
 

@@ -2,9 +2,11 @@
 
 from arithinterp.tasks.corrupt import PromptPairs, make_carry_pairs, make_digit_pairs
 from arithinterp.tasks.data import Dataset, make_dataset, make_splits, sample_problems
+from arithinterp.tasks.modular import ModularTask, Task
 from arithinterp.tasks.spec import FORMATS, OPS, ProblemMeta, TaskSpec, compute_metadata
 
 __all__ = [
-    "FORMATS", "OPS", "Dataset", "ProblemMeta", "PromptPairs", "TaskSpec", "compute_metadata",
+    "FORMATS", "OPS", "Dataset", "ModularTask", "ProblemMeta", "PromptPairs", "Task", "TaskSpec",
+    "compute_metadata",
     "make_carry_pairs", "make_dataset", "make_digit_pairs", "make_splits", "sample_problems",
 ]

@@ -9,10 +9,11 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from arithinterp.tasks.spec import TaskSpec, compute_metadata
+from arithinterp.tasks.modular import Task
 
 Sampling = Literal["uniform", "carries"]
 SAMPLINGS: tuple[str, ...] = ("uniform", "carries")
+MAX_ENUMERATE = 1_000_000  # problems: up to this many, a draw of most of them enumerates
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Dataset:
     at position t - 1 are scored (answer, scratchpad / CoT tokens and <eos>).
     """
 
-    spec: TaskSpec
+    spec: Task
     a: Int[Tensor, " batch"]
     b: Int[Tensor, " batch"]
     tokens: Int[Tensor, "batch pos"]
@@ -50,7 +51,7 @@ class Dataset:
         return self.tokens[:, : self.spec.prompt_len]
 
 
-def make_dataset(spec: TaskSpec, a: Int[Tensor, " batch"], b: Int[Tensor, " batch"]) -> Dataset:
+def make_dataset(spec: Task, a: Int[Tensor, " batch"], b: Int[Tensor, " batch"]) -> Dataset:
     """Render problems (a[i], b[i]) of `spec` with their metadata."""
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"a and b must be 1-D and of equal length, got {tuple(a.shape)} and "
@@ -59,8 +60,8 @@ def make_dataset(spec: TaskSpec, a: Int[Tensor, " batch"], b: Int[Tensor, " batc
     for x, y in zip(a.tolist(), b.tolist(), strict=True):
         if not spec.is_valid(x, y):
             raise ValueError(f"({x}, {y}) is not a problem of task {spec.name}")
-        rows.append(spec.vocab.encode(spec.render(x, y), bos=True, eos=True))
-        metas.append(compute_metadata(spec, x, y))
+        rows.append(spec.vocab.encode(spec.render(x, y), bos=spec.use_bos, eos=spec.use_bos))
+        metas.append(spec.metadata(x, y))
     tokens = torch.tensor(rows, dtype=torch.long).reshape(len(rows), spec.seq_len)
     mask = torch.zeros_like(tokens, dtype=torch.bool)
     mask[:, spec.prompt_len :] = True
@@ -72,8 +73,8 @@ def make_dataset(spec: TaskSpec, a: Int[Tensor, " batch"], b: Int[Tensor, " batc
         spec=spec, a=a.clone(), b=b.clone(), tokens=tokens, loss_mask=mask,
         answer=stack("answer").reshape(-1), answer_digits=stack("answer_digits").reshape(
             len(metas), spec.answer_width),
-        a_digits=stack("a_digits").reshape(len(metas), spec.digits_a),
-        b_digits=stack("b_digits").reshape(len(metas), spec.digits_b),
+        a_digits=stack("a_digits").reshape(len(metas), len(spec.operand_positions()["a"])),
+        b_digits=stack("b_digits").reshape(len(metas), len(spec.operand_positions()["b"])),
         carry_in=stack("carry_in").reshape(len(metas), spec.answer_width),
         n_carries=torch.tensor([m.n_carries for m in metas], dtype=torch.long),
         column_sums=stack("column_sums").reshape(len(metas), spec.answer_width),
@@ -99,21 +100,17 @@ def with_chain_removed(data: Dataset, removed: int) -> Dataset:
     return Dataset(spec=target, **fields)
 
 
-def problem_space_size(spec: TaskSpec) -> int:
+def problem_space_size(spec: Task) -> int:
     """Number of distinct problems of the task (exact, by counting)."""
-    (la, ha), (lb, hb) = spec.operand_range("a"), spec.operand_range("b")
-    if spec.op == "sub" and not spec.signed:
-        # pairs with a >= b: for each b, the a's in [max(la, b), ha]
-        return sum(max(0, ha - max(la, y) + 1) for y in range(lb, hb + 1))
-    return (ha - la + 1) * (hb - lb + 1)
+    return spec.n_problems
 
 
-def _draw_operand(spec: TaskSpec, which: str, n: int, gen: torch.Generator) -> Tensor:
-    top = spec.digits_a if which == "a" else spec.digits_b
-    low_digits = spec.min_digits_a if which == "a" else spec.min_digits_b
+def _draw_operand(spec: Task, which: str, n: int, gen: torch.Generator) -> Tensor:
+    low_digits = getattr(spec, f"min_digits_{which}", None)
     if low_digits is None:
         lo, hi = spec.operand_range(which)  # type: ignore[arg-type]
         return torch.randint(lo, hi + 1, (n,), generator=gen)
+    top = spec.digits_a if which == "a" else spec.digits_b
     # digit count uniform in low..top, then a value with exactly that many digits
     counts = torch.randint(low_digits, top + 1, (n,), generator=gen)
     lo = torch.where(counts == 1, torch.zeros_like(counts), 10 ** (counts - 1))
@@ -122,7 +119,7 @@ def _draw_operand(spec: TaskSpec, which: str, n: int, gen: torch.Generator) -> T
     return (lo + (u * (hi - lo)).long()).clamp(max=hi - 1)
 
 
-def draw_problems(spec: TaskSpec, n: int, gen: torch.Generator) -> list[tuple[int, int]]:
+def draw_problems(spec: Task, n: int, gen: torch.Generator) -> list[tuple[int, int]]:
     """Up to n valid problems drawn independently (repeats possible, invalid draws dropped)."""
     xs = _draw_operand(spec, "a", n, gen).tolist()
     ys = _draw_operand(spec, "b", n, gen).tolist()
@@ -130,7 +127,7 @@ def draw_problems(spec: TaskSpec, n: int, gen: torch.Generator) -> list[tuple[in
 
 
 def sample_problems(
-    spec: TaskSpec,
+    spec: Task,
     n: int,
     gen: torch.Generator,
     *,
@@ -147,6 +144,8 @@ def sample_problems(
     if n > space - len(exclude):
         raise ValueError(f"asked for {n} distinct problems but task {spec.name} has only "
                          f"{space} ({len(exclude)} of them excluded)")
+    if sampling == "uniform" and space <= MAX_ENUMERATE and 2 * n > space - len(exclude):
+        return _enumerated(spec, n, gen, exclude)  # most of what is left: no rejection tail
     n_buckets = spec.answer_width  # a problem has 0..answer_width-1 carries
     quota = [n // n_buckets + (1 if i < n % n_buckets else 0) for i in range(n_buckets)]
     seen = set(exclude)
@@ -160,7 +159,7 @@ def sample_problems(
             if (x, y) in seen:
                 continue
             if sampling == "carries":
-                k = compute_metadata(spec, x, y).n_carries
+                k = spec.metadata(x, y).n_carries
                 if filled[k] >= quota[k]:
                     continue
                 filled[k] += 1
@@ -181,7 +180,19 @@ def sample_problems(
     return a, b
 
 
-def make_test_split(spec: TaskSpec, n_test: int, seed: int, *,
+def _enumerated(spec: Task, n: int, gen: torch.Generator, exclude: set[tuple[int, int]]
+                ) -> tuple[Int[Tensor, " batch"], Int[Tensor, " batch"]]:
+    """n problems not in `exclude`, a seeded permutation of all of them (exact and fast when
+    n is most of what is left, where rejection sampling waits for the last few)."""
+    (la, ha), (lb, hb) = spec.operand_range("a"), spec.operand_range("b")
+    pool = [(x, y) for x in range(la, ha + 1) for y in range(lb, hb + 1)
+            if spec.is_valid(x, y) and (x, y) not in exclude]
+    order = torch.randperm(len(pool), generator=gen)[:n].tolist()
+    return (torch.tensor([pool[i][0] for i in order], dtype=torch.long),
+            torch.tensor([pool[i][1] for i in order], dtype=torch.long))
+
+
+def make_test_split(spec: Task, n_test: int, seed: int, *,
                     sampling: Sampling = "uniform") -> Dataset:
     """The test half of make_splits(spec, ..., n_test, seed), without drawing a training set."""
     test_a, test_b = sample_problems(spec, n_test, torch.Generator().manual_seed(seed),
@@ -190,7 +201,7 @@ def make_test_split(spec: TaskSpec, n_test: int, seed: int, *,
 
 
 def make_splits(
-    spec: TaskSpec, n_train: int, n_test: int, seed: int, *, sampling: Sampling = "uniform"
+    spec: Task, n_train: int, n_test: int, seed: int, *, sampling: Sampling = "uniform"
 ) -> tuple[Dataset, Dataset]:
     """Disjoint train and test datasets: no test problem appears in training."""
     gen = torch.Generator().manual_seed(seed)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from arithinterp.tasks.vocab import CHAR_VOCAB, Vocab
 
@@ -50,6 +50,8 @@ class TaskSpec:
     format: Format = "reversed"
     signed: bool = False  # subtraction only: allow a < b (answer gets a sign token)
     cot_tokens_removed: int = 0
+
+    use_bos: ClassVar[bool] = True  # examples are <bos> ... <eos>
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -226,6 +228,19 @@ class TaskSpec:
     def render(self, a: int, b: int) -> str:
         """Full example text (no special tokens)."""
         return self.render_prompt(a, b) + self.render_target(a, b)
+
+    def metadata(self, a: int, b: int) -> ProblemMeta:
+        """Everything known about problem (a, b) (`compute_metadata`)."""
+        return compute_metadata(self, a, b)
+
+    @property
+    def n_problems(self) -> int:
+        """Number of distinct problems of the task (exact, by counting)."""
+        (la, ha), (lb, hb) = self.operand_range("a"), self.operand_range("b")
+        if self.op == "sub" and not self.signed:
+            # pairs with a >= b: for each b, the a's in [max(la, b), ha]
+            return sum(max(0, ha - max(la, y) + 1) for y in range(lb, hb + 1))
+        return (ha - la + 1) * (hb - lb + 1)
 
     def _example(self) -> tuple[int, int]:
         return self.operand_range("a")[1], self.operand_range("b")[0]
