@@ -17,6 +17,8 @@ VIEWS = [
     ("attribution", "Attribution", "bar_chart"),
     ("attention", "Attention", "visibility"),
     ("probes", "Probes", "science"),
+    ("multiplication", "Multiplication", "close"),
+    ("finetune", "Fine-tuning", "tune"),
     ("playground", "Playground", "calculate"),
 ]
 

@@ -12,7 +12,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from arithinterp.models import HookedModel, device_of
-from arithinterp.tasks import Dataset, TaskSpec, compute_metadata, make_dataset
+from arithinterp.tasks import Dataset, Task, make_dataset
 
 
 @torch.inference_mode()
@@ -92,7 +92,7 @@ def evaluate(model: HookedModel, data: Dataset, *, batch_size: int = 512) -> Eva
     )
 
 
-def score_answers(spec: TaskSpec, logits: Float[Tensor, "batch pos d_vocab"],
+def score_answers(spec: Task, logits: Float[Tensor, "batch pos d_vocab"],
                   tokens: Int[Tensor, "batch pos"]) -> tuple[Bool[Tensor, " batch"],
                                                              Bool[Tensor, "batch answer_digit"],
                                                              Float[Tensor, "batch answer_digit"]]:
@@ -156,7 +156,7 @@ class Prediction:
 
 
 @torch.inference_mode()
-def predict_problem(model: HookedModel, task: TaskSpec, a: int, b: int, k: int = 3
+def predict_problem(model: HookedModel, task: Task, a: int, b: int, k: int = 3
                     ) -> Prediction:
     """Greedy continuation of problem (a, b) and the top-k next tokens at each generated
     position (from one forward pass over the model's own continuation)."""
@@ -183,7 +183,7 @@ def predict_problem(model: HookedModel, task: TaskSpec, a: int, b: int, k: int =
         answer = "-" + answer
     checked = task.answer_positions() + ([task.sign_position()] if task.signed else [])
     return Prediction(
-        answer=answer, correct_answer=str(compute_metadata(task, a, b).answer),
+        answer=answer, correct_answer=str(task.metadata(a, b).answer),
         correct=bool((sequence[0, checked] == data.tokens[0, checked]).all()),
         generated=vocab.decode(generated[0], skip_special=False),
         expected=vocab.decode(data.tokens[0, p:], skip_special=False), top=pd.DataFrame(rows))

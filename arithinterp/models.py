@@ -9,7 +9,7 @@ engines that recompute the forward pass, `native_weights`. A `LoadedModel` carri
 tokenizer the model was trained with, so no analysis assumes the character vocabulary.
 
 A checkpoint is a directory with ``model.safetensors`` (the state dict, familiar keys such
-as ``blocks.0.attn.q.weight``) and ``config.json`` (schema version, ModelSpec, TaskSpec and
+as ``blocks.0.attn.q.weight``) and ``config.json`` (schema version, ModelSpec, task spec and
 vocabulary). A run's ``model/`` folder is one. Nothing is ever unpickled.
 """
 
@@ -27,8 +27,9 @@ from safetensors.torch import load as st_load
 from torch import Tensor
 
 from arithinterp import schema
+from arithinterp.components import Component
 from arithinterp.runs import atomic_write_bytes, atomic_write_text, safetensors_bytes
-from arithinterp.tasks import TaskSpec
+from arithinterp.tasks import Task
 
 # A TransformerBridge; typed as its base class so importing this module stays cheap.
 HookedModel = torch.nn.Module
@@ -148,7 +149,7 @@ class LoadedModel:
 
     model: HookedModel
     spec: ModelSpec | None
-    task: TaskSpec | None
+    task: Task | None
     tokenizer: Tokenizer | None = None
     path: Path | None = None  # the checkpoint folder (None for a pretrained model)
     source: str = ""  # 'zoo:add3-reversed', a folder, a pretrained name
@@ -157,7 +158,7 @@ class LoadedModel:
     def facts(self) -> ModelFacts:
         return facts(self.model)
 
-    def with_task(self, task: TaskSpec) -> LoadedModel:
+    def with_task(self, task: Task) -> LoadedModel:
         """The same model analysed on another task of the same vocabulary and context."""
         if task.vocab != (self.task.vocab if self.task else task.vocab):
             raise ValueError(f"task {task.name} has another vocabulary than the model's")
@@ -203,9 +204,69 @@ def head_out_weights(model: HookedModel) -> tuple[Tensor, Tensor]:
     return model.W_O, model.b_O
 
 
+def position_embedding(model: HookedModel) -> torch.nn.Parameter:
+    """W_pos [n_ctx d_model] of a model with learned positions (the parameter itself)."""
+    params = parameters_by_key(model)
+    if "pos_embed.weight" not in params:
+        raise ValueError("this model has no learned position embedding")
+    return params["pos_embed.weight"]
+
+
+def close_position_gap(model: HookedModel, start: int, gap: int) -> None:
+    """Fold a gap into the position embedding: position p >= start takes the embedding of
+    p + gap, so a model trained with ids skipping `gap` positions after `start` runs on
+    plain ids 0, 1, 2, ..."""
+    w = position_embedding(model)
+    n = w.shape[0]
+    if not 0 <= start <= n or not 0 <= gap <= n - start:
+        raise ValueError(f"cannot close a gap of {gap} after position {start} of {n}")
+    with torch.no_grad():
+        w[start : n - gap] = w[start + gap :].clone()
+
+
 def embedding(model: HookedModel) -> Tensor:
     """W_E [d_vocab d_model] (a view of the weights)."""
     return model.W_E
+
+
+def component_slices(model: HookedModel, component: Component) -> dict[str, tuple[slice, ...]]:
+    """The entries of the model's weights that belong to a component, as {state-dict key:
+    index}: a head's rows of W_Q (and b_Q), its key/value head's rows of W_K, W_V (under
+    grouped-query attention the shared KV head of its group) and its columns of W_O; an MLP's
+    input, gate and output weights and biases; an attention layer's q, k, v, o weights and
+    biases. b_O belongs to no single head (it is the layer's), so a head does not own it."""
+    f = facts(model)
+    keys = set(model.state_dict())
+    L, d = component.layer, f.d_head
+    pre = f"blocks.{L}"
+    if component.kind == "head":
+        h = component.head
+        g = h // (f.n_heads // f.n_kv_heads)
+        rows = {"q": slice(h * d, (h + 1) * d), "k": slice(g * d, (g + 1) * d),
+                "v": slice(g * d, (g + 1) * d)}
+        out = {}
+        for name, sl in rows.items():
+            for part in ("weight", "bias"):
+                if f"{pre}.attn.{name}.{part}" in keys:
+                    out[f"{pre}.attn.{name}.{part}"] = (sl,)
+        out[f"{pre}.attn.o.weight"] = (slice(None), slice(h * d, (h + 1) * d))
+        return out
+    if component.kind in ("mlp", "attn"):
+        prefix = f"{pre}.{component.kind}."
+        owned = {k: (slice(None),) for k in keys if k.startswith(prefix)
+                 and not k.split(prefix, 1)[1].startswith(("hook", "ln"))}
+        if not owned:
+            raise ValueError(f"the model has no weights for {component.name}")
+        return owned
+    raise ValueError(f"{component.name} has no weights of its own to train (residual stream)")
+
+
+def parameters_by_key(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The model's parameters under their state-dict keys (the bridge's named_parameters()
+    uses internal names; the tensors are the same objects)."""
+    by_id = {id(p): p for p in model.parameters()}
+    return {k: by_id[id(v)] for k, v in model.state_dict(keep_vars=True).items()
+            if id(v) in by_id}
 
 
 def resolve_device(device: Device = "auto") -> torch.device:
@@ -226,14 +287,14 @@ def device_of(model: HookedModel) -> torch.device:
     return next(model.parameters()).device
 
 
-def context_length(task: TaskSpec) -> int:
+def context_length(task: Task) -> int:
     """Positions a model of this task needs: the full CoT even when a curriculum trims it."""
     if task.format == "cot" and task.cot_tokens_removed:
         return replace(task, cot_tokens_removed=0).seq_len
     return task.seq_len
 
 
-def build_model(spec: ModelSpec, task: TaskSpec, device: Device = "cpu") -> HookedModel:
+def build_model(spec: ModelSpec, task: Task, device: Device = "cpu") -> HookedModel:
     """A freshly initialised TransformerBridge (boot_native), seeded by spec.seed."""
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge
@@ -266,7 +327,7 @@ def state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 # ---- checkpoints ---------------------------------------------------------------------------
-def save_model(model: HookedModel, spec: ModelSpec, task: TaskSpec, path: str | Path) -> Path:
+def save_model(model: HookedModel, spec: ModelSpec, task: Task, path: str | Path) -> Path:
     """Write a checkpoint directory (weights first, config last, each atomically)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -277,8 +338,8 @@ def save_model(model: HookedModel, spec: ModelSpec, task: TaskSpec, path: str | 
     return path
 
 
-def read_checkpoint_config(path: str | Path) -> tuple[ModelSpec, TaskSpec]:
-    """The ModelSpec and TaskSpec recorded in a checkpoint directory."""
+def read_checkpoint_config(path: str | Path) -> tuple[ModelSpec, Task]:
+    """The ModelSpec and task (a TaskSpec or a ModularTask) recorded in a checkpoint."""
     cfg_path = Path(path) / schema.CHECKPOINT_CONFIG.file
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{path} is not a model checkpoint: "
@@ -298,7 +359,7 @@ def read_checkpoint_config(path: str | Path) -> tuple[ModelSpec, TaskSpec]:
         raise ValueError(f"{cfg_path}: checkpoint schema_version {version!r} is not the one "
                          f"this arithinterp reads ({schema.CHECKPOINT_SCHEMA})")
     spec = schema.from_json(ModelSpec, config["model"], f"{cfg_path} 'model'")
-    task = schema.from_json(TaskSpec, config["task"], f"{cfg_path} 'task'")
+    task = schema.from_json(Task, config["task"], f"{cfg_path} 'task'")
     if config["vocab"] != list(task.vocab.tokens):
         raise ValueError(f"{cfg_path}: the checkpoint's vocabulary differs from the one this "
                          f"arithinterp uses for task {task.name}")

@@ -539,6 +539,30 @@ def compute_probe_summary(table: pd.DataFrame, *, threshold: float = 0.95) -> pd
     return out
 
 
+def compute_running_sum_summary(table: pd.DataFrame, spec: TaskSpec) -> pd.DataFrame:
+    """Per running sum c_k (multiplication; column sums otherwise): the regression probe at
+    the position that predicts answer digit k, in the layer where its MAE is lowest, with
+    its controls (shuffled labels, random model, the train mean). Columns: digit, target,
+    layer, pos, label, r2, mae, shuffled_mae, random_model_mae, baseline_mae."""
+    name = "running_sum" if spec.op == "mul" else "column_sum"
+    rows = []
+    for k, target in enumerate(spec.answer_positions()):
+        t = table[(table["target"] == f"{name}_{k}") & (table["pos"] == target - 1)]
+        if t.empty:
+            continue
+        mae = t[t["metric"] == "mae"]
+        best = mae.loc[mae["score"].idxmin()]
+        r2 = t[(t["metric"] == "r2") & (t["layer"] == best["layer"])
+               & (t["site"] == best["site"])].iloc[0]
+        rows.append({"digit": k, "target": best["target"], "layer": int(best["layer"]),
+                     "pos": int(best["pos"]), "label": best["label"], "r2": float(r2["score"]),
+                     "mae": float(best["score"]), "shuffled_mae": float(best["shuffled"]),
+                     "random_model_mae": float(best["random_model"]),
+                     "baseline_mae": float(best["baseline"])})
+    return pd.DataFrame(rows, columns=["digit", "target", "layer", "pos", "label", "r2", "mae",
+                                       "shuffled_mae", "random_model_mae", "baseline_mae"])
+
+
 def make_probe_dataset(task: TaskSpec, n: int, seed: int = 0) -> Dataset:
     """n distinct problems of the task, drawn uniformly with a seed, for probing."""
     a, b = sample_problems(task, n, torch.Generator().manual_seed(seed))

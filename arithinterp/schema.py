@@ -32,8 +32,10 @@ LOCK = ".lock"
 MODEL = "model"
 EVALUATE = "evaluate"
 FOURIER = "fourier"
+MULTIPLICATION = "multiplication"
 LOCALIZE = "localize"  # a family: localize/<experiment>
 PROBES = "probes"  # a family: probes/<name>
+FINETUNE = "finetune"  # a family: finetune/<name>
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -52,6 +54,11 @@ def localize_key(experiment: str) -> str:
 def probes_key(name: str) -> str:
     """Stage key of one probe sweep: 'probes/digits'."""
     return f"{PROBES}/{_check_name(name, 'probe sweep')}"
+
+
+def finetune_key(name: str) -> str:
+    """Stage key of one fine-tuning comparison: 'finetune/sub'."""
+    return f"{FINETUNE}/{_check_name(name, 'fine-tuning')}"
 
 
 def stage_family(key: str) -> str:
@@ -102,6 +109,23 @@ TRAIN_FINAL = Artifact("metrics.json", "json")
 EXTRA_WEIGHTS = Artifact("extra.safetensors", "tensors")  # trained parameters of extra losses
 TRAINING_CURVE = Artifact("training_curve.parquet", "table", (
     "step", "loss", "lr", "exact_match", "digit", "digit_accuracy", "digit_loss"))
+# weight snapshots over training (TrainConfig.snapshot_every): model/snapshots/
+SNAPSHOTS_DIR = "snapshots"
+
+
+def snapshot_file(step: int) -> str:
+    """File name of the weights at one step: 'step_000200.safetensors'."""
+    return f"step_{step:06d}.safetensors"
+
+
+def snapshot_step(file_name: str) -> int:
+    """The step of a snapshot file name (inverse of `snapshot_file`)."""
+    m = re.fullmatch(r"step_(\d+)\.safetensors", file_name)
+    if m is None:
+        raise ValueError(f"{file_name!r} is not a snapshot file name")
+    return int(m[1])
+
+
 # training checkpoint (while a run trains): model/checkpoint/
 CHECKPOINT_DIR = "checkpoint"
 OPTIMIZER_STATE = "optimizer.pt"  # torch.save of plain tensors, read with weights_only=True
@@ -163,6 +187,38 @@ FOURIER_R2 = Artifact("r2.parquet", "table", FOURIER_KEYS + (
     "freqs", "median_r2", "mean_r2", "n_features"))
 
 
+# multiplication/ (the reverse-engineering views of a multiplication model)
+MUL_PROBES = Artifact("probes.parquet", "table", PROBE_SCORES.columns)
+MUL_RUNNING_SUMS = Artifact("running_sums.parquet", "table", (
+    "digit", "target", "layer", "pos", "label", "r2", "mae", "shuffled_mae",
+    "random_model_mae", "baseline_mae"))
+MUL_ATTENTION_GRAPH = Artifact("attention_graph.parquet", "table", (
+    "layer", "head", "component", "query_pos", "query_label", "key_pos", "key_label",
+    "attention", "std"))
+MUL_OPERAND_PAIRS = Artifact("operand_pairs.parquet", "table", (
+    "layer", "head", "component", "query_pos", "query_label", "a_digit", "b_digit",
+    "i_plus_j", "a_attention", "b_attention", "pair_attention"))
+MUL_DIGIT_ATTRIBUTION = Artifact("digit_attribution.parquet", "table", (
+    "digit", "component", "layer", "head", "kind", "value", "std"))
+MUL_FOURIER = Artifact("fourier.parquet", "table", (
+    "model", "source", "median_r2", "n_tables", "freqs"))
+MUL_SUMMARY = Artifact("summary.json", "json")
+
+# finetune/<name>/
+FINETUNE_COMPARISON = Artifact("comparison.parquet", "table", (
+    "arm", "draw", "seed", "components", "n_params", "seconds", "task", "role",
+    "exact_before", "exact_after", "change"), extra=r"acc_c\d+")
+FINETUNE_CURVES = Artifact("curves.parquet", "table", (
+    "step", "loss", "exact_match", "arm", "draw", "seed", "components"))
+FINETUNE_WEIGHTS = Artifact("weights.safetensors", "tensors")
+FINETUNE_SUMMARY = Artifact("summary.json", "json")
+
+# a study's report run: study/
+STUDY_COMPARISON = Artifact("comparison.parquet", "table", (
+    "arm", "seed", "run", "exact_match", "steps"), extra=r"(acc|mae)_c\d+|r2_\w+")
+STUDY_CURVES = Artifact("curves.parquet", "table", TRAINING_CURVE.columns + ("arm", "seed"))
+
+
 # ---- keys inside artifacts ----------------------------------------------------------------
 def grid_key(site: str, by_pos: bool, direction: str) -> str:
     """Key of one patching grid: 'z_pos_denoise', 'resid_pre_pos_noise', 'z_all_denoise'."""
@@ -219,10 +275,10 @@ def to_json(obj: Any) -> Any:
     return obj
 
 
-def from_json(cls: type, data: Any, where: str | None = None) -> Any:
+def from_json(cls: Any, data: Any, where: str | None = None) -> Any:
     """Rebuild a config written by `to_json`; unknown keys, missing required keys and values
     of the wrong type raise ValueError naming the field (``where.field``)."""
-    return _convert(cls, data, where or cls.__name__)
+    return _convert(cls, data, where or getattr(cls, "__name__", "config"))
 
 
 def _fail(where: str, expected: str, value: Any) -> typing.NoReturn:
@@ -247,13 +303,19 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for arg in (a for a in args if a is not type(None)):
+        alternatives = [a for a in args if a is not type(None)]
+        if isinstance(value, dict):  # dataclasses: the one whose fields fit the keys first
+            def misfit(a):
+                if not (isinstance(a, type) and dataclasses.is_dataclass(a)):
+                    return len(value) + 1
+                return len(set(value) - {f.name for f in dataclasses.fields(a)} - {"kind"})
+            alternatives.sort(key=misfit)
+        for arg in alternatives:
             try:
                 return _convert(arg, value, where)
             except ValueError as e:
                 errors.append(str(e))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{where}: no alternative of "
-                         f"{tp} matches {value!r}")
+        raise ValueError(errors[0])
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, list | tuple):

@@ -22,6 +22,7 @@ from torch import Tensor
 from arithinterp.components import Component, head_label, layer_label
 
 SIGNED_SCALE = "RdBu"
+SIGNED_BLUE = "rgb(33,102,172)"  # the blue end of RdBu
 UNSIGNED_SCALE = "Blues"
 CELLS = "cells"  # meta of the clickable overlay trace
 OVERLAY_OPACITY = 0.002  # invisible on flat colours (0.01 shows), still hit by clicks
@@ -430,4 +431,171 @@ def fourier_spectrum_figure(
                  category_orders={frequency: list(dict.fromkeys(df[frequency]))})
     fig.update_xaxes(type="category")
     fig.update_layout(title=title)
+    return fig
+
+
+# ---- multiplication --------------------------------------------------------------------------
+ARM_COLORS = {"sft": "#d62728", "icot": "#1f77b4", "aux": "#2ca02c"}
+
+
+def digit_curves_figure(curves: pd.DataFrame, *, value: str = "digit_accuracy") -> go.Figure:
+    """Per-answer-digit `value` (digit_accuracy or digit_loss) over training steps: one panel
+    per digit, one line per (arm, seed), coloured by arm.
+
+    `curves`: the ``schema.STUDY_CURVES`` table (step, digit, arm, seed, ...).
+    """
+    if value not in curves.columns:
+        raise ValueError(f"value must be a column of the curves, got {value!r}")
+    digits = sorted(int(d) for d in curves["digit"].unique())
+    fig = make_subplots(rows=1, cols=len(digits), shared_yaxes=True, horizontal_spacing=0.02,
+                        subplot_titles=[f"c{d}" for d in digits])
+    shown = set()
+    for (arm, seed), g in curves.sort_values("step").groupby(["arm", "seed"], sort=True):
+        for j, d in enumerate(digits):
+            part = g[g["digit"] == d]
+            fig.add_trace(go.Scatter(
+                x=part["step"], y=part[value], mode="lines", name=str(arm),
+                legendgroup=str(arm), showlegend=arm not in shown,
+                line={"color": ARM_COLORS.get(str(arm)), "dash": "solid" if seed == 0
+                      else "dot"},
+                hovertemplate=f"{arm} seed {seed} c{d}<br>step %{{x}}: %{{y:.3f}}"
+                              "<extra></extra>"), row=1, col=j + 1)
+            shown.add(arm)
+    fig.update_xaxes(title_text="step")
+    if value == "digit_accuracy":
+        fig.update_yaxes(range=[0, 1.02])
+    else:
+        fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text=value, row=1, col=1)
+    fig.update_layout(title=f"{value.replace('_', ' ')} per answer digit over training "
+                            "(solid: seed 0, dotted: other seeds)", height=360)
+    return fig
+
+
+def arm_digits_figure(comparison: pd.DataFrame, *, prefix: str, title: str,
+                      y_title: str) -> go.Figure:
+    """One value per answer digit (columns ``{prefix}{k}``) for every arm: bars at the mean
+    over seeds, each seed a point."""
+    cols = sorted((c for c in comparison.columns if c.startswith(prefix)),
+                  key=lambda c: int(c.removeprefix(prefix)))
+    if not cols:
+        raise ValueError(f"the comparison has no {prefix}<k> columns")
+    labels = [f"c{c.removeprefix(prefix)}" for c in cols]
+    fig = go.Figure()
+    for arm, g in comparison.groupby("arm", sort=False):
+        fig.add_trace(go.Bar(x=labels, y=g[cols].mean().to_numpy(), name=str(arm),
+                             marker_color=ARM_COLORS.get(str(arm)), offsetgroup=str(arm)))
+        for _, row in g.iterrows():
+            fig.add_trace(go.Scatter(x=labels, y=row[cols].to_numpy(dtype=float),
+                                     mode="markers", marker={"color": "black", "size": 6},
+                                     name=f"{arm} seed {row['seed']}", showlegend=False,
+                                     offsetgroup=str(arm)))
+    fig.update_layout(title=title, barmode="group", xaxis_title="answer digit",
+                      yaxis_title=y_title, xaxis_type="category", scattermode="group")
+    return fig
+
+
+def attention_graph_figure(edges: pd.DataFrame, labels: Sequence[str], *,
+                           title: str = "Attention graph") -> go.Figure:
+    """Positions on a line and an arc from each key to each query it attends to; arc width
+    and opacity grow with the attention (edges: key_pos, query_pos, attention)."""
+    labels = unique_labels(labels)
+    n = len(labels)
+    fig = go.Figure(go.Scatter(x=list(range(n)), y=[0] * n, mode="markers+text",
+                               text=labels, textposition="bottom center",
+                               marker={"size": 10, "color": "black"}, hoverinfo="text",
+                               showlegend=False))
+    for e in edges.itertuples():
+        k, q, w = int(e.key_pos), int(e.query_pos), float(e.attention)
+        if k == q:
+            continue  # self-attention: no arc
+        t = np.linspace(0, 1, 24)
+        x = k + (q - k) * t
+        y = np.sin(np.pi * t) * (q - k) / 2
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", showlegend=False,
+                                 line={"width": 1 + 5 * w, "color": SIGNED_BLUE},
+                                 opacity=min(1.0, 0.25 + w),
+                                 hovertemplate=f"{labels[k]} → {labels[q]}: {w:.2f}"
+                                               "<extra></extra>"))
+    fig.update_xaxes(visible=False, range=[-1, n])
+    fig.update_yaxes(visible=False, scaleanchor=None)
+    fig.update_layout(title=title, height=360, plot_bgcolor="white")
+    return fig
+
+
+def digit_attribution_figure(table: pd.DataFrame) -> go.Figure:
+    """Logit attribution per answer digit (columns) and component (rows), signed colours.
+
+    `table`: the ``schema.MUL_DIGIT_ATTRIBUTION`` table (digit, component, value, ...).
+    """
+    comps = list(dict.fromkeys(table["component"]))
+    digits = sorted(int(d) for d in table["digit"].unique())
+    z = np.full((len(comps), len(digits)), np.nan)
+    for c, d, v in zip(table["component"], table["digit"], table["value"], strict=True):
+        z[comps.index(c), digits.index(int(d))] = v
+    bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    fig = px.imshow(z, x=[f"c{d}" for d in digits], y=comps, aspect="auto",
+                    color_continuous_scale=SIGNED_SCALE, zmin=-bound, zmax=bound,
+                    text_auto=".2f", labels={"x": "answer digit", "y": "component",
+                                             "color": "logit"})
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    fig.update_layout(title="Logit attribution per answer digit (correct − mean digit)",
+                      height=max(320, 60 + 22 * len(comps)))
+    return fig
+
+
+# ---- fine-tuning -----------------------------------------------------------------------------
+FT_COLORS = {"selected": "#1f77b4", "random": "#ff7f0e", "full": "#d62728", "none": "#7f7f7f"}
+
+
+def gain_forgetting_figure(comparison: pd.DataFrame) -> go.Figure:
+    """Change of held-out exact match on the target task (x, the gain) against the mean
+    change on the other tasks (y, negative: forgetting): one point per arm, draw and seed,
+    a large marker at each arm's mean.
+
+    `comparison`: the ``schema.FINETUNE_COMPARISON`` table.
+    """
+    keys = ["arm", "draw", "seed", "components"]
+    target = comparison[comparison["role"] == "target"].set_index(keys)["change"]
+    other = comparison[comparison["role"] == "other"].groupby(keys)["change"].mean()
+    both = pd.DataFrame({"gain": target, "other": other}).reset_index()
+    if both["other"].isna().all():
+        both["other"] = 0.0  # no other task: forgetting is not measured
+    fig = go.Figure()
+    for arm, g in both.groupby("arm", sort=False):
+        color = FT_COLORS.get(str(arm))
+        fig.add_trace(go.Scatter(x=g["gain"], y=g["other"], mode="markers", name=str(arm),
+                                 marker={"color": color, "size": 8, "opacity": 0.6},
+                                 customdata=g[["components", "seed"]].to_numpy(),
+                                 hovertemplate=f"{arm}: %{{customdata[0]}} (seed "
+                                               "%{customdata[1]})<br>gain %{x:.3f}, other "
+                                               "%{y:.3f}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=[g["gain"].mean()], y=[g["other"].mean()], mode="markers",
+                                 name=f"{arm} mean", showlegend=False,
+                                 marker={"color": color, "size": 16, "symbol": "diamond",
+                                         "line": {"width": 1, "color": "black"}}))
+    fig.add_hline(y=0, line_dash="dot", line_color="grey")
+    fig.add_vline(x=0, line_dash="dot", line_color="grey")
+    fig.update_layout(title="Gain on the target task vs change on the others (forgetting < 0)",
+                      xaxis_title="Δ exact match, target task",
+                      yaxis_title="Δ exact match, other tasks", height=420)
+    return fig
+
+
+def finetune_curves_figure(curves: pd.DataFrame, *, value: str = "exact_match") -> go.Figure:
+    """`value` (held-out exact match of the target, or the training loss) over fine-tuning
+    steps, one line per arm, draw and seed."""
+    df = curves.dropna(subset=[value])
+    fig = go.Figure()
+    shown = set()
+    for (arm, draw, seed), g in df.sort_values("step").groupby(["arm", "draw", "seed"]):
+        fig.add_trace(go.Scatter(x=g["step"], y=g[value], mode="lines+markers", name=str(arm),
+                                 legendgroup=str(arm), showlegend=arm not in shown,
+                                 line={"color": FT_COLORS.get(str(arm))},
+                                 hovertemplate=f"{arm} draw {draw} seed {seed}<br>step %{{x}}: "
+                                               "%{y:.3f}<extra></extra>"))
+        shown.add(arm)
+    fig.update_layout(title=f"{value.replace('_', ' ')} over fine-tuning", xaxis_title="step",
+                      yaxis_title=value, height=360)
     return fig

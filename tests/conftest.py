@@ -85,3 +85,48 @@ def demo_runs(tmp_path_factory, tiny_task, tiny_spec, ctx):
             ctx=ctx)
     run_job(runs, "bare", demo_job(str(trained), n_eval=64, localize=(), n_probe=None), ctx=ctx)
     return runs, trained
+
+
+@pytest.fixture(scope="session")
+def quick_study(tmp_path_factory, ctx):
+    """The multiplication study at quick scale, one seed (~10 s): (runs_dir, report run)."""
+    from arithinterp.studies.multiplication import MultiplicationStudy, run_study
+
+    runs = tmp_path_factory.mktemp("study")
+    study = MultiplicationStudy(name="q", scale="quick", seeds=(0,), n_analysis=300)
+    return runs, run_study(study, runs, ctx)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A tiny Llama (rotary, RMSNorm, gated MLP, grouped-query attention: 4 query heads
+    sharing 2 key/value heads) built from a config and saved locally, with a per-character
+    tokenizer: stands in for a pretrained LLM."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    chars = list("0123456789+-*= \n:?abcdefghijklmnopqrstuvwxyzQA.,")
+    vocab = {ch: i for i, ch in enumerate(chars + ["<unk>", "<s>", "</s>"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>")
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, rms_norm_eps=1e-5, bos_token_id=vocab["<s>"],
+                      eos_token_id=vocab["</s>"], tie_word_embeddings=False)
+    torch.manual_seed(0)  # the HF initialiser reads the global generator
+    path = tmp_path_factory.mktemp("llama") / "llama"
+    LlamaForCausalLM(cfg).eval().save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def quick_scenario(tmp_path_factory, ctx):
+    """The selective fine-tuning scenario at quick scale (~13 s): the run."""
+    from arithinterp.studies.selective_finetuning import FinetuneScenario, run_scenario
+
+    scenario = FinetuneScenario(name="q", quick=True, base_steps=400, seeds=(0,),
+                                n_random=2, steps=40, top_k=2)
+    return run_scenario(scenario, tmp_path_factory.mktemp("scenario"), ctx)

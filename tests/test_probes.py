@@ -257,3 +257,25 @@ def test_controls_on_the_shipped_model(shipped):
     carry = acc.loc[("carry1", eq)]  # the carry out of column 0, where c0 is predicted
     assert carry["score"] > 0.95 and carry["selectivity"] > 0.3
     assert carry["random_model"] < carry["score"]
+
+
+def test_running_sum_summary_picks_the_best_layer_at_each_predicting_position():
+    from arithinterp.probes import compute_running_sum_summary
+
+    spec = TaskSpec(op="mul", digits_a=2, digits_b=2)
+    rows = []
+    for k, target in enumerate(spec.answer_positions()):
+        for layer, mae in ((0, 5.0 + k), (1, 1.0 + k)):
+            for pos in (target - 1, target - 2):  # only the predicting position counts
+                for metric, score in (("mae", mae if pos == target - 1 else 0.1),
+                                      ("r2", 0.9 - 0.1 * layer)):
+                    rows.append({"target": f"running_sum_{k}", "site": "resid_post",
+                                 "layer": layer, "pos": pos, "label": "x", "metric": metric,
+                                 "score": score, "shuffled": 20.0, "random_model": 15.0,
+                                 "baseline": 21.0})
+    out = compute_running_sum_summary(pd.DataFrame(rows), spec)
+    assert out["digit"].tolist() == [0, 1, 2, 3] and (out["layer"] == 1).all()
+    assert out["mae"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert out["r2"].tolist() == pytest.approx([0.8] * 4)
+    assert out["pos"].tolist() == [p - 1 for p in spec.answer_positions()]
+    assert (out["shuffled_mae"] == 20.0).all() and (out["baseline_mae"] == 21.0).all()

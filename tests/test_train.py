@@ -197,6 +197,9 @@ def test_smoothing_removes_more_tokens_at_seeded_random_steps():
     assert all(0 <= r - s <= 3 for r, s in zip(removed, scheduled, strict=True))
     assert removed != scheduled and removed == [cfg.spec_at(s).cot_tokens_removed
                                                 for s in range(60)]
+    first_stage = 640 // 32  # the full chain is trained unsmoothed
+    assert removed[:first_stage] == [0] * first_stage
+    assert [cfg.eval_spec(s).cot_tokens_removed for s in range(60)] == scheduled
 
 
 def test_aux_with_zero_weight_trains_exactly_like_sft(tmp_path):
@@ -300,3 +303,68 @@ def test_learns_two_digit_addition(tmp_path):
     result = train(cfg, tmp_path / "add2", device="cpu")
     assert result.final["exact_match"] >= 0.95, result.final
     assert result.final["n"] == 500
+
+
+@pytest.mark.slow
+def test_a_tiny_model_learns_two_digit_multiplication_with_the_full_chain(tmp_path):
+    cfg = with_mode(TrainConfig(
+        task=TaskSpec(op="mul", digits_a=2, digits_b=2, format="reversed"),
+        model=ModelSpec(n_layers=2, d_model=64, n_heads=4, d_mlp=256), n_train=4000,
+        n_test=500, batch_size=128, lr=3e-3, warmup_steps=20, max_steps=500, eval_every=100,
+        eval_size=500, target_accuracy=0.95), "cot")
+    result = train(cfg, tmp_path / "mul2-cot", device="cpu")
+    assert result.final["exact_match"] >= 0.9, result.final  # 0.99 at step 400 when written
+
+
+def test_a_mixture_interleaves_tasks_and_evaluates_the_main_one(tmp_path):
+    from arithinterp.train import Mixture
+
+    add = TaskSpec(digits_a=2, digits_b=2)
+    sub = TaskSpec(op="sub", digits_a=2, digits_b=2, signed=True)
+    cfg = TrainConfig(**{**TINY.__dict__, "task": add, "max_steps": 9,
+                         "curriculum": Mixture(tasks=(sub,), weights=(2, 1))})
+    assert [cfg.spec_at(s).op for s in range(6)] == ["add", "add", "sub"] * 2
+    assert {cfg.eval_spec(s) for s in range(6)} == {add}
+    train(cfg, tmp_path / "mix", device="cpu")
+    assert load_model(tmp_path / "mix").task == add
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for tasks, message in (((TaskSpec(op="sub", digits_a=2, digits_b=2),), "signed=True"),
+                           ((TaskSpec(digits_a=3, digits_b=2),), "other operands")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**{**TINY.__dict__, "task": add,
+                           "curriculum": Mixture(tasks=tasks, weights=(2, 1))})
+    with pytest.raises(ValueError, match="one weight more"):
+        Mixture(tasks=(sub,), weights=(1,))
+
+
+def test_kept_positions_are_folded_into_the_saved_model(tmp_path):
+    from arithinterp.models import close_position_gap
+
+    task = TaskSpec(op="mul", digits_a=2, digits_b=2, format="cot")
+    cfg = TrainConfig(**{**TINY.__dict__, "task": task, "max_steps": 12,
+                         "curriculum": ICoT(tokens_per_stage=7, stage_steps=3,
+                                            full_chain_steps=4, keep_positions=True)})
+    assert cfg.spec_at(11).cot_tokens_removed == task.max_cot_tokens == 14
+    model = build_model(cfg.model, task).eval()
+    spec = cfg.spec_at(11)
+    data = make_dataset(spec, torch.tensor([12, 47]), torch.tensor([34, 38]))
+    with torch.inference_mode(), model.hooks(fwd_hooks=cfg.position_hooks(model, spec)):
+        gapped = model(data.tokens)
+    close_position_gap(model, spec.prompt_len, 14)
+    with torch.inference_mode():
+        plain = model(data.tokens)
+    torch.testing.assert_close(gapped, plain, atol=1e-6, rtol=0)
+    # training with kept positions saves a plain model whose metrics reproduce
+    train(cfg, tmp_path / "keep", device="cpu")
+    saved = load_model(tmp_path / "keep")
+    assert saved.task == spec
+    recorded = json.loads((tmp_path / "keep" / "metrics.json").read_text())
+    from arithinterp.evaluate import evaluate
+    from arithinterp.train import held_out_split
+
+    again = evaluate(saved.model, held_out_split(tmp_path / "keep", spec))
+    assert again.exact_match == recorded["exact_match"]
+    assert again.digit_accuracy == recorded["digit_accuracy"]
+    with pytest.raises(ValueError, match="learned positions"):
+        TrainConfig(**{**cfg.__dict__, "model": ModelSpec(n_layers=1, d_model=32, n_heads=2,
+                                                          positional="rotary")})

@@ -1,8 +1,16 @@
-"""Attention summaries: how much each head, writing each answer digit, reads each operand digit.
+"""Attention summaries: how much each head, writing each answer digit, reads each operand
+digit; and the attention graph of a model over whole sequences.
 
 The query of answer digit k is the position that predicts it (``answer_positions()[k] - 1``);
 keys are the operand digits ``a0, a1, ..., b0, b1, ...`` (0 = least significant) and
 ``other`` (every remaining position), so each (layer, head, digit) sums to 1.
+
+The attention graph (`compute_attention_graph`) keeps, for every head and query position,
+the key positions whose mean attention over the prompts reaches a threshold: a DAG of
+edges key -> query (attention is causal), the "cache and retrieve" structure Bai et al.
+(2025) describe for multiplication. `compute_operand_pairs` names, for every head and
+query, the operand digit pair (a_i, b_j) it attends to most: the partial product a_i·b_j
+that position can hold.
 """
 
 from __future__ import annotations
@@ -15,10 +23,10 @@ from torch import Tensor
 from arithinterp.cache import check_batch_size
 from arithinterp.components import Component, hook_name
 from arithinterp.models import HookedModel, device_of, facts
-from arithinterp.tasks import Dataset, TaskSpec
+from arithinterp.tasks import Dataset, Task
 
 
-def _key_groups(spec: TaskSpec) -> list[tuple[str, list[int]]]:
+def _key_groups(spec: Task) -> list[tuple[str, list[int]]]:
     """(key label, positions) for each operand digit, then 'other' for the rest."""
     groups = [(f"{which}{i}", [p]) for which, ps in spec.operand_positions().items()
               for i, p in enumerate(ps)]
@@ -49,7 +57,7 @@ def compute_attention_patterns(
 
 @torch.inference_mode()
 def _operand_attention_batch(
-    model: HookedModel, tokens: Int[Tensor, "batch pos"], spec: TaskSpec
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], spec: Task
 ) -> Float[Tensor, "batch layer head digit key"]:
     """Attention from each answer digit's query position to each key group."""
     names = [hook_name("pattern", L) for L in range(facts(model).n_layers)]
@@ -89,3 +97,76 @@ def compute_operand_attention(
     df = pd.DataFrame(rows)
     df["key_pos"] = df["key_pos"].astype("Int64")
     return df
+
+
+@torch.inference_mode()
+def _mean_patterns(model: HookedModel, data: Dataset, batch_size: int
+                   ) -> tuple[Tensor, Tensor]:
+    """Mean and std over prompts of every head's pattern: [layer head query key] each."""
+    check_batch_size(batch_size)
+    names = [hook_name("pattern", L) for L in range(facts(model).n_layers)]
+    device = device_of(model)
+    total = total_sq = None
+    for start in range(0, len(data), batch_size):
+        _, cache = model.run_with_cache(data.tokens[start : start + batch_size].to(device),
+                                        names_filter=lambda n: n in names)
+        p = torch.stack([cache[n] for n in names], dim=1).double().cpu()  # [b L H q k]
+        total = p.sum(0) if total is None else total + p.sum(0)
+        total_sq = (p * p).sum(0) if total_sq is None else total_sq + (p * p).sum(0)
+    n = len(data)
+    mean = total / n
+    var = (total_sq / n - mean * mean).clamp(min=0) * (n / max(1, n - 1))
+    return mean, var.sqrt()
+
+
+def compute_attention_graph(
+    model: HookedModel, data: Dataset, *, threshold: float = 0.1, batch_size: int = 256
+) -> pd.DataFrame:
+    """Edges key -> query of every head whose mean attention over `data` is >= threshold.
+
+    One row per (layer, head, query_pos, key_pos). Columns: layer, head, component,
+    query_pos, query_label, key_pos, key_label, attention (mean), std.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    mean, std = _mean_patterns(model, data, batch_size)
+    labels = data.spec.position_labels()
+    keep = (mean >= threshold).nonzero().tolist()
+    rows = [{"layer": L, "head": h, "component": Component("head", L, h).name,
+             "query_pos": q, "query_label": labels[q], "key_pos": k, "key_label": labels[k],
+             "attention": float(mean[L, h, q, k]), "std": float(std[L, h, q, k])}
+            for L, h, q, k in keep]
+    return pd.DataFrame(rows, columns=["layer", "head", "component", "query_pos",
+                                       "query_label", "key_pos", "key_label", "attention",
+                                       "std"])
+
+
+def compute_operand_pairs(model: HookedModel, data: Dataset, *, batch_size: int = 256
+                          ) -> pd.DataFrame:
+    """For every head and every query position after the operands: the operand digit pair
+    (a_i, b_j) with the largest summed mean attention, i + j (the answer digit whose running
+    sum the partial product a_i·b_j enters) and both attentions.
+
+    Columns: layer, head, component, query_pos, query_label, a_digit, b_digit, i_plus_j,
+    a_attention, b_attention, pair_attention.
+    """
+    mean, _ = _mean_patterns(model, data, batch_size)
+    spec = data.spec
+    ops = spec.operand_positions()
+    labels = spec.position_labels()
+    a_pos, b_pos = torch.tensor(ops["a"]), torch.tensor(ops["b"])
+    first = int(max(ops["a"] + ops["b"]))
+    rows = []
+    n_layers, n_heads, n_q = mean.shape[:3]
+    for L in range(n_layers):
+        for h in range(n_heads):
+            for q in range(first, n_q):
+                att_a, att_b = mean[L, h, q, a_pos], mean[L, h, q, b_pos]
+                pair = att_a[:, None] + att_b[None, :]  # [i j]
+                i, j = divmod(int(pair.argmax()), len(b_pos))
+                rows.append({"layer": L, "head": h, "component": Component("head", L, h).name,
+                             "query_pos": q, "query_label": labels[q], "a_digit": i,
+                             "b_digit": j, "i_plus_j": i + j, "a_attention": float(att_a[i]),
+                             "b_attention": float(att_b[j]),
+                             "pair_attention": float(pair[i, j])})
+    return pd.DataFrame(rows)

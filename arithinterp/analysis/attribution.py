@@ -67,9 +67,10 @@ def _dla_hooks(model: HookedModel) -> set[str]:
 
 def _dla_batch(
     model: HookedModel, tokens: Int[Tensor, "batch pos"], pos: int,
-    correct: Int[Tensor, " batch"], wrong: Int[Tensor, " batch"],
+    direction: Float[Tensor, "batch d_model"], bias: Float[Tensor, " batch"],
 ) -> Float[Tensor, "batch component"]:
-    """Per-prompt DLA rows (in `_dla_labels` order) for one batch."""
+    """Per-prompt DLA rows (in `_dla_labels` order) for one batch, toward each prompt's
+    unembedding `direction` (bias: its share of b_U)."""
     hooks = _dla_hooks(model)
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
     f = facts(model)
@@ -89,12 +90,29 @@ def _dla_batch(
         comps = comps - comps.mean(-1, keepdim=True)
     if out.norm is not None:
         comps = comps / cache[hook_name("scale")][:, pos, None] * out.norm_weight
-    direction = (out.W_U[:, correct] - out.W_U[:, wrong]).T  # [batch, d_model]
     rows = [torch.einsum("bcm,bm->bc", comps, direction)]
     if out.norm_bias is not None:
         rows.append((direction @ out.norm_bias)[:, None])
-    rows.append((out.b_U[correct] - out.b_U[wrong])[:, None])
+    rows.append(bias[:, None])
     return torch.cat(rows, dim=1)
+
+
+def _logit_diff_direction(model: HookedModel, correct: Tensor, wrong: Tensor):
+    out = readout(model)
+    return (out.W_U[:, correct] - out.W_U[:, wrong]).T, out.b_U[correct] - out.b_U[wrong]
+
+
+def _frame(values: Tensor, labels) -> pd.DataFrame:
+    """Mean and std over prompts of per-prompt DLA rows, one table row per component."""
+    per_prompt = pd.DataFrame(values.double().numpy(), columns=[r[0] for r in labels])
+    return pd.DataFrame({
+        "component": [r[0] for r in labels],
+        "layer": pd.array([r[1] for r in labels], dtype="Int64"),
+        "head": pd.array([r[2] for r in labels], dtype="Int64"),
+        "kind": [r[3] for r in labels],
+        "value": per_prompt.mean().to_numpy(),
+        "std": per_prompt.std().to_numpy(),  # ddof=1; NaN for a single prompt
+    })
 
 
 @torch.inference_mode()
@@ -110,8 +128,10 @@ def compute_dla_per_prompt(
     out = []
     for start in range(0, len(data), batch_size):
         sl = slice(start, start + batch_size)
-        out.append(_dla_batch(model, data.tokens[sl].to(device), metric.pos,
-                              metric.correct[sl].to(device), metric.wrong[sl].to(device)).cpu())
+        direction, bias = _logit_diff_direction(model, metric.correct[sl].to(device),
+                                                metric.wrong[sl].to(device))
+        out.append(_dla_batch(model, data.tokens[sl].to(device), metric.pos, direction,
+                              bias).cpu())
     return torch.cat(out), [row[0] for row in _dla_labels(model)]
 
 
@@ -123,16 +143,36 @@ def compute_dla(
     Columns: component, layer, head, kind, value, std. The values sum to the mean logit diff.
     """
     values, _ = compute_dla_per_prompt(model, data, metric, batch_size=batch_size)
-    labels = _dla_labels(model)
-    per_prompt = pd.DataFrame(values.double().numpy(), columns=[r[0] for r in labels])
-    return pd.DataFrame({
-        "component": [r[0] for r in labels],
-        "layer": pd.array([r[1] for r in labels], dtype="Int64"),
-        "head": pd.array([r[2] for r in labels], dtype="Int64"),
-        "kind": [r[3] for r in labels],
-        "value": per_prompt.mean().to_numpy(),
-        "std": per_prompt.std().to_numpy(),  # ddof=1; NaN for a single prompt
-    })
+    return _frame(values, _dla_labels(model))
+
+
+@torch.inference_mode()
+def compute_digit_attribution(
+    model: HookedModel, data: Dataset, digit_ids: Int[Tensor, " digit"], *,
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """DLA of every answer digit without corrupted partners: toward logit(the correct digit)
+    − the mean logit of the ten digit tokens, at the position that predicts that digit.
+
+    One row per (answer digit, component); the values of one digit sum to its mean margin
+    over the average digit. Columns: digit, component, layer, head, kind, value, std.
+    """
+    check_batch_size(batch_size)
+    device = device_of(model)
+    ids = digit_ids.to(device)
+    out = readout(model)
+    frames = []
+    for k, target in enumerate(data.spec.answer_positions()):
+        values = []
+        for start in range(0, len(data), batch_size):
+            tokens = data.tokens[start : start + batch_size].to(device)
+            correct = tokens[:, target]
+            direction = (out.W_U[:, correct] - out.W_U[:, ids].mean(1, keepdim=True)).T
+            bias = out.b_U[correct] - out.b_U[ids].mean()
+            values.append(_dla_batch(model, tokens, target - 1, direction, bias).cpu())
+        frames.append(_frame(torch.cat(values), _dla_labels(model)).assign(digit=k))
+    df = pd.concat(frames, ignore_index=True)
+    return df[["digit"] + [c for c in df.columns if c != "digit"]]
 
 
 # ---- logit lens ----------------------------------------------------------------------------

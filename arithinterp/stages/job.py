@@ -18,14 +18,27 @@ from tqdm.auto import tqdm
 
 from arithinterp import schema
 from arithinterp.analysis.suite import LocalizeConfig
+from arithinterp.finetune import Schedule
 from arithinterp.probes import ProbeConfig
 from arithinterp.runs import RunDir, StrPath, is_run
-from arithinterp.stages import evaluate, fourier, localize, model, probes, train
+from arithinterp.stages import (
+    evaluate,
+    finetune,
+    fourier,
+    localize,
+    model,
+    multiplication,
+    probes,
+    train,
+)
 from arithinterp.stages.base import Context
 from arithinterp.stages.evaluate import EvaluateConfig
+from arithinterp.stages.finetune import FinetuneConfig, Selection
 from arithinterp.stages.fourier import FourierConfig
 from arithinterp.stages.model import ModelSource
+from arithinterp.stages.multiplication import MultiplicationConfig
 from arithinterp.stages.probes import ProbesConfig
+from arithinterp.tasks import TaskSpec
 from arithinterp.train import TrainConfig
 
 # stage name -> (module, config class)
@@ -33,6 +46,8 @@ STAGES: dict[str, tuple[ModuleType, type]] = {
     model.NAME: (model, ModelSource), train.NAME: (train, TrainConfig),
     evaluate.NAME: (evaluate, EvaluateConfig), localize.NAME: (localize, LocalizeConfig),
     probes.NAME: (probes, ProbesConfig), fourier.NAME: (fourier, FourierConfig),
+    multiplication.NAME: (multiplication, MultiplicationConfig),
+    finetune.NAME: (finetune, FinetuneConfig),
 }
 
 
@@ -172,6 +187,20 @@ def _extend(run: RunDir, configs: list[Any], keys: list[str], *, overwrite: bool
     return run
 
 
+def ensure_job(root: StrPath, name: str, configs: list[Any], *, ctx: Context | None = None
+               ) -> RunDir:
+    """The complete run ``root/name`` holding these stages with these configs (reused as it
+    is, whatever else was added to it), else `run_job` (which resumes an unfinished one)."""
+    path = Path(root) / name
+    if is_run(path):
+        run = RunDir.open(path)
+        if run.is_complete and not run.problems():
+            have = {stage_key(c): c for c in read_job(run.manifest["config"])}
+            if all(have.get(stage_key(c)) == c for c in configs):
+                return run
+    return run_job(root, name, configs, ctx=ctx).run
+
+
 def run_on(source: str | Path, configs: list[Any], *, runs_dir: StrPath,
            name: str | None = None, ctx: Context | None = None) -> JobResult:
     """Run stages on a model: added to `source` when it is a run; else into runs_dir/name
@@ -196,14 +225,30 @@ def run_on(source: str | Path, configs: list[Any], *, runs_dir: StrPath,
 DEFAULT_MODEL = "add3-reversed"
 
 
+def demo_finetune() -> FinetuneConfig:
+    """The demo's short fine-tuning comparison: teach the adder signed subtraction through
+    its localized heads (experiment a1), against random heads, everything and nothing,
+    measuring what it keeps of addition."""
+    add = TaskSpec(op="add", digits_a=3, digits_b=3, format="reversed")
+    sub = TaskSpec(op="sub", digits_a=3, digits_b=3, format="reversed", signed=True)
+    return FinetuneConfig(name="sub", task=sub, other_tasks=(add,),
+                          select=Selection(experiment="a1", top_k=3), n_random=2, seeds=(0,),
+                          schedule=Schedule(max_steps=100, lr=3e-4), n_train=5_000,
+                          n_eval=500)
+
+
 def demo_job(model: str = DEFAULT_MODEL, *, n_eval: int | None = None,
              localize: tuple[LocalizeConfig, ...] = (LocalizeConfig(),),
-             n_probe: int | None = 2_000, seed: int = 0) -> list[Any]:
+             n_probe: int | None = 2_000, seed: int = 0,
+             finetune: FinetuneConfig | None = None) -> list[Any]:
     """The main job: the model, its held-out accuracy, localization experiments, digit and
-    carry probes, and the Fourier report (n_probe=None skips the last two)."""
+    carry probes, the Fourier report (n_probe=None skips the last two) and, if given, a
+    fine-tuning comparison."""
     stages: list[Any] = [ModelSource(model), EvaluateConfig(n_eval), *localize]
     if n_probe is not None:
         stages += [ProbesConfig(n=n_probe, fit=ProbeConfig(seed=seed)),
                    FourierConfig(n=n_probe, seed=seed)]
+    if finetune is not None:
+        stages.append(finetune)
     return stages
 

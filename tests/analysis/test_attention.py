@@ -73,3 +73,53 @@ def test_add3_has_a_layer0_head_reading_each_column():
     for k in range(max(task.digits_a, task.digits_b)):
         column = layer0[(layer0["digit"] == k) & layer0["key"].isin([f"a{k}", f"b{k}"])]
         assert column.groupby("head")["attention"].sum().max() > 0.8
+
+
+def pointer_model(task, targets: list[dict[int, int]]):
+    """A one-layer, attention-only model whose head h attends from query position q to key
+    position targets[h][q] (to itself where unlisted), with weight ~1: positions are one-hot
+    in the residual stream, W_Q = c·I and W_K sends position k to the queries that point at it."""
+    from arithinterp.models import ModelSpec as Spec
+
+    n = task.seq_len
+    n_heads = len(targets)
+    model = build_model(Spec(n_layers=1, d_model=n, n_heads=n_heads, d_head=n, attn_only=True,
+                             normalization=None), task).eval()
+    state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    state["pos_embed.weight"] = torch.eye(n)
+    q = torch.zeros(n_heads * n, n)
+    k = torch.zeros(n_heads * n, n)
+    for h, target in enumerate(targets):
+        q[h * n:(h + 1) * n] = 50.0 * torch.eye(n)  # query at p: 50·e_p
+        for p in range(n):
+            k[h * n + p, target.get(p, p)] = 1.0  # key at position t holds e_p for each p -> t
+    state["blocks.0.attn.q.weight"], state["blocks.0.attn.k.weight"] = q, k
+    model.load_state_dict(state)
+    return model
+
+
+def test_the_attention_graph_of_a_hand_built_model_is_what_was_built():
+    from arithinterp.analysis.attention import compute_attention_graph, compute_operand_pairs
+    from arithinterp.tasks import TaskSpec
+
+    task = TaskSpec(op="mul", digits_a=2, digits_b=2, format="reversed")
+    ops = task.operand_positions()
+    eq = task.prompt_len - 1
+    # head 0 "caches" a0·b1 at '=' and a1·b0 at c0; head 1 "retrieves" '=' from c1 and c2
+    c = task.answer_positions()
+    built = [{eq: ops["a"][0], c[0]: ops["b"][0]}, {c[1]: eq, c[2]: eq}]
+    model = pointer_model(task, built)
+    data = make_splits(task, 0, 20, seed=1)[1]
+    graph = compute_attention_graph(model, data, threshold=0.5)
+    got = {(r.head, r.query_pos, r.key_pos) for r in graph.itertuples()}
+    expected = {(h, q, built[h].get(q, q)) for h in range(2) for q in range(task.seq_len)}
+    assert got == expected
+    assert graph["attention"].min() > 0.99 and graph["std"].max() < 1e-3
+    row = graph[(graph["head"] == 1) & (graph["query_pos"] == c[1])].iloc[0]
+    assert (row.key_label, row.query_label, row.component) == ("=", "c1", "L0H1")
+    pairs = compute_operand_pairs(model, data).set_index(["head", "query_pos"])
+    at_eq = pairs.loc[(0, eq)]
+    assert at_eq["a_digit"] == 0 and at_eq["a_attention"] > 0.99
+    assert at_eq["pair_attention"] == pytest.approx(at_eq["a_attention"] + at_eq["b_attention"])
+    with pytest.raises(ValueError, match="threshold"):
+        compute_attention_graph(model, data, threshold=0.0)

@@ -148,3 +148,24 @@ def test_add3_logit_lens_and_dla(add3):
     expected = float(_logit_diff(model, pairs.clean.tokens, metric).mean())
     assert df["value"].sum() == pytest.approx(expected, abs=ATOL)
     assert expected > 1  # the model prefers its correct digit
+
+
+@pytest.mark.parametrize("spec", [ModelSpec(n_layers=2, d_model=32, n_heads=4, d_mlp=64),
+                                  ModelSpec(n_layers=1, d_model=16, n_heads=2, attn_only=True,
+                                            normalization="RMS")])
+def test_digit_attribution_sums_to_each_digits_margin_over_the_mean_digit(spec, tiny_task):
+    from arithinterp.analysis.attribution import compute_digit_attribution
+    from arithinterp.tasks import make_splits
+
+    model = build_model(spec, tiny_task).eval()
+    data = make_splits(tiny_task, 0, 40, seed=3)[1]
+    ids = tiny_task.vocab.digit_ids()
+    table = compute_digit_attribution(model, data, ids, batch_size=16)
+    with torch.inference_mode():
+        logits = model(data.tokens)
+    for k, target in enumerate(tiny_task.answer_positions()):
+        at = logits[:, target - 1]
+        margin = at.gather(1, data.tokens[:, target, None])[:, 0] - at[:, ids].mean(1)
+        total = table[table["digit"] == k]["value"].sum()
+        assert total == pytest.approx(float(margin.mean()), abs=1e-4)
+    assert set(table["digit"]) == set(range(tiny_task.answer_width))

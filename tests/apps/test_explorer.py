@@ -17,9 +17,12 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from arithinterp import schema
+
 APPS = Path(__file__).resolve().parents[2] / "apps"
 APP = APPS / "explorer.py"
-PAGES = ["overview", "patching", "attribution", "attention", "probes", "playground"]
+PAGES = ["overview", "patching", "attribution", "attention", "probes", "multiplication",
+         "playground"]
 LABELS = ["<bos>", "a1", "a0", "+", "b1", "b0", "=", "c0", "c1", "c2", "<eos>"]
 
 
@@ -35,9 +38,9 @@ def runs_dir(demo_runs, tmp_path_factory):
 @pytest.fixture
 def open_page(runs_dir, monkeypatch):
     """AppTest of the explorer on one page of one run (fresh caches each time)."""
-    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(runs_dir))
 
     def _open(page: str, run: str = "tiny", include: bool = False, **state) -> AppTest:
+        monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(runs_dir))
         st.cache_data.clear()
         st.cache_resource.clear()
         at = AppTest.from_file(str(APP), default_timeout=30)
@@ -339,3 +342,74 @@ def test_a_run_whose_checkpoint_is_gone_is_an_error_not_a_traceback(open_page, p
                for w in at.sidebar.warning)
     if page in ("attention", "playground"):
         assert any("checkpoint of run orphan is missing" in e for e in texts(at.error))
+
+
+# ---- the multiplication page -----------------------------------------------------------------
+@pytest.fixture
+def open_study(quick_study, monkeypatch):
+    runs, _ = quick_study
+
+    def _open(run: str, **state) -> AppTest:
+        monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(runs))
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.query_params["run"] = run
+        at.run()
+        for key, value in state.items():
+            at.session_state[key] = value
+        at.switch_page("views/multiplication.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return _open
+
+
+def test_the_multiplication_page_compares_the_arms_of_a_study(open_study, quick_study):
+    at = open_study("q-study")
+    figs = figures(at)
+    names = {t["name"] for t in figs["mul_digit_accuracy"]["data"] if t["type"] == "bar"}
+    assert names == {"sft", "icot", "aux"}
+    assert figs["mul_digit_accuracy"]["data"][0]["x"] == ["c0", "c1", "c2", "c3"]
+    comparison = quick_study[1].load(schema.STUDY_COMPARISON, "study")
+    sft = next(t for t in figs["mul_probe_mae"]["data"] if t.get("name") == "sft")
+    assert sft["y"] == pytest.approx(comparison[comparison["arm"] == "sft"][
+        ["mae_c0", "mae_c1", "mae_c2", "mae_c3"]].mean().tolist())
+    assert figs["mul_curves"]["layout"]["annotations"][0]["text"] == "c0"
+    # the model views of an arm: the attention graph on a prompt, attribution, Fourier
+    assert figs["mul_graph"]["layout"]["title"]["text"].startswith("L0H0 on ")
+    assert "mul_attribution" in figs
+    at.selectbox(key="mul_arm_run").select("q-icot-s0").run()
+    at.selectbox(key="mul_head").select(1).run()
+    assert figures(at)["mul_graph"]["layout"]["title"]["text"].startswith("L0H1 on ")
+    assert not at.exception
+
+
+def test_the_multiplication_page_on_an_arm_run_and_elsewhere(open_study, open_page):
+    at = open_study("q-aux-s0")
+    assert "mul_graph" in figures(at) and "mul_comparison" not in figures(at)
+    at = open_page("multiplication")  # an addition run: says what is missing
+    assert any("no `multiplication/` analysis" in m for m in texts(at.info))
+
+
+
+def test_the_finetune_page_shows_gain_against_forgetting(quick_scenario, monkeypatch,
+                                                          open_page):
+    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(quick_scenario.dir.parent))
+    st.cache_data.clear()
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["run"] = quick_scenario.name
+    at.run()
+    at.switch_page("views/finetune.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    figs = figures(at)
+    gain = figs["ft_gain"]
+    arms = {t["name"] for t in gain["data"] if t.get("showlegend") is not False}
+    assert arms == {"selected", "random", "full", "none"}
+    table = quick_scenario.load(schema.FINETUNE_COMPARISON, "finetune/sub")
+    selected = next(t for t in gain["data"] if t["name"] == "selected")
+    target = table[(table["arm"] == "selected") & (table["role"] == "target")]
+    assert selected["x"] == pytest.approx(target["change"].tolist())
+    assert {t["name"] for t in figs["ft_curves"]["data"]} == {"selected", "random", "full"}
+    at = open_page("finetune")  # a run without a comparison says what makes one
+    assert any("arithinterp finetune" in m for m in texts(at.info))

@@ -1,0 +1,211 @@
+"""Stage `finetune`: selective fine-tuning of localized components against random components,
+full fine-tuning and no fine-tuning, into ``finetune/<name>/``.
+
+Every arm starts from the run's model and trains on the same problems of the target task
+with the same schedule and seeds: ``selected`` (the components a localization ranked
+highest, or named ones), ``random`` (as many components of the same kinds, drawn outside
+the selection: `n_random` distinct sets), ``full`` (every parameter) and ``none`` (no
+training: the baseline). Each arm is scored before and after on the target task's held-out
+problems and on the other tasks the model already did (forgetting).
+
+Writes ``comparison.parquet`` (one row per arm, draw, seed and task), ``curves.parquet``
+(training loss and the target's held-out exact match over steps), ``weights.safetensors``
+(only the tensors each arm changed; the base is the run's ``model/``) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import pandas as pd
+import torch
+
+from arithinterp import schema
+from arithinterp.analysis.localize import (
+    draw_random_components,
+    max_random_sets,
+    select_components,
+)
+from arithinterp.components import Component, parse_components
+from arithinterp.evaluate import evaluate
+from arithinterp.finetune import Schedule, copy_model, finetune
+from arithinterp.models import LoadedModel, facts
+from arithinterp.runs import RunDir
+from arithinterp.stages.base import Context, need_task, run_model
+from arithinterp.tasks import TaskSpec, make_dataset, sample_problems
+from arithinterp.train import held_out_split
+
+NAME = "finetune"
+Arm = Literal["selected", "random", "full", "none"]
+ARMS: tuple[str, ...] = ("selected", "random", "full", "none")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which components the `selected` arm trains: named ones, or the top of a
+    localization's ranking (`top_k` or |effect| >= `threshold`, of the given kinds)."""
+
+    components: tuple[str, ...] = ()
+    experiment: str | None = None  # localize/<experiment> of the run
+    top_k: int | None = 3
+    threshold: float | None = None
+    kinds: tuple[Literal["head", "mlp", "attn"], ...] = ("head",)
+
+    def __post_init__(self) -> None:
+        if self.components:
+            parse_components(self.components)  # well-formed, no duplicates
+            return
+        if self.experiment is None:
+            raise ValueError("select components by name or name a localization experiment")
+        if (self.top_k is None) == (self.threshold is None):
+            raise ValueError("give exactly one of top_k and threshold")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The target task (default: the model's own), the other tasks forgetting is measured
+    on, the selection, the arms, and the shared budget: steps, problems, seeds."""
+
+    name: str = "ft"
+    task: TaskSpec | None = None
+    other_tasks: tuple[TaskSpec, ...] = ()
+    select: Selection = field(default_factory=lambda: Selection(experiment="a1"))
+    arms: tuple[Arm, ...] = ARMS
+    n_random: int = 3
+    seeds: tuple[int, ...] = (0,)
+    schedule: Schedule = field(default_factory=Schedule)
+    n_train: int = 5_000
+    n_eval: int = 1_000
+    eval_every: int = 50
+    rescale: bool = False
+
+    def __post_init__(self) -> None:
+        schema.finetune_key(self.name)  # validates the name
+        if not self.arms or set(self.arms) - set(ARMS) or len(set(self.arms)) < len(self.arms):
+            raise ValueError(f"arms must be distinct and among {ARMS}, got {self.arms}")
+        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
+        for name in ("n_train", "n_eval"):
+            if getattr(self, name) < 10:
+                raise ValueError(f"{name} must be >= 10, got {getattr(self, name)}")
+        if self.n_random < 1 and "random" in self.arms:
+            raise ValueError("the random arm needs n_random >= 1")
+
+
+def key(config: FinetuneConfig) -> str:
+    return schema.finetune_key(config.name)
+
+
+def selected_components(config: FinetuneConfig, run: RunDir, loaded: LoadedModel
+                        ) -> list[Component]:
+    """The selection, checked against the model (and the run's localization, if used)."""
+    f = facts(loaded.model)
+    sel = config.select
+    if sel.components:
+        return parse_components(sel.components, f)
+    stage = schema.localize_key(sel.experiment)
+    if not run.has(schema.RANKING, stage):
+        raise ValueError(f"run {run.dir} has no ranking of localization experiment "
+                         f"{sel.experiment!r} to select from: run `arithinterp localize` on "
+                         "it first (or name the components)")
+    ranked = run.load(schema.RANKING, stage)
+    ranked = ranked[ranked["kind"].isin(sel.kinds)]
+    chosen = select_components(ranked, top_k=sel.top_k, threshold=sel.threshold)
+    if not chosen:
+        raise ValueError(f"no component of {sel.kinds} reaches |effect| >= {sel.threshold} in "
+                         f"{sel.experiment}")
+    return parse_components([c.name for c in chosen], f)
+
+
+def check(config: FinetuneConfig, run: RunDir, loaded: LoadedModel) -> list[Component]:
+    """Refuse what cannot run before anything trains; returns the selection."""
+    need_task(loaded, "fine-tuning")
+    for task in (config.task, *config.other_tasks):
+        if task is not None:
+            loaded.with_task(task)  # same vocabulary, enough positions
+    chosen = selected_components(config, run, loaded)
+    if "random" in config.arms and max_random_sets(loaded.model, chosen) < config.n_random:
+        raise ValueError(f"only {max_random_sets(loaded.model, chosen)} distinct random sets "
+                         f"exist for {[c.name for c in chosen]}; lower n_random")
+    return chosen
+
+
+def _arms(config: FinetuneConfig, chosen: list[Component], loaded: LoadedModel, seed: int):
+    """(arm, draw, components or None for full) of one seed."""
+    out = []
+    for arm in config.arms:
+        if arm == "selected":
+            out.append((arm, 0, chosen))
+        elif arm == "random":
+            gen = torch.Generator().manual_seed(seed)
+            for i, draw in enumerate(draw_random_components(loaded.model, chosen,
+                                                            config.n_random, gen)):
+                out.append((arm, i, draw))
+        elif arm == "full":
+            out.append((arm, 0, None))
+        else:
+            out.append((arm, 0, []))
+    return out
+
+
+def run(config: FinetuneConfig, run: RunDir, ctx: Context) -> dict:
+    """Fine-tune every arm and seed from the run's model; score before and after."""
+    base = run_model(run, ctx)
+    chosen = check(config, run, base)
+    target = config.task or base.task
+    base_t = base.with_task(target)
+    tasks = [("target", target)] + [("other", t) for t in config.other_tasks]
+    evals = {t.name: held_out_split(base.path, t, config.n_eval) for _, t in tasks}
+    before = {t.name: evaluate(base.model, evals[t.name]) for _, t in tasks}
+    held_out = set(zip(evals[target.name].a.tolist(), evals[target.name].b.tolist(),
+                       strict=True))
+    rows, curves, weights = [], [], {}
+    for seed in config.seeds:
+        a, b = sample_problems(target, config.n_train, torch.Generator().manual_seed(
+            10_000 + seed), exclude=held_out)  # never the problems it is scored on
+        train_set = make_dataset(target, a, b)
+        for arm, draw, comps in _arms(config, chosen, base_t, seed):
+            model = copy_model(base.model)
+            probe = evals[target.name][:200]
+
+            def score(step, model=model, probe=probe):
+                return {"exact_match": evaluate(model, probe).exact_match}
+
+            if comps == []:  # the no-training baseline
+                n_params, seconds, changed, curve = 0, 0.0, {}, pd.DataFrame()
+            else:
+                result = finetune(model, train_set, replace(config.schedule, seed=seed),
+                                  components=comps,
+                                  rescale=config.rescale, every=config.eval_every,
+                                  callback=score, progress=ctx.progress)
+                n_params, seconds, changed = result.n_params, result.seconds, result.changed
+                curve = result.curve
+            label = {"arm": arm, "draw": draw, "seed": seed,
+                     "components": "all" if comps is None else ",".join(c.name for c in comps)}
+            if len(curve):
+                curves.append(curve.assign(**label))
+            weights.update({f"{arm}.{draw}.s{seed}/{k}": v for k, v in changed.items()})
+            for role, task in tasks:
+                after = evaluate(model, evals[task.name]) if comps != [] else before[task.name]
+                row = {**label, "n_params": n_params, "seconds": seconds, "task": task.name,
+                       "role": role, "exact_before": before[task.name].exact_match,
+                       "exact_after": after.exact_match,
+                       "change": after.exact_match - before[task.name].exact_match}
+                row.update({f"acc_c{k}": v for k, v in enumerate(after.digit_accuracy)})
+                rows.append(row)
+    stage = key(config)
+    table = pd.DataFrame(rows)
+    run.save(schema.FINETUNE_COMPARISON, stage, table)
+    curve_table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
+        columns=list(schema.FINETUNE_CURVES.columns))
+    run.save(schema.FINETUNE_CURVES, stage, curve_table[list(schema.FINETUNE_CURVES.columns)])
+    run.save(schema.FINETUNE_WEIGHTS, stage, weights,
+             metadata={"base": schema.WEIGHTS.at(schema.MODEL),
+                       "keys": "<arm>.<draw>.s<seed>/<weight>: the tensors that arm changed"})
+    summary = {"selected": [c.name for c in chosen], "target": target.name,
+               "other_tasks": [t.name for t in config.other_tasks],
+               "mean_change": {f"{arm}/{role}": float(g["change"].mean())
+                               for (arm, role), g in table.groupby(["arm", "role"])}}
+    run.save(schema.FINETUNE_SUMMARY, stage, summary)
+    return summary
