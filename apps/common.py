@@ -26,7 +26,7 @@ import torch
 from arithinterp import schema
 from arithinterp.runs import RunDir, list_runs
 from arithinterp.schema import Artifact
-from arithinterp.tasks import TaskSpec
+from arithinterp.tasks import Task
 
 torch.set_num_threads(1)  # tiny forward passes; more threads only add overhead
 
@@ -174,7 +174,7 @@ def stages_of(run: RunDir, family: str) -> list[str]:
 
 
 # ---- task and model --------------------------------------------------------------------------
-def task_of(run: RunDir, stage: str | None = None) -> TaskSpec | None:
+def task_of(run: RunDir, stage: str | None = None) -> Task | None:
     """The task of a stage (a localization may override the model's), else the model's."""
     candidates = []
     if stage is not None:
@@ -185,25 +185,30 @@ def task_of(run: RunDir, stage: str | None = None) -> TaskSpec | None:
     for cand in candidates:
         if isinstance(cand, dict):
             try:
-                return schema.from_json(TaskSpec, cand)
+                return schema.from_json(Task, cand)
             except ValueError:
                 continue
     return None
 
 
-def task_key(task: TaskSpec) -> str:
+def task_key(task: Task) -> str:
     """A hashable stand-in for a task in cache keys."""
     return json.dumps(asdict(task), sort_keys=True)
+
+
+def task_from_key(key: str) -> Task:
+    """The task a `task_key` stands for."""
+    return schema.from_json(Task, json.loads(key))
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def _load_model(run_dir: str, task_json: str, stamp: int):
     from arithinterp.models import load_model
 
-    return load_model(run_dir, device="cpu").with_task(TaskSpec(**json.loads(task_json)))
+    return load_model(run_dir, device="cpu").with_task(task_from_key(task_json))
 
 
-def model_of(run: RunDir, task: TaskSpec | None = None):
+def model_of(run: RunDir, task: Task | None = None):
     """The run's model (loaded once per checkpoint, on the CPU, for `task`: default the
     model's own), or None after a message."""
     task = task or task_of(run)
@@ -234,20 +239,22 @@ _PROBLEM = re.compile(r"(\d+)([^\d=])(\d+)=?")
 _OP_WORD = {"add": "adds ('+')", "sub": "subtracts ('-')", "mul": "multiplies ('*')"}
 
 
-def example_problem(task: TaskSpec) -> tuple[int, int]:
+def example_problem(task: Task) -> tuple[int, int]:
     """A valid problem of the task to show as an example (largest a, smallest b)."""
     return task.operand_range("a")[1], task.operand_range("b")[0]
 
 
-def parse_problem(text: str, task: TaskSpec) -> tuple[int, int]:
+def parse_problem(text: str, task: Task) -> tuple[int, int]:
     """Operands of a typed problem such as '12+34' (or '12 + 34 =') for `task`.
 
     Raises ValueError naming what is wrong: the form, the operator, an operand's digits.
     """
     from arithinterp.tasks.spec import OP_CHAR
 
+    example = task.display_problem(*example_problem(task))
+    if task.format == "modular":
+        return _parse_residues(text, task, example)
     compact = re.sub(r"\s+", "", text)
-    example = task.render_prompt(*example_problem(task))[:-1]
     if not compact:
         raise ValueError(f"type a problem such as {example}")
     m = _PROBLEM.fullmatch(compact)
@@ -272,7 +279,20 @@ def parse_problem(text: str, task: TaskSpec) -> tuple[int, int]:
     return a, b
 
 
-def run_prompts(run: RunDir, task: TaskSpec, n: int = N_PROMPTS) -> list[tuple[int, int]]:
+def _parse_residues(text: str, task: Task, example: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\D+?(\d+)\s*=?\s*", text)
+    if m is None:
+        raise ValueError(f"cannot read {text.strip()!r} as a problem: write two residues, "
+                         f"e.g. {example}")
+    a, b = int(m[1]), int(m[2])
+    for which, value in (("a", a), ("b", b)):
+        if not 0 <= value < task.p:
+            raise ValueError(f"operand {which} ({value}) must be in 0..{task.p - 1} for task "
+                             f"{task.name}")
+    return a, b
+
+
+def run_prompts(run: RunDir, task: Task, n: int = N_PROMPTS) -> list[tuple[int, int]]:
     """A few of the run's problems: its evaluation set, else a seeded sample of the task."""
     ex = read(run, schema.EVAL_EXAMPLES, schema.EVALUATE, quiet=True)
     if ex is not None and len(ex):
@@ -287,7 +307,7 @@ def run_prompts(run: RunDir, task: TaskSpec, n: int = N_PROMPTS) -> list[tuple[i
 def _sample_prompts(task_json: str, n: int) -> list[tuple[int, int]]:
     from arithinterp.tasks.data import make_test_split
 
-    test = make_test_split(TaskSpec(**json.loads(task_json)), n, seed=1)
+    test = make_test_split(task_from_key(task_json), n, seed=1)
     return list(zip(test.a.tolist(), test.b.tolist(), strict=True))
 
 
@@ -300,7 +320,7 @@ def attention_pattern(_loaded, model_key: str, task_json: str, a: int, b: int, l
     from arithinterp.tasks import make_dataset
     from arithinterp.viz import token_labels
 
-    task = TaskSpec(**json.loads(task_json))
+    task = task_from_key(task_json)
     data = make_dataset(task, torch.tensor([a]), torch.tensor([b]))
     pattern = compute_attention_patterns(_loaded.model, data.tokens, layer, head)[0]
     return pattern.numpy(), token_labels(task.vocab.token_strings(data.tokens[0]),

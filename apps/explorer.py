@@ -19,6 +19,7 @@ VIEWS = [
     ("probes", "Probes", "science"),
     ("multiplication", "Multiplication", "close"),
     ("finetune", "Fine-tuning", "tune"),
+    ("modular", "Modular", "autorenew"),
     ("playground", "Playground", "calculate"),
 ]
 

@@ -161,7 +161,8 @@ def finetune(
                          unit="step"):
             idx = batch_indices(step, n, schedule.batch_size, schedule.seed)
             tokens = data.tokens[idx].to(device)
-            loss = answer_loss(model(tokens), tokens, data.loss_mask[idx].to(device))
+            loss = answer_loss(model(tokens[:, :-1]), tokens,
+                               data.loss_mask[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if schedule.grad_clip is not None:

@@ -24,6 +24,7 @@ digit it depends on (``ProbeTarget.first_pos``); earlier positions can only scor
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -46,13 +47,16 @@ from arithinterp.models import (
     facts,
     head_out_weights,
 )
-from arithinterp.tasks import Dataset, TaskSpec, make_dataset, sample_problems
+from arithinterp.tasks import Dataset, Task, TaskSpec, make_dataset, sample_problems
+from arithinterp.tasks.modular import fourier_features
 
 ProbeKind = Literal["classification", "regression"]
 SITES: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z",
                           "result")
 HEAD_SITES = ("z", "result")  # result = z @ W_O per head (TransformerLens's hook_result)
 GROUPS: tuple[str, ...] = ("operands", "answer", "carries", "partial_products", "running_sums")
+# modular tasks, by name only: cos/sin(2πk·x/p) of a, b or the answer c, e.g. 'cos14_a'
+FOURIER_TARGET = re.compile(r"(cos|sin)(\d+)_([abc])")
 METRICS: dict[str, tuple[str, ...]] = {"classification": ("accuracy", "balanced_accuracy"),
                                        "regression": ("r2", "mae")}
 PRIMARY = {"classification": "accuracy", "regression": "r2"}
@@ -65,13 +69,18 @@ class ProbeTarget:
 
     name: str  # 'a1', 'c0', 'carry2', 'n_carries', 'pp_1_2', 'running_sum_3_mod10', ...
     kind: ProbeKind
-    values: Int[Tensor, " batch"]
-    group: str  # one of GROUPS
+    values: Real[Tensor, " batch"]  # integers; floats for Fourier targets
+    group: str  # one of GROUPS, or 'fourier'
     first_pos: int  # first token position whose prefix holds every operand digit it uses
 
 
-def _target_specs(spec: TaskSpec) -> list[tuple[str, ProbeKind, str, list[int], list[int]]]:
-    """(name, kind, group, digits of a used, digits of b used) for every target of the task."""
+def _target_specs(spec: Task) -> list[tuple[str, ProbeKind, str, list[int], list[int]]]:
+    """(name, kind, group, digits of a used, digits of b used) for every target of the task
+    (a modular task: its residues a0, b0 and the answer c0)."""
+    if spec.format == "modular":
+        return [("a0", "classification", "operands", [0], []),
+                ("b0", "classification", "operands", [], [0]),
+                ("c0", "classification", "answer", [0], [0])]
     w, da, db = spec.answer_width, spec.digits_a, spec.digits_b
     every = (list(range(da)), list(range(db)))
 
@@ -100,7 +109,7 @@ def _target_specs(spec: TaskSpec) -> list[tuple[str, ProbeKind, str, list[int], 
     return out
 
 
-def target_names(spec: TaskSpec, groups: Sequence[str] = GROUPS) -> list[str]:
+def target_names(spec: Task, groups: Sequence[str] = GROUPS) -> list[str]:
     """Names of every target the task defines in these groups (constant ones included)."""
     bad = sorted(set(groups) - set(GROUPS))
     if bad:
@@ -133,11 +142,15 @@ def make_targets(data: Dataset, names: Sequence[str] | None = None) -> list[Prob
 
     ``names=None`` means every group. Carries are ``carry_in[k]`` (borrows for subtraction;
     for multiplication ``carry_in[k] = c_{k-1} // 10``); ``running_sum_k`` is Bai et al.'s
-    c_k (multiplication); addition and subtraction get ``column_sum_k`` instead.
+    c_k (multiplication); addition and subtraction get ``column_sum_k`` instead. A modular
+    task has a0, b0 (the residues) and c0 (the answer), and by name the regression targets
+    ``cos<k>_a``, ``sin<k>_b``, ``cos<k>_c`` ...: cos/sin(2πk·x/p) (Nanda et al.'s features).
     """
     spec = data.spec
     specs = {s[0]: s for s in _target_specs(spec)}
     names = list(GROUPS) if names is None else list(names)
+    if spec.format == "modular":
+        specs |= {n: _fourier_spec(spec, n) for n in names if FOURIER_TARGET.fullmatch(n)}
     unknown = [n for n in names if n not in specs and n not in GROUPS]
     if unknown:
         raise ValueError(f"unknown targets {unknown} for task {spec.name}; known: groups "
@@ -152,12 +165,28 @@ def make_targets(data: Dataset, names: Sequence[str] | None = None) -> list[Prob
                 continue
             seen.add(name)
             _, kind, group, used_a, used_b = specs[name]
-            values = _target_values(data, name).long()
+            values = _fourier_values(data, name) if group == "fourier" \
+                else _target_values(data, name).long()
             if grouped and values.unique().numel() < 2:
                 continue  # nothing to read out
             first = max([pos["a"][i] for i in used_a] + [pos["b"][j] for j in used_b])
             out.append(ProbeTarget(name, kind, values.clone(), group, first))
     return out
+
+
+def _fourier_spec(spec: Task, name: str) -> tuple[str, ProbeKind, str, list[int], list[int]]:
+    _, k, x = FOURIER_TARGET.fullmatch(name).groups()  # type: ignore[union-attr]
+    if not 1 <= int(k) <= spec.radix // 2:
+        raise ValueError(f"target {name}: frequency must be in 1..{spec.radix // 2} for "
+                         f"{spec.name}, got {k}")
+    return name, "regression", "fourier", [0] if x != "b" else [], [0] if x != "a" else []
+
+
+def _fourier_values(data: Dataset, name: str) -> Tensor:
+    fn, k, x = FOURIER_TARGET.fullmatch(name).groups()  # type: ignore[union-attr]
+    values = {"a": data.a, "b": data.b, "c": data.answer}[x]
+    cos, sin = fourier_features(values, data.spec.radix, int(k))
+    return cos if fn == "cos" else sin
 
 
 # ---- splits and the fitting core ----------------------------------------------------------
@@ -563,7 +592,7 @@ def compute_running_sum_summary(table: pd.DataFrame, spec: TaskSpec) -> pd.DataF
                                        "shuffled_mae", "random_model_mae", "baseline_mae"])
 
 
-def make_probe_dataset(task: TaskSpec, n: int, seed: int = 0) -> Dataset:
+def make_probe_dataset(task: Task, n: int, seed: int = 0) -> Dataset:
     """n distinct problems of the task, drawn uniformly with a seed, for probing."""
     a, b = sample_problems(task, n, torch.Generator().manual_seed(seed))
     return make_dataset(task, a, b)

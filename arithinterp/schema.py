@@ -20,6 +20,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 SCHEMA_VERSION = 2  # of manifest.json
@@ -36,6 +37,7 @@ MULTIPLICATION = "multiplication"
 LOCALIZE = "localize"  # a family: localize/<experiment>
 PROBES = "probes"  # a family: probes/<name>
 FINETUNE = "finetune"  # a family: finetune/<name>
+MODULAR = "modular"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -108,7 +110,8 @@ TRAIN_LOG = Artifact("metrics.jsonl", "file")
 TRAIN_FINAL = Artifact("metrics.json", "json")
 EXTRA_WEIGHTS = Artifact("extra.safetensors", "tensors")  # trained parameters of extra losses
 TRAINING_CURVE = Artifact("training_curve.parquet", "table", (
-    "step", "loss", "lr", "exact_match", "digit", "digit_accuracy", "digit_loss"))
+    "step", "loss", "lr", "exact_match", "digit", "digit_accuracy", "digit_loss"),
+    extra="train_exact_match")  # exact match on training problems (absent in older runs)
 # weight snapshots over training (TrainConfig.snapshot_every): model/snapshots/
 SNAPSHOTS_DIR = "snapshots"
 
@@ -124,6 +127,14 @@ def snapshot_step(file_name: str) -> int:
     if m is None:
         raise ValueError(f"{file_name!r} is not a snapshot file name")
     return int(m[1])
+
+
+def snapshot_files(folder: Path) -> dict[int, Path]:
+    """The snapshot files of a snapshots folder by step, in step order ({} when none)."""
+    if not folder.is_dir():
+        return {}
+    found = {snapshot_step(p.name): p for p in folder.glob("step_*.safetensors")}
+    return dict(sorted(found.items()))
 
 
 # training checkpoint (while a run trains): model/checkpoint/
@@ -204,6 +215,20 @@ MUL_FOURIER = Artifact("fourier.parquet", "table", (
     "model", "source", "median_r2", "n_tables", "freqs"))
 MUL_SUMMARY = Artifact("summary.json", "json")
 
+# modular/ (the Fourier picture of a modular-arithmetic model, `arithinterp.grokking`)
+MOD_LOGIT_SPECTRUM = Artifact("logit_spectrum.parquet", "table", (
+    "frequency", "period", "fraction", "key"))
+MOD_EMBEDDING_SPECTRUM = Artifact("embedding_spectrum.parquet", "table", (
+    "frequency", "period", "components", "power", "fraction", "cumulative",
+    "fraction_centered", "key"))
+MOD_LOSSES = Artifact("losses.parquet", "table", ("logits", "split", "loss", "accuracy"))
+MOD_NEURONS = Artifact("neurons.parquet", "table", ("neuron", "frequency", "fve", "key"))
+MOD_PROGRESS = Artifact("progress.parquet", "table", (
+    "step", "key_fraction", "gini_embedding", "gini_neuron_logit", "logits", "split", "loss",
+    "accuracy"))
+MOD_PROBES = Artifact("probes.parquet", "table", PROBE_SCORES.columns)
+MOD_SUMMARY = Artifact("summary.json", "json")
+
 # finetune/<name>/
 FINETUNE_COMPARISON = Artifact("comparison.parquet", "table", (
     "arm", "draw", "seed", "components", "n_params", "seconds", "task", "role",
@@ -216,7 +241,8 @@ FINETUNE_SUMMARY = Artifact("summary.json", "json")
 # a study's report run: study/
 STUDY_COMPARISON = Artifact("comparison.parquet", "table", (
     "arm", "seed", "run", "exact_match", "steps"), extra=r"(acc|mae)_c\d+|r2_\w+")
-STUDY_CURVES = Artifact("curves.parquet", "table", TRAINING_CURVE.columns + ("arm", "seed"))
+STUDY_CURVES = Artifact("curves.parquet", "table", TRAINING_CURVE.columns + ("arm", "seed"),
+                        extra=TRAINING_CURVE.extra)
 
 
 # ---- keys inside artifacts ----------------------------------------------------------------

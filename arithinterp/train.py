@@ -63,6 +63,7 @@ from arithinterp.tasks import Dataset, ModularTask, Task, TaskSpec, make_dataset
 from arithinterp.tasks.data import (
     SAMPLINGS,
     Sampling,
+    fraction_split,
     make_test_split,
     problem_space_size,
     with_chain_removed,
@@ -487,14 +488,24 @@ ZOO_RECIPES: dict[str, TrainConfig] = {
 }
 
 
-ZOO_RECIPES["modadd-113"] = TrainConfig(  # Nanda et al. 2023's grokking setup
-    task=ModularTask(p=113, op="add"),
-    model=ModelSpec(n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu",
-                    normalization=None, seed=0),
-    n_train=3_831, n_test=8_938, batch_size=3_831, lr=1e-3, weight_decay=1.0, decay="all",
-    betas=(0.9, 0.98), lr_schedule="constant", warmup_steps=10, max_steps=20_000,
-    eval_every=100, eval_size=8_938, target_accuracy=None, checkpoint_every=1_000,
-    snapshot_every=250, flush_denormal=True, seed=0)
+def grokking_config(task: ModularTask, *, train_fraction: float = 0.3, max_steps: int = 25_000,
+                    seed: int = 0, snapshot_every: int | None = 250) -> TrainConfig:
+    """Nanda et al. 2023's grokking setup for a modular task: one layer (d_model 128, 4 heads,
+    ReLU MLP 512, no norm), full-batch AdamW (lr 1e-3, weight decay 1 on everything, betas
+    0.9/0.98, constant after 10 warmup steps) on `train_fraction` of the p² pairs, the rest
+    held out and scored in full every 100 steps; weights snapshotted for progress measures."""
+    n_train, n_test = fraction_split(task, train_fraction)
+    return TrainConfig(
+        task=task,
+        model=ModelSpec(n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512,
+                        act_fn="relu", normalization=None, seed=seed),
+        n_train=n_train, n_test=n_test, batch_size=n_train, lr=1e-3, weight_decay=1.0,
+        decay="all", betas=(0.9, 0.98), lr_schedule="constant", warmup_steps=10,
+        max_steps=max_steps, eval_every=100, eval_size=n_test, target_accuracy=None,
+        checkpoint_every=1_000, snapshot_every=snapshot_every, flush_denormal=True, seed=seed)
+
+
+ZOO_RECIPES["modadd-113"] = grokking_config(ModularTask(p=113, op="add"))
 
 
 def zoo_recipe(name: str) -> TrainConfig:
@@ -534,12 +545,14 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> Int[Tensor, 
 
 
 def answer_loss(
-    logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"],
+    logits: Float[Tensor, "batch logit_pos d_vocab"], tokens: Int[Tensor, "batch pos"],
     loss_mask: Tensor,
 ) -> Float[Tensor, ""]:
-    """Mean next-token cross-entropy over the positions in loss_mask (answer / CoT / eos)."""
+    """Mean next-token cross-entropy over the positions in loss_mask (answer / CoT / eos).
+    `logits` may stop one position short: those of the last token predict nothing."""
     mask = loss_mask[:, 1:]
-    per_tok = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(),
+    per_tok = F.cross_entropy(logits[:, : tokens.shape[1] - 1].flatten(0, 1),
+                              tokens[:, 1:].flatten(),
                               reduction="none").view_as(mask)
     return (per_tok * mask).sum() / mask.sum()
 
@@ -678,7 +691,7 @@ def train(
                 opt = make_optimizer()
             batch = train_data[batch_indices(step, len(train_data), config.batch_size, config.seed)]
             tokens = batch.tokens.to(dev)
-            logits, acts = run_with_activations(model, tokens, hook_names,
+            logits, acts = run_with_activations(model, tokens[:, :-1], hook_names,
                                                 config.position_hooks(model, train_data.spec))
             loss = answer_loss(logits, tokens, batch.loss_mask.to(dev))
             for extra in extras:
@@ -703,10 +716,13 @@ def train(
                 with model.hooks(fwd_hooks=config.position_hooks(model, test_data.spec)):
                     result = evaluate(model, probe_set)
                     digit_loss = answer_digit_loss(model, probe_set)
+                with model.hooks(fwd_hooks=config.position_hooks(model, train_data.spec)):
+                    train_result = evaluate(model, train_data[: config.eval_size])
                 model.train()
                 record = {"step": state["step"], "loss": state["loss_sum"] / state["loss_count"],
                           "lr": lr_at(step, config), "exact_match": result.exact_match,
                           "digit_accuracy": result.digit_accuracy, "digit_loss": digit_loss,
+                          "train_exact_match": train_result.exact_match,
                           "cot_tokens_removed": test_data.spec.cot_tokens_removed,
                           "tokens_seen": state["step"] * config.batch_size * tokens.shape[1]}
                 _append_jsonl(out / schema.TRAIN_LOG.file, record)

@@ -599,3 +599,88 @@ def finetune_curves_figure(curves: pd.DataFrame, *, value: str = "exact_match") 
     fig.update_layout(title=f"{value.replace('_', ' ')} over fine-tuning", xaxis_title="step",
                       yaxis_title=value, height=360)
     return fig
+
+
+# ---- modular arithmetic (grokking) -----------------------------------------------------------
+SPLIT_COLORS = {"train": "#1f77b4", "test": "#d62728"}
+LOGIT_DASH = {"full": "solid", "restricted": "dash", "excluded": "dot"}
+
+
+def _mark_steps(fig: go.Figure, marks: dict[str, int | None]) -> None:
+    for text, step in marks.items():
+        if step:  # a log axis has no 0
+            fig.add_vline(x=step, line={"dash": "dot", "color": "grey"}, annotation_text=text,
+                          annotation_position="top left")
+
+
+def grokking_curves_figure(curve: pd.DataFrame, *,
+                           marks: dict[str, int | None] | None = None) -> go.Figure:
+    """Train and test accuracy (left) and loss (right) over training on log-scaled steps (and
+    log-scaled loss): memorization, then generalization thousands of steps later.
+
+    `curve`: the ``schema.TRAINING_CURVE`` table of a one-digit (modular) task: ``loss`` is
+    the training loss, ``digit_loss`` the test loss, ``train_exact_match`` and ``exact_match``
+    the accuracies. `marks`: vertical lines, e.g. {"memorized": 300, "generalized": 9000}."""
+    df = curve.drop_duplicates("step").sort_values("step")
+    df = df[df["step"] > 0]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["accuracy", "loss"],
+                        horizontal_spacing=0.08)
+    for split, acc, loss in (("train", "train_exact_match", "loss"),
+                             ("test", "exact_match", "digit_loss")):
+        color = SPLIT_COLORS[split]
+        if acc in df and df[acc].notna().any():
+            fig.add_trace(go.Scatter(x=df["step"], y=df[acc], name=f"{split} accuracy",
+                                     line={"color": color}), row=1, col=1)
+        fig.add_trace(go.Scatter(x=df["step"], y=df[loss], name=f"{split} loss",
+                                 line={"color": color, "dash": "dash"}), row=1, col=2)
+    _mark_steps(fig, marks or {})
+    fig.update_xaxes(type="log", title_text="step (log)")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_layout(title="Grokking: train and test accuracy and loss", height=380)
+    return fig
+
+
+def progress_figure(progress: pd.DataFrame, *, marks: dict[str, int | None] | None = None
+                    ) -> go.Figure:
+    """Nanda et al.'s progress measures over training snapshots: full, restricted (key
+    frequencies only) and excluded (key frequencies removed) loss on train and test (left,
+    log loss), and the Gini sparsity of W_E's and W_L's Fourier norms with the key
+    frequencies' share of the logits (right).
+
+    `progress`: the ``schema.MOD_PROGRESS`` table."""
+    df = progress.sort_values("step")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["loss", "sparsity and key share"],
+                        horizontal_spacing=0.08)
+    for (kind, split), g in df.groupby(["logits", "split"], sort=False):
+        fig.add_trace(go.Scatter(x=g["step"], y=g["loss"], name=f"{kind} ({split})",
+                                 line={"color": SPLIT_COLORS.get(split),
+                                       "dash": LOGIT_DASH.get(kind)}), row=1, col=1)
+    once = df.drop_duplicates("step")
+    for column, color in (("gini_embedding", "#2ca02c"), ("gini_neuron_logit", "#9467bd"),
+                          ("key_fraction", "#ff7f0e")):
+        fig.add_trace(go.Scatter(x=once["step"], y=once[column], name=column.replace("_", " "),
+                                 line={"color": color}), row=1, col=2)
+    _mark_steps(fig, marks or {})
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(title="Progress measures over training", height=400)
+    return fig
+
+
+def neuron_frequencies_figure(neurons: pd.DataFrame) -> go.Figure:
+    """How many MLP neurons have each best frequency (key frequencies coloured), and the
+    variance that frequency explains in each (hover)."""
+    df = neurons.dropna(subset=["fve"])
+    counts = (df.groupby(["frequency", "key"]).agg(neurons=("neuron", "size"),
+                                                   median_fve=("fve", "median"))
+              .reset_index())
+    counts["frequency"] = counts["frequency"].astype(str)
+    counts["key"] = counts["key"].map({True: "key", False: "other"})
+    fig = px.bar(counts, x="frequency", y="neurons", color="key", hover_data=["median_fve"],
+                 color_discrete_map={"key": "#d62728", "other": "#7f7f7f"})
+    fig.update_xaxes(type="category", title_text="the neuron's best frequency k")
+    fig.update_layout(title="MLP neurons by frequency (hover: median variance explained)",
+                      height=340)
+    return fig

@@ -130,3 +130,20 @@ def quick_scenario(tmp_path_factory, ctx):
     scenario = FinetuneScenario(name="q", quick=True, base_steps=400, seeds=(0,),
                                 n_random=2, steps=40, top_k=2)
     return run_scenario(scenario, tmp_path_factory.mktemp("scenario"), ctx)
+
+
+@pytest.fixture(scope="session")
+def modular_run(tmp_path_factory, ctx):
+    """A p = 23 modular-addition model trained 200 full-batch steps with the grokking recipe
+    (snapshots every 50), with its modular stage: the run."""
+    from dataclasses import replace
+
+    from arithinterp.stages.job import run_job
+    from arithinterp.stages.modular import ModularConfig
+    from arithinterp.tasks import ModularTask
+    from arithinterp.train import grokking_config
+
+    config = replace(grokking_config(ModularTask(p=23), max_steps=200, snapshot_every=50),
+                     eval_every=50)
+    runs = tmp_path_factory.mktemp("modular")
+    return run_job(runs, "mod23", [config, ModularConfig()], ctx=ctx).run

@@ -114,3 +114,14 @@ def test_a_family_name_is_taken_once():
         @dataclass(frozen=True)
         class Again(Shape):
             kind: ClassVar[str] = "circle"
+
+
+def test_snapshot_names_round_trip(tmp_path):
+    assert schema.snapshot_file(250) == "step_000250.safetensors"
+    assert schema.snapshot_step(schema.snapshot_file(12_345)) == 12_345
+    with pytest.raises(ValueError, match="not a snapshot file name"):
+        schema.snapshot_step("step_1.pt")
+    assert schema.snapshot_files(tmp_path / "none") == {}
+    for step in (1000, 0, 250):
+        (tmp_path / schema.snapshot_file(step)).write_bytes(b"")
+    assert list(schema.snapshot_files(tmp_path)) == [0, 250, 1000]

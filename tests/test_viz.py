@@ -221,3 +221,32 @@ def test_probe_predictions_and_fourier_spectrum():
                          "layer": [0] * 3 + [1] * 3})
     fig = viz.fourier_spectrum_figure(spec, frequency="frequency", value="power", color="layer")
     assert [t.name for t in fig.data] == ["0", "1"] and list(fig.data[0].x) == ["0", "1", "2"]
+
+
+def test_grokking_curves_are_on_log_axes_with_milestones():
+    curve = pd.DataFrame({"step": [0, 100, 1000, 10000], "loss": [4.7, 0.01, 1e-4, 1e-5],
+                          "digit_loss": [4.7, 20.0, 5.0, 0.01],
+                          "exact_match": [0.0, 0.01, 0.3, 1.0],
+                          "train_exact_match": [0.0, 1.0, 1.0, 1.0]})
+    fig = viz.grokking_curves_figure(curve, marks={"memorized": 100, "generalized": None})
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis2.type == "log"
+    assert [s.x0 for s in fig.layout.shapes] == [100, 100]  # both panels; none for None
+    test_acc = next(t for t in fig.data if t.name == "test accuracy")
+    assert list(test_acc.x) == [100, 1000, 10000]  # step 0 has no place on a log axis
+
+
+def test_progress_and_neuron_figures():
+    rows = [{"step": s, "key_fraction": f, "gini_embedding": g, "gini_neuron_logit": g,
+             "logits": kind, "split": split, "loss": 1.0, "accuracy": 0.5}
+            for s, f, g in ((0, 0.01, 0.1), (500, 0.5, 0.6))
+            for kind in ("full", "restricted", "excluded") for split in ("train", "test")]
+    fig = viz.progress_figure(pd.DataFrame(rows))
+    names = [t.name for t in fig.data]
+    assert len(names) == 6 + 3 and "excluded (train)" in names
+    assert list(next(t for t in fig.data if t.name == "key fraction").y) == [0.01, 0.5]
+    neurons = pd.DataFrame({"neuron": range(4), "frequency": [3, 3, 7, 0],
+                            "fve": [0.9, 0.8, 0.2, float("nan")],
+                            "key": [True, True, False, False]})
+    fig = viz.neuron_frequencies_figure(neurons)
+    bars = {t.name: dict(zip(t.x, t.y, strict=True)) for t in fig.data}
+    assert bars == {"key": {"3": 2}, "other": {"7": 1}}  # the dead neuron is left out

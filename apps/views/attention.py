@@ -29,7 +29,7 @@ else:
         problem = None
         if source == "type one":
             a, b = common.example_problem(task)
-            text = st.text_input("Problem", value=task.render_prompt(a, b)[:-1],
+            text = st.text_input("Problem", value=task.display_problem(a, b),
                                  key="attention_problem")
             try:
                 problem = common.parse_problem(text, task)
@@ -37,14 +37,14 @@ else:
                 st.error(f"Invalid problem: {e}")
         else:
             i = st.selectbox("Problem", range(len(prompts)), key="attention_prompt",
-                             format_func=lambda i: task.render(*prompts[i]))
+                             format_func=lambda i: task.display(*prompts[i]))
             problem = prompts[i]
         if problem is not None:
             pattern, tokens = common.attention_pattern(
                 loaded, common.model_key(run), common.task_key(task), *problem, layer, head)
             name = Component("head", layer, head).name
             st.plotly_chart(viz.attention_pattern_figure(
-                pattern, tokens, title=f"Attention of {name} on {task.render(*problem)}"),
+                pattern, tokens, title=f"Attention of {name} on {task.display(*problem)}"),
                 key="attention_pattern")
 
 st.subheader("Attention on operand digits")

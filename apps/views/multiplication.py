@@ -71,7 +71,7 @@ if loaded is not None:
     prompts = common.run_prompts(target, task)
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
     i = c1.selectbox("Prompt", range(len(prompts)), key="mul_prompt",
-                     format_func=lambda i: task.render(*prompts[i]))
+                     format_func=lambda i: task.display(*prompts[i]))
     layer = c2.selectbox("Layer", range(shape.n_layers), format_func=layer_label,
                          key="mul_layer")
     head = c3.selectbox("Head", range(shape.n_heads), format_func=head_label, key="mul_head")
@@ -83,7 +83,7 @@ if loaded is not None:
     name = Component("head", layer, head).name
     st.plotly_chart(viz.attention_graph_figure(
         pd.DataFrame(rows, columns=["query_pos", "key_pos", "attention"]), labels,
-        title=f"{name} on {task.render(*prompts[i])}: key → query, attention ≥ {threshold}"),
+        title=f"{name} on {task.display(*prompts[i])}: key → query, attention ≥ {threshold}"),
         key="mul_graph")
     pairs = common.read(target, schema.MUL_OPERAND_PAIRS, stage, quiet=True)
     if pairs is not None:

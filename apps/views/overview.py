@@ -22,7 +22,7 @@ with left:
                 f"`{schema.CHECKPOINT_CONFIG.at(schema.MODEL)}`).")
     else:
         a, b = common.example_problem(task)
-        st.markdown(f"**{task.name}** — `{task.render(a, b)}` "
+        st.markdown(f"**{task.name}** — `{task.display(a, b)}` "
                     f"({task.seq_len} tokens; answer width {task.answer_width})")
         st.caption("positions: " + " ".join(task.position_labels()))
 with right:

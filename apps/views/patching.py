@@ -180,14 +180,14 @@ with right:
         if loaded is not None:
             prompts = common.run_prompts(run, task)
             i = st.selectbox("Prompt", range(len(prompts)), key="patching_prompt",
-                             format_func=lambda i: task.render(*prompts[i]))
+                             format_func=lambda i: task.display(*prompts[i]))
             a, b = prompts[i]
             pattern, tokens = common.attention_pattern(
                 loaded, common.model_key(run), common.task_key(task), a, b, cell["layer"],
                 cell["head"])
             head = Component("head", cell["layer"], cell["head"]).name
             st.plotly_chart(viz.attention_pattern_figure(
-                pattern, tokens, title=f"Attention of {head} on {task.render(a, b)}"),
+                pattern, tokens, title=f"Attention of {head} on {task.display(a, b)}"),
                 key="patching_attention")
 
 st.divider()

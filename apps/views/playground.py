@@ -2,14 +2,12 @@
 position, and a live patching heatmap against a corrupted partner (one operand digit
 changed). Everything is computed on the fly from the run's model (loaded once)."""
 
-import json
 
 import common
 import streamlit as st
 import torch
 
 from arithinterp import viz
-from arithinterp.tasks import TaskSpec
 from arithinterp.tasks.corrupt import corrupt_problem
 
 
@@ -18,7 +16,7 @@ def prediction(_loaded, model_key: str, task_json: str, a: int, b: int):
     """The model's greedy answer to (a, b) and its top-3 next tokens per position."""
     from arithinterp.evaluate import predict_problem
 
-    return predict_problem(_loaded.model, TaskSpec(**json.loads(task_json)), a, b)
+    return predict_problem(_loaded.model, common.task_from_key(task_json), a, b)
 
 
 @st.cache_data(show_spinner="Patching…", max_entries=256)
@@ -29,7 +27,7 @@ def live_patching(_loaded, model_key: str, task_json: str, clean: tuple[int, int
     from arithinterp.analysis.patching import PatchSpec, sweep_patching
     from arithinterp.tasks import PromptPairs, make_dataset
 
-    task = TaskSpec(**json.loads(task_json))
+    task = common.task_from_key(task_json)
     pairs = PromptPairs(make_dataset(task, torch.tensor([clean[0]]), torch.tensor([clean[1]])),
                         make_dataset(task, torch.tensor([corrupt[0]]),
                                      torch.tensor([corrupt[1]])), change)
@@ -54,8 +52,8 @@ if loaded is None:
     st.stop()
 key, tkey = common.model_key(run), common.task_key(task)
 ex = common.run_prompts(run, task, 1)[0]
-st.caption(f"Task **{task.name}**: type a problem such as `{task.render_prompt(*ex)[:-1]}`.")
-text = st.text_input("Problem", value=task.render_prompt(*ex)[:-1], key="playground_problem")
+st.caption(f"Task **{task.name}**: type a problem such as `{task.display_problem(*ex)}`.")
+text = st.text_input("Problem", value=task.display_problem(*ex), key="playground_problem")
 try:
     a, b = common.parse_problem(text, task)
 except ValueError as e:
@@ -67,8 +65,8 @@ c1, c2, c3 = st.columns(3)
 c1.metric("model's answer", out.answer, help=f"generated tokens: {out.generated}")
 c2.metric("correct answer", out.correct_answer)
 c3.metric("verdict", "correct" if out.correct else "wrong")
-st.markdown(f"Generated: `{task.render_prompt(a, b)}{out.generated}` · expected "
-            f"`{task.render_prompt(a, b)}{out.expected}`")
+st.markdown(f"Generated: `{task.display_problem(a, b)}={out.generated}` · expected "
+            f"`{task.display_problem(a, b)}={out.expected}`")
 st.subheader("Top predictions per position")
 st.dataframe(out.top, hide_index=True, key="playground_top")
 
@@ -87,7 +85,7 @@ except ValueError as e:
     st.warning(f"No corrupted partner: {e}")
     st.stop()
 frame, info = live_patching(loaded, key, tkey, (a, b), partner, site, f"{operand}_{digit}")
-st.markdown(f"Corrupted partner: `{task.render(*partner)}` (clean `{task.render(a, b)}`); "
+st.markdown(f"Corrupted partner: `{task.display(*partner)}` (clean `{task.display(a, b)}`); "
             f"metric **{info['metric']}**: clean {info['clean']:.3f}, corrupted "
             f"{info['corrupted']:.3f}.")
 value = "normalized" if info["normalized"] else "value"
@@ -96,6 +94,6 @@ if not info["normalized"]:
                "metric instead of the normalized effect.")
 rows = "component" if site == "z" else "layer"
 fig = viz.patching_figure(frame, rows=rows, cols="pos", value=value,
-                          title=f"Live patching: {site} × position, {task.render_prompt(a, b)} "
-                                f"vs {task.render_prompt(*partner)} ({value})")
+                          title=f"Live patching: {site} × position, {task.display_problem(a, b)}= "
+                                f"vs {task.display_problem(*partner)}= ({value})")
 common.heatmap(fig, "playground_heatmap")

@@ -61,7 +61,7 @@ from arithinterp.schema import Artifact
 from arithinterp.tasks import (
     Dataset,
     PromptPairs,
-    TaskSpec,
+    Task,
     make_carry_pairs,
     make_digit_pairs,
 )
@@ -113,7 +113,7 @@ class LocalizeConfig:
     # corruption the digit the carry flows into
     answer_digit: int | None = None
     metric: MetricKind = "logit_diff"
-    task: TaskSpec | None = None  # None: the model's own task (else one with its vocabulary)
+    task: Task | None = None  # None: the model's own task (else one with its vocabulary)
     prompts: Literal["held_out", "fresh"] = "held_out"  # clean problems: the model's test split
     only_correct: bool = False  # keep pairs the model answers correctly (clean and corrupt)
     min_accuracy: float = 0.5  # warn when clean accuracy on the pairs is below this
@@ -159,7 +159,7 @@ class LocalizeConfig:
         """The run's stage key (and folder) of this experiment: 'localize/a1'."""
         return schema.localize_key(self.experiment)
 
-    def check(self, task: TaskSpec) -> None:
+    def check(self, task: Task) -> None:
         """Refuse what the task cannot do, before anything runs or is written."""
         if self.corrupt == "digit":
             width = task.digits_a if self.operand == "a" else task.digits_b
@@ -198,7 +198,7 @@ def _default_digit(pairs: PromptPairs, config: LocalizeConfig) -> int:
     return default_digit(pairs)
 
 
-def make_pairs(task: TaskSpec, config: LocalizeConfig, pool: Dataset | None = None
+def make_pairs(task: Task, config: LocalizeConfig, pool: Dataset | None = None
                ) -> tuple[PromptPairs, int, int]:
     """Minimal pairs, the answer digit the metric reads, and how many pairs were drawn
     before those that leave that digit unchanged were dropped (their logit difference is 0
@@ -234,7 +234,7 @@ def _prompt_tensors(result: PatchResult, grid: str) -> dict[str, Tensor]:
             keys["clean"]: result.clean, keys["corrupted"]: result.corrupted}
 
 
-def compute_localization(model: HookedModel, task: TaskSpec, config: LocalizeConfig, *,
+def compute_localization(model: HookedModel, task: Task, config: LocalizeConfig, *,
                          pool: Dataset | None = None, progress: bool = True) -> Localization:
     """Run the whole suite (see the module docstring) on `model`.
 

@@ -97,14 +97,18 @@ def key(config: FinetuneConfig) -> str:
     return schema.finetune_key(config.name)
 
 
-def selected_components(config: FinetuneConfig, run: RunDir, loaded: LoadedModel
+def selected_components(config: FinetuneConfig, run: RunDir | None, loaded: LoadedModel
                         ) -> list[Component]:
-    """The selection, checked against the model (and the run's localization, if used)."""
+    """The selection, checked against the model (and the run's localization, if used; a
+    model outside a run can only have its components named)."""
     f = facts(loaded.model)
     sel = config.select
     if sel.components:
         return parse_components(sel.components, f)
     stage = schema.localize_key(sel.experiment)
+    if run is None:
+        raise ValueError(f"{loaded.source} is not a run, so it has no localization to select "
+                         "from: name the components, or localize it first")
     if not run.has(schema.RANKING, stage):
         raise ValueError(f"run {run.dir} has no ranking of localization experiment "
                          f"{sel.experiment!r} to select from: run `arithinterp localize` on "
@@ -118,7 +122,8 @@ def selected_components(config: FinetuneConfig, run: RunDir, loaded: LoadedModel
     return parse_components([c.name for c in chosen], f)
 
 
-def check(config: FinetuneConfig, run: RunDir, loaded: LoadedModel) -> list[Component]:
+def check(config: FinetuneConfig, run: RunDir | None, loaded: LoadedModel
+          ) -> list[Component]:
     """Refuse what cannot run before anything trains; returns the selection."""
     need_task(loaded, "fine-tuning")
     for task in (config.task, *config.other_tasks):

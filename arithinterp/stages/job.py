@@ -27,6 +27,7 @@ from arithinterp.stages import (
     fourier,
     localize,
     model,
+    modular,
     multiplication,
     probes,
     train,
@@ -36,6 +37,7 @@ from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.finetune import FinetuneConfig, Selection
 from arithinterp.stages.fourier import FourierConfig
 from arithinterp.stages.model import ModelSource
+from arithinterp.stages.modular import ModularConfig
 from arithinterp.stages.multiplication import MultiplicationConfig
 from arithinterp.stages.probes import ProbesConfig
 from arithinterp.tasks import TaskSpec
@@ -47,7 +49,7 @@ STAGES: dict[str, tuple[ModuleType, type]] = {
     evaluate.NAME: (evaluate, EvaluateConfig), localize.NAME: (localize, LocalizeConfig),
     probes.NAME: (probes, ProbesConfig), fourier.NAME: (fourier, FourierConfig),
     multiplication.NAME: (multiplication, MultiplicationConfig),
-    finetune.NAME: (finetune, FinetuneConfig),
+    finetune.NAME: (finetune, FinetuneConfig), modular.NAME: (modular, ModularConfig),
 }
 
 

@@ -32,8 +32,9 @@ def curve_table(rows: list[dict]) -> pd.DataFrame:
         for digit, (acc, loss) in enumerate(zip(r["digit_accuracy"], losses, strict=True)):
             out.append({"step": r["step"], "loss": r["loss"], "lr": r["lr"],
                         "exact_match": r["exact_match"], "digit": digit, "digit_accuracy": acc,
-                        "digit_loss": loss})
-    return pd.DataFrame(out, columns=list(schema.TRAINING_CURVE.columns))
+                        "digit_loss": loss,
+                        "train_exact_match": r.get("train_exact_match", float("nan"))})
+    return pd.DataFrame(out, columns=[*schema.TRAINING_CURVE.columns, "train_exact_match"])
 
 
 def run(config: TrainConfig, run: RunDir, ctx: Context) -> dict:

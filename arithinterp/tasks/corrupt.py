@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 
 from arithinterp.tasks.data import Dataset, draw_problems, make_dataset
+from arithinterp.tasks.modular import Task
 from arithinterp.tasks.spec import TaskSpec, compute_metadata
 
 MAX_ROUNDS = 50
@@ -28,14 +29,15 @@ class PromptPairs:
 
 
 def make_digit_pairs(
-    spec: TaskSpec, n: int, *, operand: Literal["a", "b"], digit: int, seed: int = 0,
+    spec: Task, n: int, *, operand: Literal["a", "b"], digit: int, seed: int = 0,
     pool: Dataset | None = None,
 ) -> PromptPairs:
     """Pairs whose operands differ only in digit `digit` (0 = least significant) of `operand`.
 
     The corrupt digit is drawn uniformly among values that keep the problem valid and change
-    the answer. Clean problems are drawn from `pool` (e.g. the model's held-out split) when
-    given, else from the whole task.
+    the answer (a modular task's operand is one base-p digit: another residue). Clean
+    problems are drawn from `pool` (e.g. the model's held-out split) when given, else from
+    the whole task.
     """
     _check_digit(spec, operand, digit)
 
@@ -46,7 +48,7 @@ def make_digit_pairs(
 
 
 def corrupt_problem(
-    spec: TaskSpec, a: int, b: int, *, operand: Literal["a", "b"], digit: int, seed: int = 0
+    spec: Task, a: int, b: int, *, operand: Literal["a", "b"], digit: int, seed: int = 0
 ) -> tuple[int, int]:
     """A corrupt partner of problem (a, b): digit `digit` of `operand` replaced (seeded draw
     among the values that keep the problem valid and change the answer), as in
@@ -63,7 +65,7 @@ def corrupt_problem(
     return twin
 
 
-def _check_digit(spec: TaskSpec, operand: str, digit: int) -> None:
+def _check_digit(spec: Task, operand: str, digit: int) -> None:
     if operand not in ("a", "b"):
         raise ValueError(f"operand must be 'a' or 'b', got {operand!r}")
     width = spec.digits_a if operand == "a" else spec.digits_b
@@ -72,13 +74,13 @@ def _check_digit(spec: TaskSpec, operand: str, digit: int) -> None:
                          f"{spec.name}, got {digit}")
 
 
-def _digit_options(spec: TaskSpec, a: int, b: int, operand: str, digit: int
+def _digit_options(spec: Task, a: int, b: int, operand: str, digit: int
                    ) -> list[tuple[int, int]]:
     """Problems with digit `digit` of `operand` replaced, still valid, with another answer."""
     x = a if operand == "a" else b
     options = []
-    for d in range(10):
-        y = _replace_digit(x, digit, d)
+    for d in range(spec.radix):
+        y = _replace_digit(x, digit, d, spec.radix)
         cand = (y, b) if operand == "a" else (a, y)
         if y != x and spec.is_valid(*cand) and _answer(spec, *cand) != _answer(spec, a, b):
             options.append(cand)
@@ -118,12 +120,12 @@ def make_carry_pairs(spec: TaskSpec, n: int, *, position: int, seed: int = 0,
     return _pairs(spec, n, seed, f"carry_{position}", partner, pool)
 
 
-def _replace_digit(n: int, k: int, d: int) -> int:
-    return n + (d - (n // 10**k) % 10) * 10**k
+def _replace_digit(n: int, k: int, d: int, radix: int = 10) -> int:
+    return n + (d - (n // radix**k) % radix) * radix**k
 
 
-def _answer(spec: TaskSpec, a: int, b: int) -> int:
-    return compute_metadata(spec, a, b).answer
+def _answer(spec: Task, a: int, b: int) -> int:
+    return spec.metadata(a, b).answer
 
 
 def _choose(options: list, gen: torch.Generator):
@@ -139,7 +141,7 @@ def _pool_draws(pool: Dataset, gen: torch.Generator):
     return [(a[i], b[i]) for i in order]
 
 
-def _pairs(spec: TaskSpec, n: int, seed: int, change: str, partner: Partner,
+def _pairs(spec: Task, n: int, seed: int, change: str, partner: Partner,
            pool: Dataset | None = None) -> PromptPairs:
     """Draw clean problems (from the pool, if any) and keep those `partner` finds a corrupt
     twin for."""

@@ -105,6 +105,20 @@ def problem_space_size(spec: Task) -> int:
     return spec.n_problems
 
 
+def fraction_split(spec: Task, train_fraction: float) -> tuple[int, int]:
+    """(n_train, n_test) that put `train_fraction` of all the task's problems in training and
+    the rest in the test split (Nanda et al. train on 30% of the p² pairs)."""
+    if isinstance(train_fraction, bool) or not isinstance(train_fraction, int | float) \
+            or not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction!r}")
+    space = problem_space_size(spec)
+    n_train = round(train_fraction * space)
+    if not 0 < n_train < space:
+        raise ValueError(f"train_fraction {train_fraction} of the {space} problems of "
+                         f"{spec.name} leaves an empty split")
+    return n_train, space - n_train
+
+
 def _draw_operand(spec: Task, which: str, n: int, gen: torch.Generator) -> Tensor:
     low_digits = getattr(spec, f"min_digits_{which}", None)
     if low_digits is None:

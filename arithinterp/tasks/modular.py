@@ -49,6 +49,8 @@ class ModularTask:
     cot_tokens_removed: ClassVar[int] = 0
     answer_width: ClassVar[int] = 1
     use_bos: ClassVar[bool] = False
+    digits_a: ClassVar[int] = 1  # an operand is one base-p digit
+    digits_b: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         if not _is_int(self.p) or not 2 <= self.p <= MAX_P:
@@ -76,6 +78,11 @@ class ModularTask:
     def vocab(self) -> Vocab:
         """Specials, the residues 0..p-1, '='."""
         return Vocab(SPECIALS + tuple(str(r) for r in range(self.p)) + ("=",))
+
+    @property
+    def radix(self) -> int:
+        """The base of an operand's digits: one residue is one digit."""
+        return self.p
 
     @property
     def prompt_len(self) -> int:
@@ -135,6 +142,14 @@ class ModularTask:
     def render(self, a: int, b: int) -> list[str]:
         """The example's tokens (a list: residues are multi-character tokens)."""
         return self.render_prompt(a, b) + [str(self.answer(a, b))]
+
+    def display(self, a: int, b: int) -> str:
+        """The example as a person reads it: '5 7 = 12' (tokens apart)."""
+        return " ".join(self.render(a, b))
+
+    def display_problem(self, a: int, b: int) -> str:
+        """The problem as a person types it: '5 7'."""
+        return " ".join(self.render_prompt(a, b)[:-1])
 
     def metadata(self, a: int, b: int) -> ProblemMeta:
         """a, b and c as one-"digit" operands and answer (no carries)."""

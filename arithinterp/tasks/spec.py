@@ -52,6 +52,7 @@ class TaskSpec:
     cot_tokens_removed: int = 0
 
     use_bos: ClassVar[bool] = True  # examples are <bos> ... <eos>
+    radix: ClassVar[int] = 10  # the base of the operands' digits
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -228,6 +229,14 @@ class TaskSpec:
     def render(self, a: int, b: int) -> str:
         """Full example text (no special tokens)."""
         return self.render_prompt(a, b) + self.render_target(a, b)
+
+    def display(self, a: int, b: int) -> str:
+        """The example as a person reads it: '123+456=579'."""
+        return self.render(a, b)
+
+    def display_problem(self, a: int, b: int) -> str:
+        """The problem as a person types it: '123+456'."""
+        return self.render_prompt(a, b)[:-1]
 
     def metadata(self, a: int, b: int) -> ProblemMeta:
         """Everything known about problem (a, b) (`compute_metadata`)."""

@@ -413,3 +413,30 @@ def test_the_finetune_page_shows_gain_against_forgetting(quick_scenario, monkeyp
     assert {t["name"] for t in figs["ft_curves"]["data"]} == {"selected", "random", "full"}
     at = open_page("finetune")  # a run without a comparison says what makes one
     assert any("arithinterp finetune" in m for m in texts(at.info))
+
+
+def test_the_modular_page_shows_grokking_and_the_fourier_picture(modular_run, monkeypatch,
+                                                                 open_page):
+    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(modular_run.dir.parent))
+    st.cache_data.clear()
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["run"] = modular_run.name
+    at.run()
+    at.switch_page("views/modular.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    figs = figures(at)
+    curves = figs["mod_curves"]
+    layout = curves["layout"]
+    assert layout["xaxis"]["type"] == "log" and layout["yaxis2"]["type"] == "log"
+    summary = modular_run.load(schema.MOD_SUMMARY, schema.MODULAR)
+    marked = [s["x0"] for s in curves["layout"].get("shapes", [])]
+    assert summary["memorized_step"] in marked
+    spectrum = figs["mod_logit_spectrum"]
+    key_bars = next(t for t in spectrum["data"] if t["name"] == "True")
+    assert sorted(int(x) for x in key_bars["x"]) == summary["key_frequencies"]
+    progress = figs["mod_progress"]
+    names = {t["name"] for t in progress["data"]}
+    assert {"restricted (train)", "excluded (test)", "gini embedding"} <= names
+    assert "mod_neurons" in figs
+    at = open_page("modular")  # an addition run: says what makes the page
+    assert any("arithinterp modular RUN" in m for m in texts(at.info))

@@ -1,92 +1,33 @@
-"""The `arithinterp` command: train, eval, localize, probe, zoo, runs, demo, explore.
-
-Every command that writes is a job of stages (`stages.job`) into a run directory; this
-module only parses flags, checks them against the model before a run exists, and prints.
-Bad input (an unknown option, a value out of range, a missing model) exits with code 2 and
-one line on stderr that names the problem; no traceback.
-"""
+"""The core commands: train, eval, zoo, runs, localize, probe, demo, explore."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from arithinterp import schema
+from arithinterp.cli.common import (
+    Device,
+    Mode,
+    Progress,
+    RunName,
+    RunsDir,
+    app,
+    make_ctx,
+    out,
+    print_finetune,
+    rich_table,
+    split_run,
+    user_errors,
+)
 from arithinterp.tasks.data import Sampling
 from arithinterp.tasks.spec import Format, Op
-
-app = typer.Typer(
-    help="A workbench for arithmetic circuits in transformers: train small models on "
-    "addition, subtraction or multiplication, evaluate them, and analyse how they compute.",
-    add_completion=False, rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-)
-# outside a terminal (pipes, logs, tests) tables get 160 columns rather than rich's 80
-out = Console(width=shutil.get_terminal_size((160, 24)).columns)
-Mode = Literal["sft", "cot", "icot", "aux"]
-
-
-@app.callback()
-def _options(
-    threads: Annotated[int, typer.Option(
-        help="Torch CPU threads. The default 1 is fastest for this package's small models; "
-             "more helps only large ones.")] = 1,
-) -> None:
-    """Global options, applied before any command."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    if threads < 1:
-        raise typer.BadParameter(f"must be >= 1, got {threads}", param_hint="--threads")
-    torch.set_num_threads(threads)
-    # scikit-learn's BLAS too: spinning BLAS threads on a busy machine cost the probes 10x
-    threadpool_limits(threads)
-
-
-USER_ERRORS = (ValueError, OSError)
-
-
-@contextlib.contextmanager
-def user_errors():
-    """Turn the library's validation errors into a one-line message and exit code 2."""
-    try:
-        yield
-    except USER_ERRORS as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if isinstance(e, OSError) and e.filename and not str(e).startswith(str(e.filename)):
-            msg = f"{e.strerror or msg}: {e.filename}" if e.strerror else msg
-        typer.echo(f"error: {msg}", err=True)
-        raise typer.Exit(2) from None
-
-
-Device = Annotated[str, typer.Option(help="auto (cuda if available, else cpu), cpu, cuda, cuda:N")]
-Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
-RunsDir = Annotated[Path, typer.Option(help="Where run directories go.")]
-RunName = Annotated[str | None, typer.Option(help="Run name (default: a timestamp).")]
-
-
-def _ctx(device: str, progress: bool):
-    from arithinterp.models import resolve_device
-    from arithinterp.stages.base import Context
-
-    resolve_device(device)  # a bad device name fails before anything is written
-    return Context(device=device, progress=progress)
-
-
-def _split_run(path: Path) -> tuple[Path, str]:
-    """(runs folder, run name) of a run directory path."""
-    path = Path(path)
-    if path.name in ("", ".", ".."):
-        raise ValueError(f"{path} does not name a run folder")
-    return path.parent, path.name
 
 
 @app.command("train")
@@ -94,7 +35,14 @@ def train_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory to train into (its model/ "
                                                  "folder holds the model and metrics).")],
     recipe: Annotated[str | None, typer.Option(
-        help="Start from a zoo recipe (add3-reversed, add3-plain); flags override it.")] = None,
+        help="Start from a zoo recipe (add3-reversed, add3-plain, modadd-113, ...); flags "
+             "override it.")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="A modular task such as mod97-add (sub, mul, poly too): trained with Nanda et "
+             "al.'s grokking setup unless --recipe/--config says otherwise.")] = None,
+    train_fraction: Annotated[float | None, typer.Option(
+        help="Share of all the task's problems to train on, the rest held out (instead of "
+             "--n-train/--n-test), e.g. 0.3.")] = None,
     mode: Annotated[Mode | None, typer.Option(
         help="sft: answer only; cot: the full chain of thought; icot: the chain removed step "
              "by step (Deng et al.); aux: sft plus the running-sum loss (Bai et al.).")] = None,
@@ -130,7 +78,9 @@ def train_cmd(
     from dataclasses import replace
 
     from arithinterp.stages.job import run_job
-    from arithinterp.train import TrainConfig, with_mode, zoo_recipe
+    from arithinterp.tasks import ModularTask
+    from arithinterp.tasks.data import fraction_split
+    from arithinterp.train import TrainConfig, grokking_config, with_mode, zoo_recipe
 
     with user_errors():
         if recipe and config:
@@ -139,10 +89,24 @@ def train_cmd(
             base = TrainConfig.from_dict(json.loads(config.read_text()))
         elif recipe:
             base = zoo_recipe(recipe)
+        elif task:
+            base = grokking_config(ModularTask.from_name(task))
         else:
             base = TrainConfig()
+        if task and any(v is not None for v in (op, digits, format)):
+            raise ValueError("--task names the whole task: drop --op/--digits/--format")
         task_kw = {k: v for k, v in {"op": op, "format": format, "digits_a": digits,
                                      "digits_b": digits}.items() if v is not None}
+        the_task = ModularTask.from_name(task) if task else replace(base.task, **task_kw)
+        extra_kw = {}
+        if train_fraction is not None:
+            if n_train is not None or n_test is not None:
+                raise ValueError("give --train-fraction or --n-train/--n-test, not both")
+            n_train, n_test = fraction_split(the_task, train_fraction)
+            if base.batch_size == base.n_train and batch_size is None:
+                batch_size = n_train  # full batch stays full batch
+            if base.eval_size == base.n_test:
+                extra_kw["eval_size"] = n_test  # as does scoring the whole test split
         model_kw = {k: v for k, v in {"n_layers": n_layers, "d_model": d_model,
                                       "n_heads": n_heads, "seed": model_seed}.items()
                     if v is not None}
@@ -150,8 +114,8 @@ def train_cmd(
                                     "n_train": n_train, "n_test": n_test, "sampling": sampling,
                                     "target_accuracy": target_accuracy, "seed": seed}.items()
                   if v is not None}
-        cfg = replace(base, task=replace(base.task, **task_kw),
-                      model=replace(base.model, **model_kw), **top_kw)
+        cfg = replace(base, task=the_task, model=replace(base.model, **model_kw), **top_kw,
+                      **extra_kw)
         if mode in ("cot", "icot") and format not in (None, "cot"):
             raise ValueError(f"--mode {mode} trains on the chain of thought: it needs format "
                              f"cot, got --format {format}")
@@ -159,8 +123,8 @@ def train_cmd(
             cfg = with_mode(cfg, mode, aux_weight=aux_weight)
         elif aux_weight is not None:
             raise ValueError("--aux-weight applies to --mode aux")
-        root, name = _split_run(run_dir)
-        result = run_job(root, name, [cfg], ctx=_ctx(device, progress), overwrite=overwrite,
+        root, name = split_run(run_dir)
+        result = run_job(root, name, [cfg], ctx=make_ctx(device, progress), overwrite=overwrite,
                          resume=resume)
     summary = result.run.stage_summary("model")
     out.print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s"
@@ -195,11 +159,11 @@ def eval_cmd(
               f"{len(result.examples)} held-out problems")
     out.print("per answer digit (least significant first): "
               + ", ".join(f"{a:.4f}" for a in result.digit_accuracy))
-    out.print(_table("by number of carries", result.by_carries))
+    out.print(rich_table("by number of carries", result.by_carries))
     bad = result.worst(worst)
     if len(bad):
-        out.print(_table("worst cases", bad[["a", "b", "expected", "generated", "n_wrong_digits",
-                                             "n_carries"]]))
+        out.print(rich_table("worst cases", bad[["a", "b", "expected", "generated",
+                                                 "n_wrong_digits", "n_carries"]]))
 
 
 @app.command("zoo")
@@ -295,11 +259,11 @@ def localize_cmd(
                                 only_correct=only_correct, prompts=prompts, top_k=top_k,
                                 seed=seed, task=spec)
         config.check(loaded.with_task(spec).task if spec else loaded.task)
-        ctx = _ctx(device, progress)
+        ctx = make_ctx(device, progress)
         if add:
             if not is_run(target):
                 raise ValueError(f"--add needs a run directory, got {target}")
-            root, run_name = _split_run(Path(target))
+            root, run_name = split_run(Path(target))
             result = run_job(root, run_name, [config], ctx=ctx, extend=True)
         else:
             result = run_job(runs_dir, name, [ModelSource(target), config], ctx=ctx)
@@ -319,11 +283,11 @@ def _print_localization(run, key: str) -> None:
         out.print(f"[bold yellow]warning:[/bold yellow] {warning}")
     if run.has(schema.RANKING, key):
         ranked = run.load(schema.RANKING, key)
-        out.print(_table("top components (normalized patching effect)",
+        out.print(rich_table("top components (normalized patching effect)",
                          ranked[["rank", "component", "effect"]].head(8)))
     if run.has(schema.KNOCKOUT, key):
         knock = run.load(schema.KNOCKOUT, key)
-        out.print(_table(f"knockout ({knock['method'].iloc[0]} ablation)",
+        out.print(rich_table(f"knockout ({knock['method'].iloc[0]} ablation)",
                          knock[["condition", "components", "exact_match", "metric_drop"]]))
 
 
@@ -358,7 +322,7 @@ def probe_cmd(
         probes.check(loaded.task)
         result = run_job(runs_dir, name, [ModelSource(target), probes,
                                           FourierConfig(n=n, seed=seed)],
-                         ctx=_ctx(device, progress))
+                         ctx=make_ctx(device, progress))
     _print_probes(result.run)
     out.print(f"run written to {result.run.dir}")
 
@@ -372,12 +336,12 @@ def _print_probes(run) -> None:
         cols = [c for c in ("target", "metric", "best_score", "best_layer", "best_label",
                             "shuffled", "random_model", "first_layer", "first_label")
                 if c in summary.columns]
-        out.print(_table(f"{key}: best score per target (first layer/position above 0.95)",
+        out.print(rich_table(f"{key}: best score per target (first layer/position above 0.95)",
                          summary[cols]))
     if run.has(schema.FOURIER_R2, schema.FOURIER):
         r2 = run.load(schema.FOURIER_R2, schema.FOURIER)
         weights = r2[r2["source"].isin(["W_E", "W_U"])][["source", "median_r2"]]
-        out.print(_table("Fourier: median R² of frequencies {0,1,2,5}", weights))
+        out.print(rich_table("Fourier: median R² of frequencies {0,1,2,5}", weights))
 
 
 @app.command("demo")
@@ -405,149 +369,22 @@ def demo_cmd(
         # the fine-tuning comparison teaches the shipped adder subtraction; other models skip it
         job = demo_job(model, n_eval=n_eval,
                        finetune=demo_finetune() if model == DEFAULT_MODEL else None)
-        run = run_job(runs_dir, name, job, ctx=_ctx(device, progress), overwrite=overwrite).run
+        run = run_job(runs_dir, name, job, ctx=make_ctx(device, progress), overwrite=overwrite).run
     summary = run.load(schema.EVAL_SUMMARY, schema.EVALUATE)
     out.print(f"[bold]{model}[/bold]: held-out exact match {summary['exact_match']:.4f} on "
               f"{summary['n']} problems")
-    out.print(_table("by number of carries", run.load(schema.EVAL_BY_CARRIES, schema.EVALUATE)))
+    out.print(rich_table("by number of carries", run.load(schema.EVAL_BY_CARRIES, schema.EVALUATE)))
     for key in run.manifest["stages"]:
         if schema.stage_family(key) == schema.LOCALIZE:
             _print_localization(run, key)
     _print_probes(run)
     for key in run.manifest["stages"]:
         if schema.stage_family(key) == schema.FINETUNE:
-            _print_finetune(run, key)
+            print_finetune(run, key)
     out.print(f"run written to {run.dir}")
     out.print(f"explore it: arithinterp explore {runs_dir}   (or: make explore)")
     if serve:
         serve_explorer(runs_dir, port=port)
-
-
-@app.command("finetune")
-def finetune_cmd(
-    target: Annotated[str, typer.Argument(help="A run (its model, and its localization for "
-                                               "--experiment), a zoo name or a model folder.")],
-    components: Annotated[str | None, typer.Option(
-        help="Components to fine-tune, by name: L1H3,L0.mlp (instead of --experiment).")] = None,
-    experiment: Annotated[str | None, typer.Option(
-        help="Select from this localization experiment of the run (e.g. a1).")] = None,
-    top_k: Annotated[int | None, typer.Option(help="The top K ranked components.")] = None,
-    threshold: Annotated[float | None, typer.Option(
-        help="Every component with |normalized effect| >= this (instead of --top-k).")] = None,
-    kinds: Annotated[list[str] | None, typer.Option(
-        help="Kinds to select (repeatable): head, mlp, attn (default: head).")] = None,
-    task: Annotated[str | None, typer.Option(
-        help="Target task such as add3x3-plain (default: the model's own).")] = None,
-    other_task: Annotated[list[str] | None, typer.Option(
-        help="Tasks forgetting is measured on (repeatable).")] = None,
-    arms: Annotated[list[str] | None, typer.Option(
-        help="Arms (repeatable): selected, random, full, none (default: all).")] = None,
-    n_random: Annotated[int, typer.Option(help="Random component sets (distinct).")] = 3,
-    seeds: Annotated[list[int] | None, typer.Option(help="Seeds (repeatable; default 0).")
-                     ] = None,
-    steps: Annotated[int, typer.Option(help="Steps per fine-tune.")] = 200,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(help="Problems per step.")] = 128,
-    rescale: Annotated[bool, typer.Option(
-        help="Multiply the selected heads' gradients by H/h (Zhang et al.).")] = False,
-    name: Annotated[str, typer.Option(help="The comparison's name: finetune/<name>.")] = "ft",
-    runs_dir: RunsDir = Path("runs"),
-    run_name: Annotated[str | None, typer.Option(
-        help="Run to write into when TARGET is a model (default: a timestamp).")] = None,
-    device: Device = "auto",
-    progress: Progress = True,
-) -> None:
-    """Fine-tune only chosen components (heads, MLPs) against random components, full
-    fine-tuning and none: gain on the target task, forgetting on the others."""
-    from arithinterp.finetune import Schedule
-    from arithinterp.models import load_model
-    from arithinterp.runs import RunDir, is_run
-    from arithinterp.stages.finetune import ARMS, FinetuneConfig, Selection, check
-    from arithinterp.stages.job import run_on
-    from arithinterp.tasks import TaskSpec
-
-    with user_errors():
-        if components is not None and (experiment or top_k or threshold):
-            raise ValueError("give --components or --experiment (with --top-k/--threshold), "
-                             "not both")
-        names = tuple(c.strip() for c in components.split(",") if c.strip()) \
-            if components is not None else ()
-        if components is not None and not names:
-            raise ValueError("--components is empty: name at least one, e.g. L1H3,L0.mlp")
-        select = Selection(components=names) if names else Selection(
-            experiment=experiment, top_k=top_k if threshold is None and top_k is not None
-            else (3 if threshold is None else None), threshold=threshold,
-            kinds=tuple(kinds or ("head",)))
-        config = FinetuneConfig(
-            name=name, task=TaskSpec.from_name(task) if task else None,
-            other_tasks=tuple(TaskSpec.from_name(t) for t in other_task or ()), select=select,
-            arms=tuple(arms or ARMS), n_random=n_random, seeds=tuple(seeds or (0,)),
-            schedule=Schedule(max_steps=steps, lr=lr, batch_size=batch_size), rescale=rescale)
-        loaded = load_model(target)
-        if is_run(target):
-            check(config, RunDir.open(target), loaded)
-        elif not names:
-            raise ValueError(f"{target} is not a run, so it has no localization to select "
-                             "from: name --components, or localize it first")
-        result = run_on(target, [config], runs_dir=runs_dir, name=run_name,
-                        ctx=_ctx(device, progress))
-    _print_finetune(result.run, f"{schema.FINETUNE}/{name}")
-    out.print(f"run written to {result.run.dir}")
-
-
-def _print_finetune(run, key: str) -> None:
-    table = run.load(schema.FINETUNE_COMPARISON, key)
-    summary = (table.groupby(["arm", "role", "task"])
-               .agg(n=("change", "size"), exact_after=("exact_after", "mean"),
-                    change=("change", "mean"), change_std=("change", "std"),
-                    params=("n_params", "mean"), seconds=("seconds", "mean"))
-               .reset_index())
-    out.print(_table(f"{key}: held-out exact match after fine-tuning (mean over draws and "
-                     "seeds)", summary))
-
-
-@app.command("multiply")
-def multiply_cmd(
-    runs_dir: RunsDir = Path("runs"),
-    name: Annotated[str, typer.Option(help="Stem of the run names: <name>-<arm>-s<seed>, "
-                                           "<name>-study.")] = "mul3",
-    arms: Annotated[list[str] | None, typer.Option(
-        help="Arms (repeatable): sft, icot, aux (default: all three).")] = None,
-    seeds: Annotated[list[int] | None, typer.Option(
-        help="Seeds per arm (repeatable; default: 0 and 1).")] = None,
-    scale: Annotated[Literal["quick", "default", "paper"], typer.Option(
-        help="default: 3x3 on a CPU (15-20 min a run); quick: 2x2, tiny, for smoke runs; "
-             "paper: Bai et al.'s 4x4, d_model 768, 808k problems, for a GPU.")] = "default",
-    quick: Annotated[bool, typer.Option(help="Same as --scale quick.")] = False,
-    aux_weight: Annotated[float, typer.Option(help="λ of the running-sum loss.")] = 1.0,
-    zoo: Annotated[bool, typer.Option(
-        help="Copy the best run of each arm into the zoo as <name>-<arm>.")] = False,
-    device: Device = "auto",
-    progress: Progress = True,
-) -> None:
-    """The multiplication study (Bai et al. 2025): train SFT, implicit chain of thought and
-    the auxiliary running-sum loss with several seeds, analyse each model, compare them."""
-    from arithinterp.studies.multiplication import (
-        ARMS,
-        MultiplicationStudy,
-        run_study,
-        save_to_zoo,
-    )
-
-    with user_errors():
-        study = MultiplicationStudy(name=name, arms=tuple(arms or ARMS),
-                                    seeds=tuple(seeds if seeds is not None else (0, 1)),
-                                    scale="quick" if quick else scale, aux_weight=aux_weight)
-        report = run_study(study, runs_dir, _ctx(device, progress))
-        written = save_to_zoo(study, runs_dir) if zoo else []
-    comparison = report.load(schema.STUDY_COMPARISON, "study")
-    cols = ["arm", "seed", "exact_match"] + [c for c in comparison.columns
-                                             if c.startswith(("acc_c", "mae_c"))]
-    out.print(_table("multiplication: held-out exact match, per-digit accuracy, running-sum "
-                     "probe MAE", comparison[cols]))
-    out.print(f"report written to {report.dir}")
-    if written:
-        out.print(f"zoo: {', '.join(written)}")
 
 
 @app.command("explore")
@@ -565,7 +402,7 @@ def serve_explorer(runs_dir: Path, *, port: int = 8501, address: str = "127.0.0.
     """Run `streamlit run apps/explorer.py` from the source checkout until interrupted."""
     import subprocess
 
-    app_file = Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
+    app_file = Path(__file__).resolve().parents[2] / "apps" / "explorer.py"
     if not app_file.is_file():
         raise FileNotFoundError(f"the explorer ({app_file}) ships with the source checkout; "
                                 "install arithinterp from it (pip install -e .)")
@@ -578,23 +415,3 @@ def serve_explorer(runs_dir: Path, *, port: int = 8501, address: str = "127.0.0.
                          f"--server.port={port}", "--browser.gatherUsageStats=false",
                          "--", "--runs-dir", str(runs_dir)])
 
-
-def _table(title: str, df) -> Table:
-    table = Table(*map(str, df.columns), title=title)
-    for row in df.itertuples(index=False):
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
-    return table
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: usage errors become one line on stderr and exit code 2."""
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        code = app(args=argv or ["--help"], prog_name="arithinterp", standalone_mode=False)
-    except typer.Abort:
-        code = 1
-    except typer.TyperException as e:  # click's usage errors (unknown option, bad value)
-        message = e.format_message() if hasattr(e, "format_message") else str(e)
-        typer.echo(f"error: {message}", err=True)
-        code = 2
-    sys.exit(code or 0)

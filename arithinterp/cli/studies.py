@@ -1,0 +1,185 @@
+"""The study commands: fine-tune chosen components, the multiplication study, the modular
+(grokking) analysis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from arithinterp import schema
+from arithinterp.cli.common import (
+    Device,
+    Progress,
+    RunsDir,
+    app,
+    choices,
+    make_ctx,
+    out,
+    print_finetune,
+    rich_table,
+    user_errors,
+)
+
+
+@app.command("finetune")
+def finetune_cmd(
+    target: Annotated[str, typer.Argument(help="A run (its model, and its localization for "
+                                               "--experiment), a zoo name or a model folder.")],
+    components: Annotated[str | None, typer.Option(
+        help="Components to fine-tune, by name: L1H3,L0.mlp (instead of --experiment).")] = None,
+    experiment: Annotated[str | None, typer.Option(
+        help="Select from this localization experiment of the run (e.g. a1).")] = None,
+    top_k: Annotated[int | None, typer.Option(help="The top K ranked components.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Every component with |normalized effect| >= this (instead of --top-k).")] = None,
+    kinds: Annotated[list[str] | None, typer.Option(
+        help="Kinds to select (repeatable): head, mlp, attn (default: head).")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="Target task such as add3x3-plain (default: the model's own).")] = None,
+    other_task: Annotated[list[str] | None, typer.Option(
+        help="Tasks forgetting is measured on (repeatable).")] = None,
+    arms: Annotated[list[str] | None, typer.Option(
+        help="Arms (repeatable): selected, random, full, none (default: all).")] = None,
+    n_random: Annotated[int, typer.Option(help="Random component sets (distinct).")] = 3,
+    seeds: Annotated[list[int] | None, typer.Option(help="Seeds (repeatable; default 0).")
+                     ] = None,
+    steps: Annotated[int, typer.Option(help="Steps per fine-tune.")] = 200,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Problems per step.")] = 128,
+    rescale: Annotated[bool, typer.Option(
+        help="Multiply the selected heads' gradients by H/h (Zhang et al.).")] = False,
+    name: Annotated[str, typer.Option(help="The comparison's name: finetune/<name>.")] = "ft",
+    runs_dir: RunsDir = Path("runs"),
+    run_name: Annotated[str | None, typer.Option(
+        help="Run to write into when TARGET is a model (default: a timestamp).")] = None,
+    device: Device = "auto",
+    progress: Progress = True,
+) -> None:
+    """Fine-tune only chosen components (heads, MLPs) against random components, full
+    fine-tuning and none: gain on the target task, forgetting on the others."""
+    from arithinterp.finetune import Schedule
+    from arithinterp.models import load_model
+    from arithinterp.runs import RunDir, is_run
+    from arithinterp.stages.finetune import ARMS, FinetuneConfig, Selection, check
+    from arithinterp.stages.job import run_on
+    from arithinterp.tasks import TaskSpec
+
+    with user_errors():
+        if components is not None and (experiment or top_k or threshold):
+            raise ValueError("give --components or --experiment (with --top-k/--threshold), "
+                             "not both")
+        names = tuple(c.strip() for c in components.split(",") if c.strip()) \
+            if components is not None else ()
+        if components is not None and not names:
+            raise ValueError("--components is empty: name at least one, e.g. L1H3,L0.mlp")
+        select = Selection(components=names) if names else Selection(
+            experiment=experiment, top_k=top_k if threshold is None and top_k is not None
+            else (3 if threshold is None else None), threshold=threshold,
+            kinds=tuple(kinds or ("head",)))
+        config = FinetuneConfig(
+            name=name, task=TaskSpec.from_name(task) if task else None,
+            other_tasks=tuple(TaskSpec.from_name(t) for t in other_task or ()), select=select,
+            arms=choices("--arms", arms, ARMS), n_random=n_random,
+            seeds=tuple(seeds or (0,)),
+            schedule=Schedule(max_steps=steps, lr=lr, batch_size=batch_size), rescale=rescale)
+        check(config, RunDir.open(target) if is_run(target) else None, load_model(target))
+        result = run_on(target, [config], runs_dir=runs_dir, name=run_name,
+                        ctx=make_ctx(device, progress))
+    print_finetune(result.run, f"{schema.FINETUNE}/{name}")
+    out.print(f"run written to {result.run.dir}")
+
+
+@app.command("multiply")
+def multiply_cmd(
+    runs_dir: RunsDir = Path("runs"),
+    name: Annotated[str, typer.Option(help="Stem of the run names: <name>-<arm>-s<seed>, "
+                                           "<name>-study.")] = "mul3",
+    arms: Annotated[list[str] | None, typer.Option(
+        help="Arms (repeatable): sft, icot, aux (default: all three).")] = None,
+    seeds: Annotated[list[int] | None, typer.Option(
+        help="Seeds per arm (repeatable; default: 0 and 1).")] = None,
+    scale: Annotated[Literal["quick", "default", "paper"], typer.Option(
+        help="default: 3x3 on a CPU (15-20 min a run); quick: 2x2, tiny, for smoke runs; "
+             "paper: Bai et al.'s 4x4, d_model 768, 808k problems, for a GPU.")] = "default",
+    quick: Annotated[bool, typer.Option(help="Same as --scale quick.")] = False,
+    aux_weight: Annotated[float, typer.Option(help="λ of the running-sum loss.")] = 1.0,
+    zoo: Annotated[bool, typer.Option(
+        help="Copy the best run of each arm into the zoo as <name>-<arm>.")] = False,
+    device: Device = "auto",
+    progress: Progress = True,
+) -> None:
+    """The multiplication study (Bai et al. 2025): train SFT, implicit chain of thought and
+    the auxiliary running-sum loss with several seeds, analyse each model, compare them."""
+    from arithinterp.studies.multiplication import (
+        ARMS,
+        MultiplicationStudy,
+        run_study,
+        save_to_zoo,
+    )
+
+    with user_errors():
+        study = MultiplicationStudy(name=name, arms=choices("--arms", arms, ARMS),
+                                    seeds=tuple(seeds if seeds is not None else (0, 1)),
+                                    scale="quick" if quick else scale, aux_weight=aux_weight)
+        report = run_study(study, runs_dir, make_ctx(device, progress))
+        written = save_to_zoo(study, runs_dir) if zoo else []
+    comparison = report.load(schema.STUDY_COMPARISON, "study")
+    cols = ["arm", "seed", "exact_match"] + [c for c in comparison.columns
+                                             if c.startswith(("acc_c", "mae_c"))]
+    out.print(rich_table("multiplication: held-out exact match, per-digit accuracy, running-sum "
+                     "probe MAE", comparison[cols]))
+    out.print(f"report written to {report.dir}")
+    if written:
+        out.print(f"zoo: {', '.join(written)}")
+
+
+
+@app.command("modular")
+def modular_cmd(
+    target: Annotated[str, typer.Argument(help="A run of a modular model (analysed in place), "
+                                               "a zoo name (modadd-113) or a model folder.")],
+    freqs: Annotated[str | None, typer.Option(
+        help="Key frequencies, e.g. 14,35,41 (default: found from the logit spectrum).")
+    ] = None,
+    progress_measures: Annotated[bool, typer.Option(
+        help="Progress measures over the training snapshots.")] = True,
+    probes: Annotated[bool, typer.Option(help="Probe cos/sin(w_k x) of a, b, c.")] = True,
+    runs_dir: RunsDir = Path("runs"),
+    name: Annotated[str | None, typer.Option(
+        help="Run to write into when TARGET is a model (default: a timestamp).")] = None,
+    device: Device = "auto",
+    progress: Progress = True,
+) -> None:
+    """The Fourier picture of a modular-arithmetic model (Nanda et al. 2023): key
+    frequencies, restricted and excluded loss, neurons, progress measures over training."""
+    from arithinterp.grokking import check_modular
+    from arithinterp.models import load_model
+    from arithinterp.stages.job import run_on
+    from arithinterp.stages.modular import ModularConfig
+
+    with user_errors():
+        keys = None
+        if freqs is not None:
+            try:
+                keys = tuple(int(k) for k in freqs.split(",") if k.strip())
+            except ValueError:
+                raise ValueError(f"--freqs must be integers separated by commas, got "
+                                 f"{freqs!r}") from None
+        config = ModularConfig(freqs=keys, progress=progress_measures, probes=probes)
+        check_modular(load_model(target).task)  # before a run exists
+        run = run_on(target, [config], runs_dir=runs_dir, name=name,
+                     ctx=make_ctx(device, progress)).run
+    summary = run.load(schema.MOD_SUMMARY, schema.MODULAR)
+    out.print(f"key frequencies: {summary['key_frequencies']} (their share of the logits: "
+              f"{summary['key_logit_fraction']:.3f})")
+    out.print(rich_table("loss and accuracy of the full, restricted and excluded logits",
+                         run.load(schema.MOD_LOSSES, schema.MODULAR)))
+    out.print(f"neuron variance explained by the key frequencies: {summary['neuron_fve']:.3f}; "
+              f"Gini of W_E's / W_L's Fourier norms: {summary['gini_embedding']:.3f} / "
+              f"{summary['gini_neuron_logit']:.3f}")
+    out.print(f"memorized (train accuracy >= 0.99) at step {summary['memorized_step']}, "
+              f"generalized (test accuracy >= 0.99) at step {summary['generalized_step']}; "
+              f"progress measures from {summary['progress_from'] or 'no snapshots'}")
+    out.print(f"run written to {run.dir}")

@@ -1,0 +1,71 @@
+"""The study commands end to end at smoke size, and their bad input."""
+
+import pytest
+
+from arithinterp import schema
+from arithinterp.runs import RunDir
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["finetune", "add3-reversed"], "select components by name or name a localization"),
+    (["finetune", "add3-reversed", "--components", " , "], "--components is empty"),
+    (["finetune", "add3-reversed", "--components", "L9H0"], "L9H0"),
+    (["finetune", "add3-reversed", "--components", "L0H0", "--experiment", "a1"],
+     "not both"),
+    (["finetune", "add3-reversed", "--components", "L0H0", "--arms", "bogus"], "arms"),
+    (["multiply", "--scale", "huge"], "'--scale'"),
+    (["multiply", "--quick", "--arms", "nope"], "arms"),
+    (["modular", "add3-reversed"], "needs a modular task"),
+    (["modular", "add3-reversed", "--freqs", "a,b"], "--freqs must be integers"),
+    (["train", "x", "--task", "mod1-add"], "p must be an integer in 2..2000"),
+    (["train", "x", "--task", "mod5000-add"], "p must be an integer in 2..2000"),
+    (["train", "x", "--task", "mod7-div"], "op must be one of"),
+    (["train", "x", "--task", "mod7-add", "--train-fraction", "1.5"],
+     "train_fraction must be in (0, 1)"),
+    (["train", "x", "--task", "mod7-add", "--train-fraction", "0"],
+     "train_fraction must be in (0, 1)"),
+    (["train", "x", "--task", "mod7-add", "--digits", "2"], "--task names the whole task"),
+    (["train", "x", "--task", "mod7-add", "--train-fraction", "0.3", "--n-test", "4"],
+     "not both"),
+])
+def test_bad_input_exits_2_with_one_line(argv, message, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(argv)
+    assert code == 2, out
+    assert err.startswith("error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + out
+    assert list(tmp_path.iterdir()) == []  # nothing written half-way
+
+
+def test_train_a_modular_model_then_analyse_it(tmp_path, cli):
+    code, out, err = cli(["train", str(tmp_path / "m11"), "--task", "mod11-add",
+                          "--train-fraction", "0.5", "--steps", "40", "--no-progress"])
+    assert code == 0, err
+    assert "on 61 problems" in out  # 121 pairs: round(60.5) = 60 train, 61 held out
+    run = RunDir.open(tmp_path / "m11")
+    config = run.load(schema.TRAIN_CONFIG, schema.MODEL)
+    assert config["batch_size"] == config["n_train"] == 60  # full batch, as in the recipe
+    code, out, err = cli(["modular", str(tmp_path / "m11"), "--freqs", "1,3", "--no-probes",
+                          "--no-progress"])
+    assert code == 0, err
+    assert "key frequencies: [1, 3]" in out and "restricted" in out
+    assert run.load(schema.MOD_SUMMARY, schema.MODULAR)["progress_from"] == "1 snapshot"
+
+
+def test_finetune_named_components_of_a_zoo_model(tmp_path, cli):
+    code, out, err = cli(["finetune", "add3-reversed", "--components", "L1H0,L0.mlp",
+                          "--n-random", "1", "--steps", "3", "--batch-size", "16",
+                          "--runs-dir", str(tmp_path), "--run-name", "ft", "--no-progress"])
+    assert code == 0, err
+    table = RunDir.open(tmp_path / "ft").load(schema.FINETUNE_COMPARISON, "finetune/ft")
+    assert set(table["arm"]) == {"selected", "random", "full", "none"}
+    assert "held-out exact match after fine-tuning" in out
+
+
+def test_multiply_quick(tmp_path, cli):
+    code, out, err = cli(["multiply", "--quick", "--seeds", "0", "--arms", "sft", "--runs-dir",
+                          str(tmp_path), "--name", "q", "--no-progress"])
+    assert code == 0, err
+    assert "report written to" in out and (tmp_path / "q-study").is_dir()
+    comparison = RunDir.open(tmp_path / "q-study").load(schema.STUDY_COMPARISON, "study")
+    assert comparison["arm"].tolist() == ["sft"]
