@@ -10,6 +10,7 @@ from arithinterp.analysis.suite import GridConfig, LocalizeConfig
 from arithinterp.probes import ProbeConfig
 from arithinterp.runs import RunDir, list_runs
 from arithinterp.stages.evaluate import EvaluateConfig
+from arithinterp.stages.finetune import FinetuneConfig, Selection
 from arithinterp.stages.fourier import FourierConfig
 from arithinterp.stages.job import (
     STAGES,
@@ -21,6 +22,8 @@ from arithinterp.stages.job import (
     run_job,
     run_on,
 )
+from arithinterp.stages.modular import ModularConfig
+from arithinterp.stages.multiplication import MultiplicationConfig
 from arithinterp.stages.probes import ProbesConfig
 from arithinterp.tasks import TaskSpec
 from arithinterp.train import ICoT, RunningSumLoss, TrainConfig
@@ -116,7 +119,16 @@ EVERY_STAGE = [
     ProbesConfig(name="sums", n=100, targets=("carries", "a0"),
                  fit=ProbeConfig(sites=("z",), layers=(1,), cv=3)),
     FourierConfig(n=50, sites=("resid_pre", "mlp_out"), layers=(0,)),
+    MultiplicationConfig(n=100, n_attention=20, threshold=0.2,
+                         fit=ProbeConfig(sites=("resid_post",), layers=(0,))),
+    FinetuneConfig(name="ft2", select=Selection(experiment="first", top_k=2),
+                   arms=("selected", "full"), seeds=(0, 1)),
+    ModularConfig(freqs=(3, 24), probes=False),
 ]
+
+
+def test_every_registered_stage_is_covered():
+    assert {type(c) for c in EVERY_STAGE} == {cls for _, cls in STAGES.values()}
 
 
 @pytest.mark.parametrize("config", EVERY_STAGE, ids=[type(c).__name__ for c in EVERY_STAGE])
@@ -135,7 +147,6 @@ def test_every_stage_config_round_trips_and_refuses_unknown_keys(config):
                                "config": {**entry, nested: {**entry[nested], "bogus": 1}}}]})
     with pytest.raises(ValueError, match="unknown stage 'nope'"):
         read_job({"job": [{"stage": "nope", "config": {}}]})
-    assert set(STAGES) == {"model", "train", "evaluate", "localize", "probes", "fourier"}
 
 
 @pytest.mark.slow
