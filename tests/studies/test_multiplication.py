@@ -10,6 +10,7 @@ from arithinterp.studies.multiplication import (
     run_study,
     save_to_zoo,
 )
+from tests.conftest import BAD_CONFIG
 
 
 def test_the_report_compares_every_arm_and_seed(quick_study):
@@ -58,5 +59,5 @@ def test_arm_configs_follow_the_scale():
         (4, 768, 2, 808_000)
     for kwargs, message in (({"arms": ("sft", "nope")}, "arms"), ({"seeds": ()}, "seeds"),
                             ({"aux_weight": -1.0}, "aux_weight"), ({"name": "a b"}, "name")):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(BAD_CONFIG, match=message):
             MultiplicationStudy(**kwargs)
