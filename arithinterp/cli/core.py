@@ -26,6 +26,7 @@ from arithinterp.cli.common import (
     split_run,
     user_errors,
 )
+from arithinterp.tasks import Task
 from arithinterp.tasks.data import Sampling
 from arithinterp.tasks.spec import Format, Op
 
@@ -178,9 +179,10 @@ def zoo_cmd() -> None:
         cfg = run.load(schema.CHECKPOINT_CONFIG, schema.MODEL)
         m = run.load(schema.TRAIN_FINAL, schema.MODEL) if run.has(
             schema.TRAIN_FINAL, schema.MODEL) else {}
-        ms, task = cfg["model"], cfg["task"]
+        ms = cfg["model"]
+        task = schema.from_json(Task, cfg["task"], f"{name} 'task'")
         mode = run.stage_summary(schema.MODEL).get("mode", "?")
-        table.add_row(name, f"{task['op']} {task['digits_a']}x{task['digits_b']} {task['format']}",
+        table.add_row(name, task.name,
                       mode, f"{ms['n_layers']}L d{ms['d_model']} {ms['n_heads']}H",
                       str(m.get("steps", "?")), f"{m.get('exact_match', float('nan')):.4f}",
                       str(m.get("n", "?")))

@@ -47,6 +47,7 @@ def test_zoo_lists_shipped_models_with_accuracy(cli):
     code, out, _ = cli(["zoo"])
     assert code == 0
     assert "add3-reversed" in out and "add3-plain" in out
+    assert "mod113-add" in out and "8938" in out  # a modular model has its own task name
 
 
 @pytest.mark.slow
