@@ -45,6 +45,10 @@ explore: setup
 zoo: setup
 	$(BIN)/arithinterp train arithinterp/zoo/add3-reversed --recipe add3-reversed --overwrite --device cpu
 	$(BIN)/arithinterp train arithinterp/zoo/add3-plain --recipe add3-plain --overwrite --device cpu
+	# Grokking (~1.5 h on one core): the progress table ships, the 81 weight snapshots do not.
+	$(BIN)/arithinterp train arithinterp/zoo/modadd-113 --recipe modadd-113 --overwrite --device cpu
+	$(BIN)/arithinterp modular arithinterp/zoo/modadd-113 --device cpu
+	rm -rf arithinterp/zoo/modadd-113/model/snapshots
 
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py

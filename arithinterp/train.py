@@ -505,7 +505,7 @@ def grokking_config(task: ModularTask, *, train_fraction: float = 0.3, max_steps
         checkpoint_every=1_000, snapshot_every=snapshot_every, flush_denormal=True, seed=seed)
 
 
-ZOO_RECIPES["modadd-113"] = grokking_config(ModularTask(p=113, op="add"))
+ZOO_RECIPES["modadd-113"] = grokking_config(ModularTask(p=113, op="add"), max_steps=20_000)
 
 
 def zoo_recipe(name: str) -> TrainConfig:

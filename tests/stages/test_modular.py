@@ -5,6 +5,8 @@ import pytest
 
 from arithinterp import schema
 from arithinterp.analysis.suite import LocalizeConfig
+from arithinterp.models import ZOO_DIR
+from arithinterp.runs import RunDir
 from arithinterp.stages.job import run_on
 from arithinterp.stages.modular import ModularConfig
 
@@ -52,3 +54,22 @@ def test_an_arithmetic_model_is_refused(demo_runs, tmp_path, ctx):
                runs_dir=tmp_path, name="x", ctx=ctx)
     with pytest.raises(ValueError, match="freqs"):
         ModularConfig(freqs=(0,))
+
+
+@pytest.mark.slow
+def test_a_zoo_model_brings_its_shipped_progress(tmp_path, ctx):
+    """The zoo ships modadd-113 without its snapshots; its recorded progress table comes
+    along, and the Fourier picture recomputed here is the shipped one."""
+    run = run_on("modadd-113", [ModularConfig(probes=False)], runs_dir=tmp_path, name="g",
+                 ctx=ctx).run
+    summary = run.load(schema.MOD_SUMMARY, schema.MODULAR)
+    assert summary["progress_from"] == "zoo:modadd-113"
+    shipped = RunDir.open(ZOO_DIR / "modadd-113").load(schema.MOD_SUMMARY, schema.MODULAR)
+    assert summary["key_frequencies"] == shipped["key_frequencies"]
+    losses = summary["losses"]
+    for name, value in shipped["losses"].items():
+        assert losses[name] == pytest.approx(value, rel=1e-4)
+    assert losses["restricted_test"]["accuracy"] == 1.0 > 0.05 > losses["excluded_test"][
+        "accuracy"]
+    assert summary["generalized_step"] > summary["memorized_step"]
+    assert len(set(run.load(schema.MOD_PROGRESS, schema.MODULAR)["step"])) == 81
