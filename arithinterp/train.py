@@ -617,6 +617,18 @@ def held_out_split(path: str | Path, task: Task, n: int | None = None) -> Datase
     return test if n is None else test[:n]
 
 
+def training_split(path: str | Path, task: Task) -> Dataset | None:
+    """The training problems a checkpoint saw (None when it records no training config, or
+    was trained on another task)."""
+    cfg_file = Path(path) / schema.TRAIN_CONFIG.file
+    if not cfg_file.is_file():
+        return None
+    tc = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
+    if tc.task != task:
+        return None
+    return make_splits(tc.task, tc.train_size, tc.n_test, tc.seed, sampling=tc.sampling)[0]
+
+
 def train(
     config: TrainConfig,
     out_dir: str | Path,

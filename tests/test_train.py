@@ -16,10 +16,12 @@ from arithinterp.train import (
     RunningSumLoss,
     TrainConfig,
     answer_loss,
+    held_out_split,
     lr_at,
     parameter_groups,
     run_with_activations,
     train,
+    training_split,
     with_mode,
 )
 from tests.conftest import BAD_CONFIG
@@ -368,3 +370,17 @@ def test_kept_positions_are_folded_into_the_saved_model(tmp_path):
     with pytest.raises(ValueError, match="learned positions"):
         TrainConfig(**{**cfg.__dict__, "model": ModelSpec(n_layers=1, d_model=32, n_heads=2,
                                                           positional="rotary")})
+
+
+def test_training_split_is_what_the_model_saw_and_disjoint_from_its_test_split(modular_run):
+    from arithinterp import schema
+    from arithinterp.tasks import ModularTask
+
+    path = modular_run.dir / schema.MODEL
+    task = load_model(path).task
+    seen = training_split(path, task)
+    test = held_out_split(path, task)
+    assert len(seen) == 159 and len(seen) + len(test) == 23 * 23
+    assert not set(zip(seen.a.tolist(), seen.b.tolist(), strict=True)) & set(
+        zip(test.a.tolist(), test.b.tolist(), strict=True))
+    assert training_split(path, ModularTask(p=23, op="mul")) is None  # another task

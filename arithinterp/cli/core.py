@@ -26,7 +26,6 @@ from arithinterp.cli.common import (
     split_run,
     user_errors,
 )
-from arithinterp.tasks import Task
 from arithinterp.tasks.data import Sampling
 from arithinterp.tasks.spec import Format, Op
 
@@ -170,20 +169,18 @@ def eval_cmd(
 @app.command("zoo")
 def zoo_cmd() -> None:
     """List the shipped models with their recorded held-out accuracy."""
-    from arithinterp.models import ZOO_DIR, zoo_names
+    from arithinterp.models import ZOO_DIR, read_checkpoint_config, zoo_names
     from arithinterp.runs import RunDir
 
     table = Table("name", "task", "mode", "params", "steps", "exact match", "held-out n")
     for name in zoo_names():
         run = RunDir.open(ZOO_DIR / name)
-        cfg = run.load(schema.CHECKPOINT_CONFIG, schema.MODEL)
+        ms, task = read_checkpoint_config(run.dir / schema.MODEL)
         m = run.load(schema.TRAIN_FINAL, schema.MODEL) if run.has(
             schema.TRAIN_FINAL, schema.MODEL) else {}
-        ms = cfg["model"]
-        task = schema.from_json(Task, cfg["task"], f"{name} 'task'")
         mode = run.stage_summary(schema.MODEL).get("mode", "?")
         table.add_row(name, task.name,
-                      mode, f"{ms['n_layers']}L d{ms['d_model']} {ms['n_heads']}H",
+                      mode, f"{ms.n_layers}L d{ms.d_model} {ms.n_heads}H",
                       str(m.get("steps", "?")), f"{m.get('exact_match', float('nan')):.4f}",
                       str(m.get("n", "?")))
     out.print(table)

@@ -33,8 +33,7 @@ from arithinterp.models import ZOO_DIR, read_weights
 from arithinterp.probes import ProbeConfig, fit_probes, make_targets
 from arithinterp.runs import RunDir, is_run
 from arithinterp.stages.base import Context, need_task, run_model
-from arithinterp.tasks import Dataset, make_splits
-from arithinterp.train import TrainConfig
+from arithinterp.train import training_split
 
 NAME = "modular"
 MILESTONE = 0.99  # accuracy that counts as memorized (train) / generalized (test)
@@ -59,17 +58,6 @@ class ModularConfig:
 
 def key(config: ModularConfig) -> str:
     return schema.MODULAR
-
-
-def _training_split(run: RunDir, task) -> Dataset | None:
-    """The training pairs the run's model saw (None when it records no training config)."""
-    file = run.dir / schema.TRAIN_CONFIG.at(schema.MODEL)
-    if not file.is_file():
-        return None
-    tc = TrainConfig.from_dict(run.load(schema.TRAIN_CONFIG, schema.MODEL))
-    if tc.task != task:
-        return None
-    return make_splits(tc.task, tc.train_size, tc.n_test, tc.seed, sampling=tc.sampling)[0]
 
 
 def _snapshots(run: RunDir) -> dict[int, dict]:
@@ -122,7 +110,7 @@ def run(config: ModularConfig, run: RunDir, ctx: Context) -> dict:
     loaded = run_model(run, ctx)
     need_task(loaded, "the modular analysis")
     task = check_modular(loaded.task)
-    train = _training_split(run, task)
+    train = training_split(run.dir / schema.MODEL, task)
     report = compute_grokking_report(loaded.model, task, train, freqs=config.freqs)
     keys = list(report.key_frequencies)
     run.save(schema.MOD_LOGIT_SPECTRUM, schema.MODULAR, report.logit_spectrum)
