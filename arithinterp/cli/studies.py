@@ -91,6 +91,41 @@ def finetune_cmd(
     out.print(f"run written to {result.run.dir}")
 
 
+@app.command("finetune-scenario")
+def finetune_scenario_cmd(
+    runs_dir: RunsDir = Path("runs"),
+    name: Annotated[str, typer.Option(help="Stem of the run's name: <name>-base.")] = "mix",
+    seeds: Annotated[list[int] | None, typer.Option(
+        help="Fine-tuning seeds (repeatable; default 0, 1, 2).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Steps per fine-tune (default 300).")
+                     ] = None,
+    quick: Annotated[bool, typer.Option(help="A tiny model and budget, for smoke runs.")
+                     ] = False,
+    device: Device = "auto",
+    progress: Progress = True,
+) -> None:
+    """The selective fine-tuning scenario: a model that adds well and subtracts badly,
+    its subtraction heads localized and fine-tuned against random heads, everything and
+    nothing: gain on subtraction, forgetting of addition."""
+    from dataclasses import replace
+
+    from arithinterp.studies.selective_finetuning import (
+        COMPARISON,
+        FinetuneScenario,
+        run_scenario,
+    )
+
+    with user_errors():
+        scenario = FinetuneScenario(name=name, quick=quick)
+        if quick:  # the tiny model's budget
+            scenario = replace(scenario, base_steps=400, seeds=(0,), n_random=2, steps=40)
+        scenario = replace(scenario, seeds=tuple(seeds) if seeds else scenario.seeds,
+                           steps=scenario.steps if steps is None else steps)
+        run = run_scenario(scenario, runs_dir, make_ctx(device, progress))
+    print_finetune(run, schema.finetune_key(COMPARISON))
+    out.print(f"run written to {run.dir}")
+
+
 @app.command("multiply")
 def multiply_cmd(
     runs_dir: RunsDir = Path("runs"),

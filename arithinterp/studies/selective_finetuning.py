@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from arithinterp import schema
 from arithinterp.analysis.suite import LocalizeConfig
 from arithinterp.finetune import Schedule
 from arithinterp.models import ModelSpec
@@ -31,6 +32,8 @@ from arithinterp.train import Mixture, TrainConfig
 
 ADD = TaskSpec(op="add", digits_a=3, digits_b=3, format="reversed")
 SUB = TaskSpec(op="sub", digits_a=3, digits_b=3, format="reversed", signed=True)
+LOCALIZATION = "sub-a1"  # localize/<this>: subtraction, answer digit 1
+COMPARISON = "sub"  # finetune/<this>
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,17 @@ class FinetuneScenario:
     steps: int = 300
     lr: float = 3e-4  # fine-tuning: a third of the pre-training rate
     quick: bool = False  # a tiny model and budget, for tests
+
+    def __post_init__(self) -> None:
+        schema.localize_key(self.name)  # a valid run-name stem
+        for field_ in ("base_steps", "top_k", "n_random", "steps"):
+            v = getattr(self, field_)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{field_} must be an integer >= 1, got {v!r}")
+        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
 
     def base_config(self) -> TrainConfig:
         """The mixture model: addition, with subtraction under-trained."""
@@ -74,12 +88,12 @@ class FinetuneScenario:
         """Evaluate, localize subtraction, fine-tune on it."""
         small = dict(n_pairs=64, n_eval=64, n_random=1) if self.quick else {}
         # the tiny quick model answers no subtraction yet: it localizes on every pair
-        localize = LocalizeConfig(name="sub-a1", task=self.sub, digit=1,
+        localize = LocalizeConfig(name=LOCALIZATION, task=self.sub, digit=1,
                                   only_correct=not self.quick,
                                   min_accuracy=0.0 if self.quick else 0.5, **small)
         finetune = FinetuneConfig(
-            name="sub", task=self.sub, other_tasks=(self.add,),
-            select=Selection(experiment="sub-a1", top_k=self.top_k, kinds=("head",)),
+            name=COMPARISON, task=self.sub, other_tasks=(self.add,),
+            select=Selection(experiment=LOCALIZATION, top_k=self.top_k, kinds=("head",)),
             n_random=self.n_random, seeds=self.seeds,
             schedule=Schedule(max_steps=self.steps, lr=self.lr, batch_size=64 if self.quick
                               else 256),

@@ -15,6 +15,9 @@ from arithinterp.runs import RunDir
     (["finetune", "add3-reversed", "--components", "L0H0", "--arms", "bogus"], "arms"),
     (["multiply", "--scale", "huge"], "'--scale'"),
     (["multiply", "--quick", "--arms", "nope"], "arms"),
+    (["finetune-scenario", "--quick", "--steps", "0"], "steps must be an integer >= 1"),
+    (["finetune-scenario", "--quick", "--seeds", "1", "--seeds", "1"], "seeds must be distinct"),
+    (["finetune-scenario", "--quick", "--name", "a/b"], "a/b"),
     (["modular", "add3-reversed"], "needs a modular task"),
     (["modular", "add3-reversed", "--freqs", "a,b"], "--freqs must be integers"),
     (["train", "x", "--task", "mod1-add"], "p must be an integer in 2..2000"),
@@ -69,3 +72,14 @@ def test_multiply_quick(tmp_path, cli):
     assert "report written to" in out and (tmp_path / "q-study").is_dir()
     comparison = RunDir.open(tmp_path / "q-study").load(schema.STUDY_COMPARISON, "study")
     assert comparison["arm"].tolist() == ["sft"]
+
+
+def test_finetune_scenario_quick(tmp_path, cli):
+    code, out, err = cli(["finetune-scenario", "--quick", "--steps", "10", "--runs-dir",
+                          str(tmp_path), "--name", "q", "--no-progress"])
+    assert code == 0, err
+    run = RunDir.open(tmp_path / "q-base")
+    table = run.load(schema.FINETUNE_COMPARISON, "finetune/sub")
+    assert set(table["arm"]) == {"selected", "random", "full", "none"}
+    assert set(table["role"]) == {"target", "other"} and table["seed"].tolist().count(0) == 10
+    assert "finetune/sub" in out and f"run written to {run.dir}" in out
