@@ -33,6 +33,7 @@ torch.set_num_threads(1)  # tiny forward passes; more threads only add overhead
 RUNS_ENV = "ARITHINTERP_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
 N_PROMPTS = 16  # prompts offered for live views
+OPEN_RUN = "_open_run"  # a run a page asks the picker to show on the next rerun
 STAGE_HINTS = {
     schema.MODEL: "the run records no model stage",
     schema.EVALUATE: "run the main job (`arithinterp demo`) to evaluate the model",
@@ -79,6 +80,8 @@ def pick_run() -> RunDir | None:
                          f"`streamlit run apps/explorer.py -- --runs-dir DIR` or ${RUNS_ENV}.")
         return None
     names = [r.name for r in runs]
+    if (opened := st.session_state.pop(OPEN_RUN, None)) in names:  # a page asked for it
+        st.session_state["run"] = opened
     if st.session_state.get("run") not in names:
         wanted = st.query_params.get("run")
         st.session_state["run"] = wanted if wanted in names else names[-1]
@@ -100,6 +103,12 @@ def pick_run() -> RunDir | None:
         st.sidebar.warning(problem)
     st.session_state["_run_dir"] = str(run.dir)
     return run
+
+
+def open_run(name: str, page: str = "views/overview.py") -> None:
+    """Show run `name` on `page` (the picker selects it on the rerun this starts)."""
+    st.session_state[OPEN_RUN] = name
+    st.switch_page(page)
 
 
 def current_run() -> RunDir:

@@ -20,6 +20,7 @@ VIEWS = [
     ("multiplication", "Multiplication", "close"),
     ("finetune", "Fine-tuning", "tune"),
     ("modular", "Modular", "autorenew"),
+    ("sweeps", "Sweeps", "stacked_line_chart"),
     ("playground", "Playground", "calculate"),
 ]
 

@@ -38,6 +38,7 @@ LOCALIZE = "localize"  # a family: localize/<experiment>
 PROBES = "probes"  # a family: probes/<name>
 FINETUNE = "finetune"  # a family: finetune/<name>
 MODULAR = "modular"
+SWEEP = "sweep"  # the one stage of a sweep's record run
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -243,6 +244,10 @@ STUDY_COMPARISON = Artifact("comparison.parquet", "table", (
     "arm", "seed", "run", "exact_match", "steps"), extra=r"(acc|mae)_c\d+|r2_\w+")
 STUDY_CURVES = Artifact("curves.parquet", "table", TRAINING_CURVE.columns + ("arm", "seed"),
                         extra=TRAINING_CURVE.extra)
+
+# a sweep's record run: sweep/ (the varied values and the stages' metrics are further columns)
+SWEEP_TRIALS = Artifact("trials.parquet", "table", (
+    "trial", "run", "status", "error", "config_hash"), extra=r".+")
 
 
 # ---- keys inside artifacts ----------------------------------------------------------------

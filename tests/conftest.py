@@ -88,6 +88,24 @@ def demo_runs(tmp_path_factory, tiny_task, tiny_spec, ctx):
 
 
 @pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory):
+    """A serial sweep of 4 tiny trials (2 seeds x 2 training-set sizes, training only, ~5 s):
+    (runs_dir, the results table)."""
+    from arithinterp.models import ModelSpec
+    from arithinterp.sweeps import Sweep, run_sweep
+    from arithinterp.tasks import TaskSpec
+    from arithinterp.train import TrainConfig
+
+    base = TrainConfig(task=TaskSpec(digits_a=1, digits_b=1),
+                       model=ModelSpec(n_layers=1, d_model=16, n_heads=2, d_mlp=32),
+                       n_test=20, batch_size=16, max_steps=20, eval_every=10, eval_size=20,
+                       warmup_steps=2, checkpoint_every=20, target_accuracy=None)
+    sweep = Sweep(name="sw", base=base, grid={"n_train": [40, 80], "seed": [0, 1]}, stages=())
+    runs = tmp_path_factory.mktemp("sweep") / "runs"
+    return runs, run_sweep(sweep, runs, backend="serial", progress=False)
+
+
+@pytest.fixture(scope="session")
 def quick_study(tmp_path_factory, ctx):
     """The multiplication study at quick scale, one seed (~10 s): (runs_dir, report run)."""
     from arithinterp.studies.multiplication import MultiplicationStudy, run_study

@@ -26,7 +26,7 @@ INNER = {  # order of the modules inside a subpackage
     "stages": {"base": 0, "train": 1, "evaluate": 1, "localize": 1, "probes": 1, "fourier": 1,
                "multiplication": 1, "finetune": 1, "modular": 1, "model": 2, "job": 3},
     "tasks": {"vocab": 0, "spec": 1, "modular": 2, "data": 3, "corrupt": 4},
-    "cli": {"common": 0, "core": 1, "studies": 1},
+    "cli": {"common": 0, "core": 1, "studies": 1, "sweeps": 1},
 }
 
 

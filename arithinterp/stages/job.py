@@ -194,13 +194,21 @@ def ensure_job(root: StrPath, name: str, configs: list[Any], *, ctx: Context | N
     """The complete run ``root/name`` holding these stages with these configs (reused as it
     is, whatever else was added to it), else `run_job` (which resumes an unfinished one)."""
     path = Path(root) / name
-    if is_run(path):
-        run = RunDir.open(path)
-        if run.is_complete and not run.problems():
-            have = {stage_key(c): c for c in read_job(run.manifest["config"])}
-            if all(have.get(stage_key(c)) == c for c in configs):
-                return run
+    if job_is_done(path, configs):
+        return RunDir.open(path)
     return run_job(root, name, configs, ctx=ctx).run
+
+
+def job_is_done(path: StrPath, configs: list[Any]) -> bool:
+    """Whether ``path`` is a complete, sound run holding these stages with these configs
+    (whatever else was added to it)."""
+    if not is_run(path):
+        return False
+    run = RunDir.open(path)
+    if not run.is_complete or run.problems():
+        return False
+    have = {stage_key(c): c for c in read_job(run.manifest["config"])}
+    return all(have.get(stage_key(c)) == c for c in configs)
 
 
 def run_on(source: str | Path, configs: list[Any], *, runs_dir: StrPath,

@@ -2,11 +2,12 @@
 
 Serves `apps/explorer.py` on 127.0.0.1 against runs made by the real pipeline, opens every
 page, changes a control, clicks a patching-heatmap cell and checks the drill-down follows,
-types a problem into the playground, and fails on any Streamlit exception. Screenshots go
-to tests/artifacts/ (not committed).
+clicks a sweep's trial and checks its run opens, types a problem into the playground, and
+fails on any Streamlit exception. Screenshots go to tests/artifacts/ (not committed).
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,10 +35,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(demo_runs):
+def server(demo_runs, tiny_sweep, tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian chromium is missing: `make browser` installs it (make test does)")
-    runs, _ = demo_runs
+    runs = tmp_path_factory.mktemp("browser") / "runs"
+    shutil.copytree(demo_runs[0], runs)
+    shutil.copytree(tiny_sweep[0], runs, dirs_exist_ok=True)
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
@@ -171,3 +174,28 @@ def test_playground_takes_a_typed_problem(page, server):
     _until(page, _text("Invalid problem: cannot read '12*34x'"))
     _no_exception(page, "playground bad input")
     page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
+
+
+POINT_JS = """(el) => {
+  const gd = el.querySelector('.js-plotly-plot');
+  const tr = gd._fullData.find(t => t.meta === 'trials');  // numeric arrays decoded
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
+  return {x: box.left + xa.l2p(xa.d2l(tr.x[0])), y: box.top + ya.l2p(ya.d2l(tr.y[0])),
+          run: String(tr.customdata[0][0])};
+}"""
+
+
+def test_a_click_on_a_sweep_trial_opens_its_run(page, server):
+    _open(page, server, "sweeps", query="run=sw-sweep")
+    _until(page, _one_figure("sweep_plot", "exact_match vs n_train"))
+    _no_exception(page, "sweeps")
+    page.screenshot(path=str(ARTIFACTS / "sweeps.png"), full_page=True)
+    plot = page.locator(".st-key-sweep_plot")
+    plot.scroll_into_view_if_needed()
+    point = plot.evaluate(POINT_JS)
+    page.mouse.move(point["x"], point["y"])
+    page.mouse.click(point["x"], point["y"])
+    # the overview page of that trial's run
+    _until(page, f"{_text('Run ' + point['run'])} && {_text('Held-out accuracy')}")
+    _no_exception(page, "sweep click")

@@ -440,3 +440,39 @@ def test_the_modular_page_shows_grokking_and_the_fourier_picture(modular_run, mo
     assert "mod_neurons" in figs
     at = open_page("modular")  # an addition run: says what makes the page
     assert any("arithinterp modular RUN" in m for m in texts(at.info))
+
+
+def test_the_sweeps_page_draws_the_phase_transition_plot(tiny_sweep, monkeypatch,
+                                                         common_module):
+    runs, table = tiny_sweep
+    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(runs))
+    st.cache_data.clear()
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["run"] = "sw.n_train-40.seed-1"  # a trial: its sweep is picked
+    at.run()
+    at.switch_page("views/sweeps.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="sweep_pick").value == "sw-sweep"
+    assert "4 trials" in at.caption[0].value and "4 done" in at.caption[0].value
+    fig = figures(at)["sweep_plot"]
+    assert fig["layout"]["title"]["text"].startswith("exact_match vs n_train")
+    assert fig["layout"]["xaxis"]["type"] == "log"
+    mean = next(t for t in fig["data"] if t.get("name") == "exact_match")
+    expected = table.groupby("n_train")["exact_match"].mean()
+    assert mean["x"] == [40, 80] and mean["y"] == pytest.approx(expected.tolist())
+    points = next(t for t in fig["data"] if t.get("meta") == "trials")
+    assert sorted(r[0] for r in points["customdata"]) == sorted(table["run"])
+    assert any(t.get("fill") == "tonexty" for t in fig["data"])  # the band over seeds
+    at.selectbox(key="sweep_x").select("seed").run()
+    at.selectbox(key="sweep_color").select("n_train").run()
+    assert figures(at)["sweep_plot"]["layout"]["title"]["text"].startswith(
+        "exact_match vs seed per n_train")
+    # a click asks the picker for the trial's run, which it shows on the next rerun
+    at.session_state[common_module.OPEN_RUN] = "sw.n_train-80.seed-0"
+    at.run()
+    assert at.session_state["run"] == "sw.n_train-80.seed-0" and not at.exception
+
+
+def test_the_sweeps_page_without_a_sweep_says_how_to_make_one(open_page):
+    at = open_page("sweeps")
+    assert any("arithinterp sweep" in m for m in texts(at.info))
