@@ -115,17 +115,22 @@ class TaskSpec:
 
     @property
     def name(self) -> str:
-        """Short label such as 'add3x3-reversed'."""
-        return f"{self.op}{self.digits_a}x{self.digits_b}-{self.format}"
+        """Short label such as 'add3x3-reversed' ('sub3x3-reversed-signed' for signed
+        subtraction)."""
+        return f"{self.op}{self.digits_a}x{self.digits_b}-{self.format}" + (
+            "-signed" if self.signed else "")
 
     @classmethod
     def from_name(cls, name: str) -> TaskSpec:
-        """The task a name like 'add3x3-reversed' or 'mul2x2-plain' stands for."""
-        m = re.fullmatch(r"(add|sub|mul)(\d)x(\d)-(\w+)", name)
+        """The task a name like 'add3x3-reversed', 'mul2x2-plain' or
+        'sub3x3-reversed-signed' stands for."""
+        m = re.fullmatch(r"(add|sub|mul)(\d)x(\d)-(\w+)(-signed)?", name)
         if m is None:
             raise ValueError(f"task name {name!r} is not of the form <op><digits>x<digits>-"
-                             f"<format>, e.g. 'add3x3-reversed' (ops {OPS}, formats {FORMATS})")
-        return cls(op=m[1], digits_a=int(m[2]), digits_b=int(m[3]), format=m[4])
+                             f"<format>[-signed], e.g. 'add3x3-reversed' (ops {OPS}, formats "
+                             f"{FORMATS})")
+        return cls(op=m[1], digits_a=int(m[2]), digits_b=int(m[3]), format=m[4],
+                   signed=m[5] is not None)
 
     def answer_positions(self) -> list[int]:
         """Token position of answer digit k (k = 0 is the least significant digit)."""

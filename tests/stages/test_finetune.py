@@ -24,7 +24,7 @@ def test_the_comparison_has_every_arm_draw_seed_and_task(quick_scenario):
     ranked = run.load(schema.RANKING, "localize/sub-a1")
     top = ranked[ranked["kind"] == "head"]["component"].head(2).tolist()
     assert table[table["arm"] == "selected"]["components"].iloc[0] == ",".join(top)
-    assert selected["task"] == "sub2x2-reversed"
+    assert selected["task"] == "sub2x2-reversed-signed"
     none = table[table["arm"] == "none"]
     assert (none["change"] == 0).all() and (none["n_params"] == 0).all()
     randoms = table[(table["arm"] == "random") & (table["role"] == "target")]["components"]

@@ -138,3 +138,13 @@ def test_out_of_range_operands_are_refused_not_rendered(spec, a, b, message):
 
 
 
+
+
+@pytest.mark.parametrize("spec", [
+    TaskSpec(op="add", digits_a=3, digits_b=3, format="reversed"),
+    TaskSpec(op="mul", digits_a=2, digits_b=3, format="plain"),
+    TaskSpec(op="sub", digits_a=3, digits_b=3, format="reversed", signed=True),
+])
+def test_a_task_name_reads_back_as_its_task(spec):
+    assert TaskSpec.from_name(spec.name) == spec
+    assert (spec.name.endswith("-signed")) == spec.signed
