@@ -17,6 +17,7 @@ SMOKE = {
     "localize": ["--pairs", "32", *QUIET],
     "probe": ["--n", "200", *QUIET],
     "demo": ["--n-eval", "100", *QUIET],
+    "finetune": ["--n-random", "1", "--batch-size", "16", *QUIET],
 }
 
 
@@ -34,7 +35,7 @@ def readme_commands() -> list[list[str]]:
 def test_the_tour_has_its_commands():
     names = [c[1] if c[0].endswith("arithinterp") else Path(c[1]).name for c in
              readme_commands()]
-    assert {"zoo", "eval", "demo", "localize", "train", "probe", "runs",
+    assert {"zoo", "eval", "demo", "localize", "train", "probe", "runs", "finetune", "sweep",
             "digit_probes.py"} <= set(names)
 
 
@@ -42,6 +43,8 @@ def test_the_tour_has_its_commands():
 def test_every_readme_command_runs_in_smoke_size(tmp_path):
     for argv in readme_commands():
         program, args = argv[0], argv[1:]
+        # files of the repository (sweeps/formats.toml) from the temporary working folder
+        args = [str(ROOT / a) if (ROOT / a).is_file() else a for a in args]
         if program.endswith("arithinterp"):
             cmd = [str(Path(sys.executable).parent / "arithinterp"), *args]
             cmd += SMOKE.get(args[0], [])
