@@ -348,8 +348,8 @@ def cell_from_points(points: list[dict]) -> dict | None:
     return None
 
 
-def new_click(event, chart_key: str) -> dict | None:
-    """A cell newly clicked in chart `chart_key` since the last rerun, else None.
+def new_points(event, chart_key: str) -> list[dict]:
+    """The points newly selected in chart `chart_key` since the last rerun, else [].
 
     A chart keeps its selection across reruns; only a changed selection counts as a click,
     so the latest click on any chart wins.
@@ -358,9 +358,14 @@ def new_click(event, chart_key: str) -> dict | None:
     seen_key = f"_seen_{chart_key}"
     signature = json.dumps(points, sort_keys=True, default=str)
     if st.session_state.get(seen_key) == signature:
-        return None
+        return []
     st.session_state[seen_key] = signature
-    return cell_from_points(points)
+    return points
+
+
+def new_click(event, chart_key: str) -> dict | None:
+    """A heatmap cell newly clicked in chart `chart_key` since the last rerun, else None."""
+    return cell_from_points(new_points(event, chart_key))
 
 
 def heatmap(fig, key: str):

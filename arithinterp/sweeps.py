@@ -62,6 +62,7 @@ from arithinterp.stages.base import Context
 from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.job import (
     STAGES,
+    holds_job,
     job_is_done,
     job_json,
     read_job,
@@ -99,7 +100,7 @@ class Sweep:
         for axis, values in self.grid.items():
             if not isinstance(values, list | tuple) or not values:
                 raise ValueError(f"grid.{axis}: empty; give at least one value")
-            object.__setattr__(self, "grid", {**self.grid, axis: tuple(values)})
+        object.__setattr__(self, "grid", {a: tuple(v) for a, v in self.grid.items()})
         for i, point in enumerate(self.trials):
             if not isinstance(point, dict) or not point:
                 raise ValueError(f"trials[{i}]: give at least one axis = value")
@@ -335,7 +336,7 @@ def sweep_json(sweep: Sweep) -> dict:
     """The sweep as the record run's config."""
     return {"name": sweep.name, "base": schema.to_json(sweep.base),
             "grid": schema.to_json(sweep.grid), "trials": schema.to_json(list(sweep.trials)),
-            "stages": job_json(list(sweep.stages))["job"] if sweep.stages else []}
+            "stages": job_json(list(sweep.stages))["job"]}
 
 
 # ---- running -----------------------------------------------------------------------------
@@ -375,7 +376,7 @@ def run_sweep(sweep: Sweep, runs_dir: StrPath, *, backend: Backend = "ray",
         if result["status"] == "failed":
             failures[trial.name] = result["error"]
         bar.update()
-        report.save(schema.SWEEP_TRIALS, REPORT, results_table(sweep, runs_dir, failures))
+        report.save(schema.SWEEP_TRIALS, REPORT, results_table(sweep, runs_dir, failures, trials))
 
     def show(running: list[Trial]) -> None:
         live = ", ".join(f"{t.name.removeprefix(sweep.name + '.')} "
@@ -396,11 +397,11 @@ def run_sweep(sweep: Sweep, runs_dir: StrPath, *, backend: Backend = "ray",
         show([])
     except BaseException:
         bar.close()
-        report.save(schema.SWEEP_TRIALS, REPORT, results_table(sweep, runs_dir, failures))
+        report.save(schema.SWEEP_TRIALS, REPORT, results_table(sweep, runs_dir, failures, trials))
         report.close()  # unfinished: a rerun continues with the trials left
         raise
     bar.close()
-    table = results_table(sweep, runs_dir, failures)
+    table = results_table(sweep, runs_dir, failures, trials)
     report.save(schema.SWEEP_TRIALS, REPORT, table)
     report.finish_stage(REPORT, {"trials": len(table),
                                  **table["status"].value_counts().to_dict()})
@@ -461,25 +462,27 @@ def trial_progress(path: Path) -> str:
 
 
 # ---- results -------------------------------------------------------------------------------
-def results_table(sweep: Sweep, runs_dir: StrPath, failures: dict[str, str] | None = None
-                  ) -> pd.DataFrame:
+def results_table(sweep: Sweep, runs_dir: StrPath, failures: dict[str, str] | None = None,
+                  trials: list[Trial] | None = None) -> pd.DataFrame:
     """One row per trial: status (done, failed, unfinished, pending), error, config hash,
     the varied values, held-out exact match and per-digit accuracy, steps, steps to the
     target accuracy, wall time, and every scalar the other stages recorded
-    (``<stage>.<key>``). Read from the trials' runs; writes nothing."""
+    (``<stage>.<key>``). Read from the trials' runs (`trials`: the sweep's, when already
+    made); writes nothing."""
     failures = failures or {}
+    axes = sweep.axes
     rows = []
-    for trial in make_trials(sweep):
-        row = {"trial": trial.name, "run": None if trial.error else trial.name, "status": "pending",
-               "error": trial.error or failures.get(trial.name), "config_hash": trial.config_hash,
-               **{a: trial.values.get(a) for a in sweep.axes}}
+    for trial in make_trials(sweep) if trials is None else trials:
+        row = {"trial": trial.name, "run": None if trial.error else trial.name,
+               "status": "pending", "error": trial.error or failures.get(trial.name),
+               "config_hash": trial.config_hash, **{a: trial.values.get(a) for a in axes}}
         path = Path(runs_dir) / trial.name
         if trial.error:
             row["status"] = "failed"
         elif is_run(path):
             run = RunDir.open(path)
             row.update(_metrics(run, trial))
-            if job_is_done(path, list(trial.configs)):
+            if holds_job(run, list(trial.configs)):
                 row["status"], row["error"] = "done", None
             elif run.status == "failed":
                 row["status"] = "failed"
@@ -490,7 +493,7 @@ def results_table(sweep: Sweep, runs_dir: StrPath, failures: dict[str, str] | No
                 row["status"] = "unfinished"
         rows.append(row)
     table = pd.DataFrame(rows)
-    for axis in sweep.axes:  # parquet wants one type per column
+    for axis in axes:  # parquet wants one type per column
         kinds = {type(v) for v in table[axis] if v is not None}
         if len(kinds) > 1 and not kinds <= {int, float}:
             table[axis] = table[axis].map(lambda v: None if v is None else str(v))

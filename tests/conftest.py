@@ -145,8 +145,7 @@ def quick_scenario(tmp_path_factory, ctx):
     """The selective fine-tuning scenario at quick scale (~13 s): the run."""
     from arithinterp.studies.selective_finetuning import FinetuneScenario, run_scenario
 
-    scenario = FinetuneScenario(name="q", quick=True, base_steps=400, seeds=(0,),
-                                n_random=2, steps=40, top_k=2)
+    scenario = FinetuneScenario.smoke("q")
     return run_scenario(scenario, tmp_path_factory.mktemp("scenario"), ctx)
 
 

@@ -56,8 +56,7 @@ else:
                            log_x=log_x)
     event = st.plotly_chart(fig, key="sweep_plot", on_select="rerun",
                             selection_mode="points", width="stretch")
-    points = list(getattr(getattr(event, "selection", None), "points", None) or [])
-    clicked = next((p["customdata"][0] for p in points
+    clicked = next((p["customdata"][0] for p in common.new_points(event, "sweep_plot")
                     if isinstance(p.get("customdata"), list | tuple) and p["customdata"]), None)
     if clicked is not None:
         common.open_run(clicked)

@@ -116,9 +116,7 @@ def finetune_scenario_cmd(
     )
 
     with user_errors():
-        scenario = FinetuneScenario(name=name, quick=quick)
-        if quick:  # the tiny model's budget
-            scenario = replace(scenario, base_steps=400, seeds=(0,), n_random=2, steps=40)
+        scenario = FinetuneScenario.smoke(name) if quick else FinetuneScenario(name=name)
         scenario = replace(scenario, seeds=tuple(seeds) if seeds else scenario.seeds,
                            steps=scenario.steps if steps is None else steps)
         run = run_scenario(scenario, runs_dir, make_ctx(device, progress))

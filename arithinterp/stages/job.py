@@ -202,9 +202,11 @@ def ensure_job(root: StrPath, name: str, configs: list[Any], *, ctx: Context | N
 def job_is_done(path: StrPath, configs: list[Any]) -> bool:
     """Whether ``path`` is a complete, sound run holding these stages with these configs
     (whatever else was added to it)."""
-    if not is_run(path):
-        return False
-    run = RunDir.open(path)
+    return is_run(path) and holds_job(RunDir.open(path), configs)
+
+
+def holds_job(run: RunDir, configs: list[Any]) -> bool:
+    """Whether the run is complete and sound and holds these stages with these configs."""
     if not run.is_complete or run.problems():
         return False
     have = {stage_key(c): c for c in read_job(run.manifest["config"])}

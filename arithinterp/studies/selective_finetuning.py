@@ -61,6 +61,11 @@ class FinetuneScenario:
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
+    @classmethod
+    def smoke(cls, name: str = "mix") -> FinetuneScenario:
+        """The quick scenario with its small budget: one seed, two random draws, 40 steps."""
+        return cls(name=name, quick=True, base_steps=400, seeds=(0,), n_random=2, steps=40)
+
     def base_config(self) -> TrainConfig:
         """The mixture model: addition, with subtraction under-trained."""
         if self.quick:

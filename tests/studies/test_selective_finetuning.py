@@ -15,8 +15,7 @@ def test_the_scenario_writes_one_run_with_every_stage(quick_scenario):
 
 def test_a_rerun_reuses_the_finished_run(quick_scenario, ctx):
     before = RunDir.open(quick_scenario.dir).manifest["stages"]
-    scenario = FinetuneScenario(name="q", quick=True, base_steps=400, seeds=(0,),
-                                n_random=2, steps=40, top_k=2)
+    scenario = FinetuneScenario.smoke("q")
     again = run_scenario(scenario, quick_scenario.dir.parent, ctx)
     assert again.manifest["stages"] == before
 
