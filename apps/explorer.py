@@ -26,11 +26,18 @@ VIEWS = [
 
 st.set_page_config(page_title="arithinterp explorer", page_icon=":material/calculate:",
                    layout="wide")
-page = st.navigation([
-    st.Page(f"views/{stem}.py", title=title, icon=f":material/{icon}:", url_path=stem,
-            default=stem == "overview")
-    for stem, title, icon in VIEWS
-])
+PAGES = [st.Page(f"views/{stem}.py", title=title, icon=f":material/{icon}:", url_path=stem)
+         for stem, title, icon in VIEWS]
+
+
+def home() -> None:
+    """The root address opens the first view at its own address, so every page, the first
+    included, has a link that works (Streamlit serves its default page at "/" only)."""
+    st.switch_page(PAGES[0], query_params=st.query_params.to_dict())
+
+
+page = st.navigation([st.Page(home, title="Home", url_path="home", default=True,
+                              visibility="hidden"), *PAGES])
 st.sidebar.title("arithinterp")
 common.pick_run()
 page.run()

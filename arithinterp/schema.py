@@ -152,7 +152,7 @@ EVAL_BY_CARRIES = Artifact("by_carries.parquet", "table", ("n_carries", "count",
 
 # localize/<experiment>/
 PATCH_COLUMNS = ("method", "site", "by_pos", "direction", "layer", "head", "pos", "token",
-                 "component", "value", "normalized", "metric")
+                 "component", "value", "normalized", "effect", "metric")
 PATCHING = Artifact("patching.parquet", "table", PATCH_COLUMNS)
 PATCHING_VALUES = Artifact("patching.safetensors", "tensors")  # per-prompt values, see below
 ATTRIBUTION = Artifact("attribution.parquet", "table", PATCH_COLUMNS)

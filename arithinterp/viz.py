@@ -121,9 +121,15 @@ def accuracy_by_carries_figure(by_carries: pd.DataFrame) -> go.Figure:
 def clickable_heatmap_figure(
     z: np.ndarray, x: Sequence[str], y: Sequence[str], *, keys: Sequence[Sequence],
     title: str, x_title: str, y_title: str, color_title: str, signed: bool = True,
-    zrange: tuple[float, float] | None = None,
+    zrange: tuple[float, float] | None = None, selected: tuple[int, int] | None = None,
+    mark_col: int | None = None, mark_label: str = "",
 ) -> go.Figure:
-    """A heatmap (rows y, columns x) with a clickable overlay; keys[i][j] = cell i, j's keys."""
+    """A heatmap (rows y, columns x) with a clickable overlay; keys[i][j] = cell i, j's keys.
+
+    `zrange` fixes the colour range (written on the colour bar), else it follows the data;
+    `selected` = (i, j) outlines that cell; `mark_col` draws a dashed line through column j
+    labelled `mark_label` (e.g. the position a metric is read at).
+    """
     z = np.asarray(z, dtype=float)
     if z.shape != (len(y), len(x)):
         raise ValueError(f"z has shape {z.shape}, labels give {(len(y), len(x))}")
@@ -132,6 +138,7 @@ def clickable_heatmap_figure(
     if zrange is not None:
         opts = {**opts, "zmin": zrange[0], "zmax": zrange[1]}
         opts.pop("color_continuous_midpoint", None)
+        color_title = f"{color_title}<br>[{zrange[0]:.3g}, {zrange[1]:.3g}]"
     fig = px.imshow(z, x=list(x), y=list(y), aspect="auto", **opts,
                     labels={"x": x_title, "y": y_title, "color": color_title})
     fig.update_traces(hoverinfo="skip", hovertemplate=None, selector={"type": "heatmap"})
@@ -152,18 +159,29 @@ def clickable_heatmap_figure(
     fig.update_yaxes(type="category", title_text=y_title, autorange="reversed")
     fig.update_layout(title=title, clickmode="event+select", hovermode="closest",
                       height=max(260, 60 + 42 * len(y)))
+    if mark_col is not None and 0 <= mark_col < len(x):
+        fig.add_vline(x=mark_col, line_dash="dash", line_color="black", line_width=1.5,
+                      annotation_text=mark_label, annotation_position="top")
+    if selected is not None:
+        i, j = selected
+        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
+                      line={"color": "gold", "width": 4}, name="selected")
     return fig
 
 
 def patching_figure(
     table: pd.DataFrame, *, rows: str = "layer", cols: str = "pos", value: str = "normalized",
-    title: str | None = None,
+    title: str | None = None, zrange: tuple[float, float] | None = None,
+    selected: tuple | None = None, mark_pos: int | None = None, mark_label: str = "metric",
 ) -> go.Figure:
     """Heatmap of one patching grid (rows x cols: layer x pos, layer x head, head x pos, ...).
 
     `table`: rows of the ``schema.PATCHING`` table (or ``PatchResult.to_frame()``) for ONE
     grid, i.e. one (site, by_pos, direction), restricted to one layer for head x pos.
-    `value`: 'normalized' (0 = corrupted run, 1 = clean) or 'value' (the raw metric).
+    `value`: 'effect' (0 = no change, 1 = the patch moves the metric all the way, in either
+    direction), 'normalized' (0 = corrupted run, 1 = clean) or 'value' (the raw metric).
+    `zrange` fixes the colour range; `selected` = (row key, col key) outlines that cell;
+    `mark_pos` marks the column of that position (where the metric is read).
     Overlay customdata per cell: [row key, col key, value].
     """
     for axis in (rows, cols):
@@ -186,9 +204,13 @@ def patching_figure(
         first = df.iloc[0]
         grid = f"{first['site']}{'' if first.get('by_pos', True) else ' (all positions)'}"
         title = f"{grid}, {first.get('direction', '')}: {rows} × {cols}"
+    cell = None
+    if selected is not None and selected[0] in ri and selected[1] in ci:
+        cell = (ri[selected[0]], ci[selected[1]])
     return clickable_heatmap_figure(
         z, col_labels, row_labels, keys=keys, title=title, x_title=_AXIS_TITLES[cols],
-        y_title=_AXIS_TITLES[rows], color_title=value)
+        y_title=_AXIS_TITLES[rows], color_title=value, zrange=zrange, selected=cell,
+        mark_col=ci.get(mark_pos) if cols == "pos" else None, mark_label=mark_label)
 
 
 def _py(v):
@@ -284,20 +306,34 @@ def paths_figure(paths: pd.DataFrame, *, value: str = "normalized") -> go.Figure
 
 
 def knockout_figure(knockout: pd.DataFrame) -> go.Figure:
-    """Exact match after knocking out the selected components vs random sets of the same size."""
-    fig = go.Figure(go.Bar(x=knockout["condition"], y=knockout["exact_match"],
-                           hovertext=knockout.get("components")))
-    fig.update_layout(title="Knockout: exact match", xaxis_title="condition",
-                      yaxis_title="exact match", yaxis_range=[0, 1.05], xaxis_type="category")
+    """Exact match and metric drop after knocking out the selected components vs random sets
+    of the same size; each bar names the components it knocked out."""
+    panels = [("exact_match", "exact match")]
+    if "metric_drop" in knockout.columns:
+        panels.append(("metric_drop", "metric drop (margin lost)"))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
+    names = knockout["components"].fillna("").replace("", "(none)") \
+        if "components" in knockout.columns else None
+    for j, (col, label) in enumerate(panels, start=1):
+        fig.add_trace(go.Bar(x=knockout["condition"], y=knockout[col], name=label,
+                             text=names, textposition="inside", insidetextanchor="start",
+                             textangle=-90, hovertext=names, showlegend=False), row=1, col=j)
+        fig.update_xaxes(type="category", title_text="condition", row=1, col=j)
+        fig.update_yaxes(title_text=label, row=1, col=j)
+    fig.update_yaxes(range=[0, 1.05], row=1, col=1)
+    fig.update_layout(title="Knockout: the selection against random sets of the same size",
+                      height=380)
     return fig
 
 
 # ---- attention -------------------------------------------------------------------------------
 def attention_pattern_figure(
     pattern: Float[Tensor, "query_pos key_pos"] | Float[np.ndarray, "query_pos key_pos"],
-    labels: Sequence[str], *, title: str = "Attention pattern",
+    labels: Sequence[str], *, title: str = "Attention pattern", mark_query: int | None = None,
+    mark_label: str = "metric",
 ) -> go.Figure:
-    """One head's attention on one prompt: queries (rows) x keys (columns), rows sum to 1."""
+    """One head's attention on one prompt: queries (rows) x keys (columns), rows sum to 1;
+    `mark_query` outlines that query row (e.g. the position a metric is read at)."""
     p = np.asarray(pattern.detach().cpu() if isinstance(pattern, Tensor) else pattern,
                    dtype=float)
     labels = unique_labels(labels)
@@ -310,6 +346,9 @@ def attention_pattern_figure(
     fig.update_xaxes(type="category", tickangle=-45)
     fig.update_yaxes(type="category")
     fig.update_layout(title=title, height=max(320, 40 + 28 * len(labels)))
+    if mark_query is not None and 0 <= mark_query < len(labels):
+        fig.add_hline(y=mark_query, line_dash="dash", line_color="black", line_width=1.5,
+                      annotation_text=mark_label, annotation_position="right")
     return fig
 
 

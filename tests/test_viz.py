@@ -91,7 +91,23 @@ def test_patching_figure_rejects_unknown_axes_and_values():
     with pytest.raises(ValueError, match="rows and cols"):
         viz.patching_figure(patch_table(), rows="layer", cols="token")
     with pytest.raises(ValueError, match="value"):
-        viz.patching_figure(patch_table(), value="effect")
+        viz.patching_figure(patch_table(), value="restored")
+
+
+def test_a_fixed_scale_a_selected_cell_and_the_metric_position_are_drawn():
+    fig = viz.patching_figure(patch_table(), value="normalized", zrange=(-1.0, 1.0),
+                              selected=(1, 3), mark_pos=6, mark_label="logit_diff(c1)")
+    axis = fig.layout.coloraxis
+    assert (axis.cmin, axis.cmax) == (-1, 1) and "[-1, 1]" in axis.colorbar.title.text
+    (outline,) = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert (outline.x0, outline.x1, outline.y0, outline.y1) == (2.5, 3.5, 0.5, 1.5)  # L1, b0
+    (line,) = [s for s in fig.layout.shapes if s.type == "line"]
+    assert line.x0 == line.x1 == 6  # the column of position 6 ('=')
+    assert fig.layout.annotations[0].text == "logit_diff(c1)"
+    free = viz.patching_figure(patch_table(), value="normalized")
+    assert free.layout.coloraxis.cmin is None and not free.layout.shapes
+    # a selection outside this grid (another layer, say) outlines nothing
+    assert not viz.patching_figure(patch_table(), selected=(5, 0)).layout.shapes
 
 
 def test_duplicate_position_labels_are_made_unique():
@@ -155,8 +171,11 @@ def test_paths_and_knockout_figures():
     fig = viz.paths_figure(paths)
     assert {t.name for t in fig.data} == {"logits", "L1H0.q"}
     knock = pd.DataFrame({"condition": ["none", "selected"], "components": ["", "L0H0"],
-                          "exact_match": [1.0, 0.1]})
-    assert list(viz.knockout_figure(knock).data[0].x) == ["none", "selected"]
+                          "exact_match": [1.0, 0.1], "metric_drop": [0.0, 4.5]})
+    accuracy, drop = viz.knockout_figure(knock).data
+    assert list(accuracy.x) == ["none", "selected"] and list(drop.y) == [0.0, 4.5]
+    assert list(accuracy.text) == list(drop.text) == ["(none)", "L0H0"]  # named on the bars
+    assert len(viz.knockout_figure(knock.drop(columns="metric_drop")).data) == 1
 
 
 def test_attention_pattern_is_causal_with_token_labels():
@@ -169,6 +188,8 @@ def test_attention_pattern_is_causal_with_token_labels():
     assert fig.layout.xaxis.title.text == "key" and fig.layout.yaxis.title.text == "query"
     with pytest.raises(ValueError, match="labels"):
         viz.attention_pattern_figure(pattern, ["a", "b"])
+    marked = viz.attention_pattern_figure(pattern, ["<bos>", "1", "+", "1"], mark_query=2)
+    assert marked.layout.shapes[0].y0 == marked.layout.shapes[0].y1 == 2
 
 
 def test_operand_attention_one_panel_per_answer_digit():

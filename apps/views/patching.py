@@ -1,9 +1,12 @@
 """Patching: exact activation patching grids of one localization experiment, clickable.
 
-Three heatmaps (layer × position, layer × head, head × position for one layer), with a
-raw / normalized switch and site and direction choices. Clicking a cell selects that
-component: its effect over the prompts (per-prompt values the library stored, each prompt
-normalized by its own clean and corrupted metric) and, for a head, its attention pattern
+Three heatmaps (layer × position, layer × head, head × position for one layer) beside the
+selected component. Values are read as effects on one scale for both directions (the
+library's `directed_effect`): 0 = the patch changes nothing, 1 = it moves the metric all
+the way (denoising restores the clean run, noising destroys it), or as the raw metric.
+Colours default to one fixed range for every heatmap; the position the metric is read at is
+marked. Clicking a cell selects that component (outlined): its effect over the prompts
+(each prompt by its own clean and corrupted metric) and, for a head, its attention pattern
 on one of the run's prompts (a live forward pass).
 """
 
@@ -14,9 +17,13 @@ import pandas as pd
 import streamlit as st
 
 from arithinterp import schema, viz
+from arithinterp.analysis.metrics import directed_effect
 from arithinterp.components import Component, layer_label
 
-METRICS = {"normalized": "normalized (0 = corrupted, 1 = clean)", "value": "raw metric"}
+METRICS = {"effect": "effect (0 = no change, 1 = all the way)", "value": "raw metric"}
+SCALES = {"fixed": "fixed (one range for all)", "free": "per heatmap"}
+EFFECT_READING = {"denoise": "effect = share of the clean metric restored",
+                  "noise": "effect = 1 − restored: share of the clean metric lost"}
 
 
 def cell_label(cell: dict, labels: list[str]) -> str:
@@ -37,11 +44,11 @@ def rows_of(P: pd.DataFrame, cell: dict) -> pd.DataFrame:
 
 
 def default_cell(P: pd.DataFrame, direction: str) -> dict:
-    """The strongest head over all positions (else the strongest cell) for a first view."""
+    """The head with the largest |effect| over all positions (else the strongest cell)."""
     here = P[P["direction"] == direction]
     heads = here[(here["site"] == "z") & ~here["by_pos"]]
     pool = heads if len(heads) else here
-    best = pool.loc[pool["normalized"].abs().fillna(-1).idxmax()]
+    best = pool.loc[pool["effect"].abs().fillna(-1).idxmax()]
     return _cell(best)
 
 
@@ -50,6 +57,15 @@ def _cell(row) -> dict:
             "layer": int(row["layer"]),
             "head": None if pd.isna(row["head"]) else int(row["head"]),
             "pos": None if pd.isna(row["pos"]) else int(row["pos"])}
+
+
+def outline(cell: dict, site: str, by_pos: bool, rows: str, cols: str,
+            layer: int | None = None) -> tuple | None:
+    """The (row key, col key) of the selected cell on this heatmap, None when it is not here."""
+    if (cell["site"], cell["by_pos"]) != (site, by_pos) or \
+            (layer is not None and cell["layer"] != layer):
+        return None
+    return cell[rows], cell[cols]
 
 
 run = common.current_run()
@@ -71,106 +87,131 @@ if summary:
                f"**{summary.get('change', '?')}**, metric **{summary.get('metric', '?')}** "
                f"(clean {summary.get('clean_metric', float('nan')):.3f}, corrupted "
                f"{summary.get('corrupted_metric', float('nan')):.3f}). Denoise copies clean "
-               "activations into the corrupted run; noise the reverse. Click a cell.")
+               "activations into the corrupted run; noise the reverse. Effects read both on one "
+               "scale: 0 = the patch changes nothing, 1 = it moves the metric all the way. The "
+               "dashed line marks the position the metric is read at. Click a cell.")
     for warning in summary.get("warnings", []):
         st.warning(warning)
 
-c1, c2 = st.columns(2)
-value = c1.radio("Metric", list(METRICS), format_func=METRICS.get, horizontal=True,
+c1, c2, c3 = st.columns(3)
+value = c1.radio("Value", list(METRICS), format_func=METRICS.get, horizontal=True,
                  key="patching_metric")
 directions = [d for d in ("denoise", "noise") if d in set(P["direction"])]
 direction = c2.radio("Direction", directions, horizontal=True, key="patching_direction")
+scale = c3.radio("Colour scale", list(SCALES), format_func=SCALES.get, horizontal=True,
+                 key="patching_scale")
 here = P[P["direction"] == direction]
+reading = EFFECT_READING[direction] if value == "effect" else "raw metric"
+zrange = None
+if scale == "fixed":
+    bound = 1.0 if value == "effect" else float(here["value"].abs().max()) or 1.0
+    zrange = (-bound, bound)
+marks = {"mark_pos": summary.get("metric_pos"), "mark_label": summary.get("metric", "metric")}
+
+cell = st.session_state.get("patching_cell")
+if isinstance(cell, dict) and cell.get("direction") != direction:
+    cell = {**cell, "direction": direction}  # the same component, read in this direction
+if not isinstance(cell, dict) or rows_of(P, cell).empty:
+    cell = None
+shown = cell or default_cell(P, direction)
 clicked = None
+grids, details = st.columns([3, 2])
 
-st.subheader("Layer × position")
-resid = here[here["head"].isna() & here["by_pos"]]
-sites = list(dict.fromkeys(resid["site"]))
-if not sites:
-    st.info(f"No layer × position grid was computed for direction {direction}.")
-else:
-    site = st.selectbox("Site", sites, key="patching_site_pos")
-    grid = resid[resid["site"] == site]
-    fig = viz.patching_figure(grid, rows="layer", cols="pos", value=value,
-                              title=f"Layer × position: {site}, {direction} ({value})")
-    click = common.new_click(common.heatmap(fig, "patching_layer_pos"), "patching_layer_pos")
-    if click:
-        clicked = {"site": site, "by_pos": True, "direction": direction,
-                   "layer": int(click["row"]), "head": None, "pos": int(click["col"])}
+with grids:
+    st.subheader("Layer × position")
+    resid = here[here["head"].isna() & here["by_pos"]]
+    sites = list(dict.fromkeys(resid["site"]))
+    if not sites:
+        st.info(f"No layer × position grid was computed for direction {direction}.")
+    else:
+        site = st.selectbox("Site", sites, key="patching_site_pos")
+        fig = viz.patching_figure(
+            resid[resid["site"] == site], rows="layer", cols="pos", value=value, zrange=zrange,
+            selected=outline(shown, site, True, "layer", "pos"), **marks,
+            title=f"Layer × position: {site}, {direction} ({reading})")
+        click = common.new_click(common.heatmap(fig, "patching_layer_pos"), "patching_layer_pos")
+        if click:
+            clicked = {"site": site, "by_pos": True, "direction": direction,
+                       "layer": int(click["row"]), "head": None, "pos": int(click["col"])}
 
-st.subheader("Layer × head (all positions)")
-heads_all = here[here["head"].notna() & ~here["by_pos"]]
-sites = list(dict.fromkeys(heads_all["site"]))
-if not sites:
-    st.info(f"No layer × head grid was computed for direction {direction}.")
-else:
-    site = st.selectbox("Head site", sites, key="patching_site_heads",
-                        help="z: the head's output; q / k / v: its inputs; pattern: its "
-                             "attention pattern")
-    grid = heads_all[heads_all["site"] == site]
-    fig = viz.patching_figure(grid, rows="layer", cols="head", value=value,
-                              title=f"Layer × head: {site}, all positions, {direction} ({value})")
-    click = common.new_click(common.heatmap(fig, "patching_layer_head"), "patching_layer_head")
-    if click:
-        clicked = {"site": site, "by_pos": False, "direction": direction,
-                   "layer": int(click["row"]), "head": int(click["col"]), "pos": None}
+    st.subheader("Layer × head (all positions)")
+    heads_all = here[here["head"].notna() & ~here["by_pos"]]
+    sites = list(dict.fromkeys(heads_all["site"]))
+    if not sites:
+        st.info(f"No layer × head grid was computed for direction {direction}.")
+    else:
+        site = st.selectbox("Head site", sites, key="patching_site_heads",
+                            help="z: the head's output; q / k / v: its inputs; pattern: its "
+                                 "attention pattern")
+        fig = viz.patching_figure(
+            heads_all[heads_all["site"] == site], rows="layer", cols="head", value=value,
+            zrange=zrange, selected=outline(shown, site, False, "layer", "head"),
+            title=f"Layer × head: {site}, all positions, {direction} ({reading})")
+        click = common.new_click(common.heatmap(fig, "patching_layer_head"),
+                                 "patching_layer_head")
+        if click:
+            clicked = {"site": site, "by_pos": False, "direction": direction,
+                       "layer": int(click["row"]), "head": int(click["col"]), "pos": None}
 
-st.subheader("Head × position (one layer)")
-heads_pos = here[here["head"].notna() & here["by_pos"]]
-if heads_pos.empty:
-    st.info(f"No head × position grid was computed for direction {direction}.")
-else:
-    c1, c2 = st.columns(2)
-    site = c1.selectbox("Head site", list(dict.fromkeys(heads_pos["site"])),
-                        key="patching_site_head_pos")
-    layers = sorted(int(x) for x in heads_pos["layer"].unique())
-    layer = c2.selectbox("Layer", layers, format_func=layer_label, key="patching_layer")
-    grid = heads_pos[(heads_pos["site"] == site) & (heads_pos["layer"] == layer)]
-    fig = viz.patching_figure(grid, rows="head", cols="pos", value=value,
-                              title=f"Head × position: {layer_label(layer)} {site}, {direction} "
-                                    f"({value})")
-    click = common.new_click(common.heatmap(fig, "patching_head_pos"), "patching_head_pos")
-    if click:
-        clicked = {"site": site, "by_pos": True, "direction": direction, "layer": layer,
-                   "head": int(click["row"]), "pos": int(click["col"])}
+    st.subheader("Head × position (one layer)")
+    heads_pos = here[here["head"].notna() & here["by_pos"]]
+    if heads_pos.empty:
+        st.info(f"No head × position grid was computed for direction {direction}.")
+    else:
+        c1, c2 = st.columns(2)
+        site = c1.selectbox("Head site", list(dict.fromkeys(heads_pos["site"])),
+                            key="patching_site_head_pos")
+        layers = sorted(int(x) for x in heads_pos["layer"].unique())
+        layer = c2.selectbox("Layer", layers, format_func=layer_label, key="patching_layer")
+        grid = heads_pos[(heads_pos["site"] == site) & (heads_pos["layer"] == layer)]
+        fig = viz.patching_figure(
+            grid, rows="head", cols="pos", value=value, zrange=zrange,
+            selected=outline(shown, site, True, "head", "pos", layer), **marks,
+            title=f"Head × position: {layer_label(layer)} {site}, {direction} ({reading})")
+        click = common.new_click(common.heatmap(fig, "patching_head_pos"), "patching_head_pos")
+        if click:
+            clicked = {"site": site, "by_pos": True, "direction": direction, "layer": layer,
+                       "head": int(click["row"]), "pos": int(click["col"])}
 
 if clicked is not None:
     st.session_state["patching_cell"] = clicked
-cell = st.session_state.get("patching_cell")
-if not isinstance(cell, dict) or rows_of(P, cell).empty:
-    cell = default_cell(P, direction)
+    st.rerun()  # redraw the heatmaps with the new cell outlined
+if cell is not None:
+    st.session_state["patching_cell"] = cell
 
-st.divider()
-st.subheader(f"Selected: {cell_label(cell, labels)}")
-row = rows_of(P, cell).iloc[0]
-st.caption(f"normalized effect {row['normalized']:.3f} · mean patched metric {row['value']:.3f}"
-           + ("" if clicked or "patching_cell" in st.session_state
-              else " · the strongest head, until you click a cell"))
-left, right = st.columns(2)
-with left:
+with details:
+    st.subheader(f"Selected: {cell_label(shown, labels)}")
+    row = rows_of(P, shown).iloc[0]
+    st.caption(f"effect {row['effect']:.3f} ({EFFECT_READING[direction]}) · mean patched "
+               f"metric {row['value']:.3f}"
+               + ("" if cell is not None else " · the strongest head by effect, until you "
+                                               "click a cell"))
     stored = common.read(run, schema.PATCHING_VALUES, stage)
     if stored is not None:
         values, metadata = stored
-        grid = schema.grid_key(cell["site"], cell["by_pos"], cell["direction"])
+        grid = schema.grid_key(shown["site"], shown["by_pos"], shown["direction"])
         keys = schema.prompt_keys(grid)
         if keys["values"] not in values:
             st.info(f"`{schema.PATCHING_VALUES.at(stage)}` has no per-prompt values for grid "
                     f"{grid}.")
         else:
             axes = json.loads(metadata.get(grid, "[]"))
-            idx = tuple(cell[a] for a in axes if a != "batch")
-            normalized = value == "normalized"
-            per_prompt = values[keys["normalized" if normalized else "values"]][idx]
-            clean = 1.0 if normalized else float(values[keys["clean"]].mean())
-            corrupted = 0.0 if normalized else float(values[keys["corrupted"]].mean())
-            x_title = "normalized effect (each prompt by its own clean and corrupted metric)" \
-                if normalized else summary.get("metric", "patched metric")
+            idx = tuple(shown[a] for a in axes if a != "batch")
+            if value == "effect":  # each prompt by its own clean and corrupted metric
+                per_prompt = directed_effect(values[keys["normalized"]][idx], direction)
+                clean, corrupted = (1.0, 0.0) if direction == "denoise" else (0.0, 1.0)
+                x_title = f"effect per prompt ({EFFECT_READING[direction]}, each prompt by " \
+                          "its own clean and corrupted metric)"
+            else:
+                per_prompt = values[keys["values"]][idx]
+                clean = float(values[keys["clean"]].mean())
+                corrupted = float(values[keys["corrupted"]].mean())
+                x_title = summary.get("metric", "patched metric")
             fig = viz.effect_distribution_figure(
                 per_prompt.astype(float), clean=clean, corrupted=corrupted, x_title=x_title,
                 title=f"Effect over {len(per_prompt)} prompts")
             st.plotly_chart(fig, key="patching_distribution")
-with right:
-    if cell.get("head") is None:
+    if shown.get("head") is None:
         st.info("Attention patterns are shown for head cells: click a cell of the layer × head "
                 "or head × position heatmap.")
     elif task is None:
@@ -183,11 +224,13 @@ with right:
                              format_func=lambda i: task.display(*prompts[i]))
             a, b = prompts[i]
             pattern, tokens = common.attention_pattern(
-                loaded, common.model_key(run), common.task_key(task), a, b, cell["layer"],
-                cell["head"])
-            head = Component("head", cell["layer"], cell["head"]).name
+                loaded, common.model_key(run), common.task_key(task), a, b, shown["layer"],
+                shown["head"])
+            head = Component("head", shown["layer"], shown["head"]).name
             st.plotly_chart(viz.attention_pattern_figure(
-                pattern, tokens, title=f"Attention of {head} on {task.display(a, b)}"),
+                pattern, tokens, title=f"Attention of {head} on {task.display(a, b)}",
+                mark_query=summary.get("metric_pos"),
+                mark_label=f"query of {summary.get('metric', 'the metric')}"),
                 key="patching_attention")
 
 st.divider()

@@ -127,6 +127,16 @@ def normalized_per_prompt(
     return torch.where(ok, (patched - corrupted) / torch.where(ok, gap, 1.0), torch.nan)
 
 
+def directed_effect(normalized, direction: str):
+    """A patch's effect on one scale for both directions: 0 = the patch changes nothing, 1 =
+    it moves the metric the whole way. Denoising restores (effect = normalized: 1 = clean
+    recovered); noising destroys (effect = 1 - normalized: 1 = clean fully lost). Works on
+    tensors, arrays and Series alike."""
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    return normalized if direction == "denoise" else 1 - normalized
+
+
 def normalized_effect(
     patched: Float[Tensor, ...], clean: float, corrupted: float
 ) -> Float[Tensor, ...]:

@@ -35,6 +35,7 @@ from arithinterp.analysis import forward as fw
 from arithinterp.analysis.metrics import (
     AnswerMetric,
     check_finite,
+    directed_effect,
     normalized_effect,
     normalized_per_prompt,
 )
@@ -111,7 +112,8 @@ class PatchResult:
         return normalized_per_prompt(self.values, self.clean, self.corrupted)
 
     def to_frame(self, *, allow_unnormalized: bool = False) -> pd.DataFrame:
-        """One row per grid cell: layer, head, pos, token, component, value, normalized.
+        """One row per grid cell: layer, head, pos, token, component, value, normalized,
+        effect (`directed_effect`: normalized when denoising, 1 - normalized when noising).
 
         When the corruption does not move the metric, normalizing raises, unless
         `allow_unnormalized` (then the normalized column is NaN).
@@ -123,6 +125,7 @@ class PatchResult:
             if not allow_unnormalized:
                 raise
             norm = torch.full_like(mean, torch.nan)
+        effect = directed_effect(norm, self.direction)
         rows = []
         for idx in torch.cartesian_prod(*(torch.arange(n) for n in mean.shape)).reshape(
                 -1, mean.ndim).tolist():
@@ -134,7 +137,7 @@ class PatchResult:
                 "token": self.pos_labels[pos] if pos is not None else None,
                 "component": component_of(self.spec.site, layer, head).name,
                 "value": float(mean[tuple(idx)]), "normalized": float(norm[tuple(idx)]),
-                "metric": self.metric,
+                "effect": float(effect[tuple(idx)]), "metric": self.metric,
             })
         return pd.DataFrame(rows)
 

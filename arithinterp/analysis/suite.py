@@ -93,7 +93,7 @@ BOTH: tuple[Direction, ...] = ("denoise", "noise")
 DEFAULT_GRIDS: tuple[GridConfig, ...] = (
     GridConfig("resid_pre", directions=BOTH, attribution=True),
     GridConfig("attn_out"), GridConfig("mlp_out"),
-    GridConfig("z", attribution=True),
+    GridConfig("z", directions=BOTH, attribution=True),
     GridConfig("z", by_pos=False, directions=BOTH, attribution=True),
     *(GridConfig(site, by_pos=False) for site in ("q", "k", "v", "pattern")),
 )

@@ -7,6 +7,7 @@ from arithinterp.analysis.metrics import (
     AnswerMetric,
     answer_metric,
     check_finite,
+    directed_effect,
     normalized_effect,
     normalized_per_prompt,
 )
@@ -44,6 +45,15 @@ def test_normalizations():
     clean, corrupt = torch.tensor([1.0, 5.0, 9.0]), torch.tensor([0.0, 5.0, 5.0])
     out = normalized_per_prompt(patched, clean, corrupt)
     assert out[0, 0] == 1.0 and out[0, 1].isnan() and out[0, 2] == 0.5
+
+
+def test_a_directed_effect_reads_both_directions_on_one_scale():
+    restored = torch.tensor([0.0, 0.25, 1.0])  # normalized: 0 = corrupted run, 1 = clean run
+    assert directed_effect(restored, "denoise").tolist() == [0.0, 0.25, 1.0]
+    # noising a component the clean run does not need leaves it clean (normalized 1): no effect
+    assert directed_effect(restored, "noise").tolist() == [1.0, 0.75, 0.0]
+    with pytest.raises(ValueError, match="direction must be"):
+        directed_effect(restored, "sideways")
 
 
 def test_check_finite_names_the_prompts():

@@ -16,7 +16,7 @@ from arithinterp.analysis.patching import (
     sweep_patching,
 )
 from arithinterp.analysis.paths import sweep_paths
-from arithinterp.models import ModelSpec, build_model
+from arithinterp.models import ModelSpec, build_model, load_model
 from arithinterp.tasks import PromptPairs, TaskSpec, make_digit_pairs
 
 TASK = TaskSpec(digits_a=2, digits_b=2, format="reversed")
@@ -145,6 +145,21 @@ def test_tidy_frame_has_named_axes(pairs):
     row = df[(df["layer"] == 1) & (df["head"] == 3) & (df["pos"] == 2)].iloc[0]
     assert row.component == "L1H3" and row.token == TASK.position_labels()[2]
     assert row.value == pytest.approx(float(result.mean()[1, 3, 2]))
+
+
+def test_noising_effects_rank_the_shipped_heads_as_denoising_does():
+    """On add3-reversed, noising read as an effect (1 - restored) names the same strongest
+    head as denoising; read as the raw normalized value it would pick the least needed."""
+    loaded = load_model("add3-reversed")
+    shipped = make_digit_pairs(loaded.task, 64, operand="a", digit=1, seed=0)
+    metric = answer_metric(shipped, 1)
+    frames = {d: sweep_patching(loaded.model, shipped, PatchSpec("z", False), metric,
+                                direction=d).to_frame() for d in ("denoise", "noise")}
+    noise = frames["noise"]
+    assert noise["effect"].tolist() == pytest.approx((1 - noise["normalized"]).tolist())
+    strongest = {d: f.loc[f["effect"].idxmax(), "component"] for d, f in frames.items()}
+    assert strongest["noise"] == strongest["denoise"]
+    assert noise.loc[noise["normalized"].idxmax(), "component"] != strongest["denoise"]
 
 
 def test_bad_requests(pairs):

@@ -116,7 +116,16 @@ def test_every_page_renders_without_exceptions(page, server, name):
     _open(page, server, name)
     _until(page, "!!document.querySelector('.js-plotly-plot')")
     _no_exception(page, name)
+    assert "Page not found" not in page.locator("body").inner_text(), name  # /overview too
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_the_root_address_opens_the_overview_at_its_own_address(page, server):
+    _open(page, server, "")
+    _until(page, "window.location.pathname === '/overview' && "
+                 "!!document.querySelector('.js-plotly-plot')")
+    assert "run=tiny" in page.url  # the run picked in the address survives the redirect
+    _no_exception(page, "root")
 
 
 def _selected(page) -> str:
@@ -132,6 +141,15 @@ CELL_JS = """(el) => {
   return {x: box.left + xa.l2p(xa.d2l(tr.x[i])), y: box.top + ya.l2p(ya.d2l(tr.y[i])),
           col: String(tr.x[i]), row: String(tr.y[i])};
 }"""
+
+
+OUTLINED_JS = """(() => {
+  const gd = document.querySelector('.st-key-patching_layer_head .js-plotly-plot');
+  const box = ((gd && gd.layout.shapes) || []).find(s => s.name === 'selected');
+  if (!box) return false;
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  return (box.x0 + box.x1) / 2 === xa.d2l('%(col)s') && (box.y0 + box.y1) / 2 === ya.d2l('%(row)s');
+})()"""
 
 
 def test_patching_control_and_cell_click_drive_the_drill_down(page, server):
@@ -156,6 +174,11 @@ def test_patching_control_and_cell_click_drive_the_drill_down(page, server):
     _until(page, f"{_text(expected)} && {_one_figure('patching_distribution', 'Effect over')}")
     assert _selected(page) != before or expected in before
     _no_exception(page, "cell click")
+    # the clicked cell is outlined on its heatmap, and its drill-down is on screen beside it
+    _until(page, OUTLINED_JS % {"row": cell["row"], "col": cell["col"]})
+    selected = page.locator("h3", has_text="Selected:").first.bounding_box()
+    clicked = page.locator(".st-key-patching_layer_head").bounding_box()
+    assert abs(selected["y"] - clicked["y"]) < 1000, (selected, clicked)  # within one screen
     page.screenshot(path=str(ARTIFACTS / "patching-clicked.png"), full_page=True)
 
 

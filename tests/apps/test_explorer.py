@@ -144,7 +144,7 @@ def test_patching_heatmaps_have_position_labels_and_one_cell_per_component(open_
     figs = figures(at)
     layer_pos = figs["patching_layer_pos"]
     assert layer_pos["layout"]["title"]["text"] == \
-        "Layer × position: resid_pre, denoise (normalized)"
+        "Layer × position: resid_pre, denoise (effect = share of the clean metric restored)"
     assert layer_pos["data"][0]["x"] == LABELS and layer_pos["data"][0]["y"] == ["L0", "L1"]
     assert len(cells(layer_pos)["x"]) == 2 * len(LABELS)
     # denoising the whole residual stream at a1 (the corrupted digit) in layer 0 restores clean
@@ -171,7 +171,7 @@ def test_patching_metric_direction_and_layer_switches(open_page, runs_dir):
     table = pd.read_parquet(runs_dir / "tiny" / "localize" / "a1" / "patching.parquet")
     raw = table[(table["site"] == "resid_pre") & (table["direction"] == "denoise")]
     fig = figures(at)["patching_layer_pos"]
-    assert fig["layout"]["title"]["text"].endswith("(value)")
+    assert fig["layout"]["title"]["text"].endswith("(raw metric)")
     assert fig["data"][0]["z"][1][7] == pytest.approx(
         raw[(raw["layer"] == 1) & (raw["pos"] == 7)]["value"].item())
     at.selectbox(key="patching_layer").select(1).run()
@@ -181,8 +181,56 @@ def test_patching_metric_direction_and_layer_switches(open_page, runs_dir):
     assert not at.exception
     figs = figures(at)
     assert "noise" in figs["patching_layer_pos"]["layout"]["title"]["text"]
-    assert "patching_head_pos" not in figs
-    assert any("No head × position grid" in m for m in texts(at.info))
+    assert figs["patching_head_pos"]["layout"]["title"]["text"].startswith(
+        "Head × position: L1 z, noise")  # the head x position grid has a noise version
+
+
+def _cell_values(fig: dict) -> dict:
+    return {tuple(c[:2]): c[2] for c in cells(fig)["customdata"]}
+
+
+def test_noising_reads_as_an_effect_on_a_fixed_scale_with_the_metric_marked(open_page,
+                                                                              runs_dir):
+    at = open_page("patching")
+    layer_pos = figures(at)["patching_layer_pos"]
+    # one fixed range for every normalized heatmap by default, written on the colour bar
+    for key in ("patching_layer_pos", "patching_layer_head", "patching_head_pos"):
+        axis = figures(at)[key]["layout"]["coloraxis"]
+        assert (axis["cmin"], axis["cmax"]) == (-1, 1) and "[-1, 1]" in \
+            axis["colorbar"]["title"]["text"]
+    # the metric is read at the position before c1 (logit_diff(c1) is predicted at c0)
+    summary = json.loads((runs_dir / "tiny" / "localize" / "a1" / "summary.json").read_text())
+    (line,) = [s for s in layer_pos["layout"]["shapes"] if s["type"] == "line"]
+    assert line["x0"] == summary["metric_pos"] == LABELS.index("c0")
+    at.radio(key="patching_scale").set_value("free").run()
+    assert "cmin" not in figures(at)["patching_layer_pos"]["layout"]["coloraxis"]
+    at.radio(key="patching_direction").set_value("noise").run()
+    noise = _cell_values(figures(at)["patching_layer_pos"])
+    table = pd.read_parquet(runs_dir / "tiny" / "localize" / "a1" / "patching.parquet")
+    raw = table[(table["site"] == "resid_pre") & (table["direction"] == "noise")]
+    # noising L0 resid_pre at <bos> changes nothing: effect 0, not the raw normalized 1
+    bos = raw[(raw["layer"] == 0) & (raw["pos"] == 0)]
+    assert bos["normalized"].item() == pytest.approx(1.0, abs=1e-4)
+    assert noise[(0, 0)] == pytest.approx(0.0, abs=1e-4)
+    # the strongest head under noising is the strongest under denoising, not the least needed
+    heads = table[(table["site"] == "z") & ~table["by_pos"]]
+    strongest = {d: heads[heads["direction"] == d].pipe(
+        lambda h: h.loc[h["effect"].abs().idxmax()]) for d in ("denoise", "noise")}
+    assert strongest["noise"]["component"] == strongest["denoise"]["component"]
+    top = strongest["noise"]
+    assert f"Selected: {top['component']} z (all positions), noise" in texts(at.subheader)
+
+
+def test_a_no_op_cell_has_zero_effect_on_every_prompt(open_page):
+    at = open_page("patching", patching_cell={"site": "resid_pre", "by_pos": True,
+                                              "direction": "denoise", "layer": 0, "head": None,
+                                              "pos": 0})
+    per_prompt = figures(at)["patching_distribution"]["data"][0]["x"]
+    assert len(per_prompt) == 32 and np.allclose(per_prompt, 0.0, atol=1e-4)
+    at.radio(key="patching_direction").set_value("noise").run()
+    assert "Selected: L0 resid_pre at <bos>, noise" in texts(at.subheader)  # follows the radio
+    per_prompt = figures(at)["patching_distribution"]["data"][0]["x"]
+    assert np.allclose(per_prompt, 0.0, atol=1e-4)
 
 
 def test_a_clicked_cell_shows_its_effect_distribution_and_attention(open_page, common_module):
@@ -197,6 +245,10 @@ def test_a_clicked_cell_shows_its_effect_distribution_and_attention(open_page, c
                                               "pos": None})
     assert "Selected: L1H2 z (all positions), denoise" in texts(at.subheader)
     figs = figures(at)
+    (box,) = [s for s in figs["patching_layer_head"]["layout"]["shapes"] if s["type"] == "rect"]
+    assert (box["x0"] + box["x1"]) / 2 == 2 and (box["y0"] + box["y1"]) / 2 == 1  # outlined
+    assert not [s for s in figs["patching_layer_pos"]["layout"].get("shapes", [])
+                if s["type"] == "rect"]
     assert figs["patching_attention"]["layout"]["title"]["text"].startswith("Attention of L1H2")
     attention = figs["patching_attention"]["data"][0]
     assert len(attention["x"]) == len(LABELS) == len(attention["z"])
