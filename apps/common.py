@@ -26,6 +26,7 @@ import torch
 from arithinterp import schema
 from arithinterp.runs import RunDir, list_runs
 from arithinterp.schema import Artifact
+from arithinterp.stages.job import read_job, stage_key
 from arithinterp.tasks import Task
 
 torch.set_num_threads(1)  # tiny forward passes; more threads only add overhead
@@ -105,6 +106,40 @@ def pick_run() -> RunDir | None:
     return run
 
 
+def from_url(param: str, key: str, allowed) -> None:
+    """Seed widget `key` from ``?param=`` once per session when the value is allowed, so a
+    shared address reopens the same view; the page writes its choice back (`to_url`)."""
+    wanted = st.query_params.get(param)
+    if key not in st.session_state and wanted is not None and wanted in allowed:
+        st.session_state[key] = wanted
+
+
+def to_url(**params: str | None) -> None:
+    """Keep these choices in the address (None removes one)."""
+    for name, value in params.items():
+        if value is None:
+            st.query_params.pop(name, None)
+        else:
+            st.query_params[name] = value
+
+
+def provenance(run: RunDir, stage: str | None = None) -> None:
+    """An expander with what made the run: commit, versions, seeds and the configs of its
+    stages (only `stage`'s when given), read from the manifest."""
+    m = run.manifest
+    job = m["config"]["job"]
+    keys = [stage_key(c) for c in read_job(m["config"])]
+    shown = [(k, e) for k, e in zip(keys, job, strict=True) if stage is None or k == stage]
+    with st.expander("Provenance: configs, seeds, package versions, commit"):
+        st.markdown(f"commit `{m.get('git_commit') or 'unknown (not a git checkout)'}` · "
+                    f"created {m['created'][:19]} · seeds `{json.dumps(m.get('seeds', {}))}`")
+        st.dataframe([{"package": k, "version": v} for k, v in m["package_versions"].items()],
+                     hide_index=True, key=f"provenance_versions_{stage or 'run'}")
+        for key, entry in shown:
+            st.markdown(f"**{key}** — stage `{entry['stage']}`")
+            st.json(entry["config"], expanded=stage is not None)
+
+
 def open_run(name: str, page: str = "views/overview.py") -> None:
     """Show run `name` on `page` (the picker selects it on the rerun this starts)."""
     st.session_state[OPEN_RUN] = name
@@ -132,11 +167,13 @@ def pick_experiment(run: RunDir, family: str, *, key: str) -> str | None:
         st.info(f"Run **{run.name}** has no `{family}/` results: {STAGE_HINTS[family]}.")
         return None
     if len(names) > 1:
+        from_url("experiment", key, names)
         name = st.selectbox("Experiment", names, key=key,
                             help="Each localization experiment corrupts one thing (an operand "
                                  "digit, or the carry into one answer digit).")
     else:
         name = names[0]
+    to_url(experiment=name if len(names) > 1 else None)
     return f"{family}/{name}"
 
 
@@ -368,8 +405,21 @@ def new_click(event, chart_key: str) -> dict | None:
     return cell_from_points(new_points(event, chart_key))
 
 
-def heatmap(fig, key: str):
-    """A clickable heatmap (viz overlay): on_select='rerun', selection by points."""
-    return st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points",
-                           width="stretch")
+def chart(where, fig, *, key: str, **kwargs):
+    """A plotly figure in `where` (st or a column) whose camera button saves SVG, named
+    after the chart, so a figure goes into a paper as vector graphics."""
+    config = {"toImageButtonOptions": {"format": "svg", "filename": key}, "displaylogo": False}
+    return where.plotly_chart(fig, key=key, config=config, **kwargs)
+
+
+def heatmap(fig, key: str, data=None, run: RunDir | None = None):
+    """A clickable heatmap (viz overlay): on_select='rerun', selection by points; with `data`
+    (the table it draws) a button below saves that table as CSV."""
+    event = chart(st, fig, key=key, on_select="rerun", selection_mode="points",
+                  width="stretch")
+    if data is not None:
+        st.download_button("Download the data (CSV)", data.to_csv(index=False),
+                           file_name=f"{run.name + '-' if run else ''}{key}.csv",
+                           mime="text/csv", key=f"{key}_csv")
+    return event
 

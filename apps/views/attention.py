@@ -43,7 +43,7 @@ else:
             pattern, tokens = common.attention_pattern(
                 loaded, common.model_key(run), common.task_key(task), *problem, layer, head)
             name = Component("head", layer, head).name
-            st.plotly_chart(viz.attention_pattern_figure(
+            common.chart(st, viz.attention_pattern_figure(
                 pattern, tokens, title=f"Attention of {name} on {task.display(*problem)}"),
                 key="attention_pattern")
 
@@ -54,4 +54,4 @@ if table is not None and len(table):
     st.caption("For each head: the attention from the position that predicts answer digit "
                "c_k to each operand digit (a0 = least significant) and to everything else, "
                "averaged over the run's held-out prompts.")
-    st.plotly_chart(viz.operand_attention_figure(table), key="attention_operands")
+    common.chart(st, viz.operand_attention_figure(table), key="attention_operands")

@@ -21,7 +21,7 @@ if dla is not None:
     if dla.empty:
         st.info("DLA decomposes a logit difference; this run's localization used another metric.")
     else:
-        st.plotly_chart(viz.dla_figure(dla), key="attribution_dla")
+        common.chart(st, viz.dla_figure(dla), key="attribution_dla")
         st.caption(f"Components sum to the mean logit difference: {dla['value'].sum():.3f}.")
 
 st.subheader("Logit lens")
@@ -29,7 +29,7 @@ lens = common.read(run, schema.LOGIT_LENS, stage)
 if lens is not None and len(lens):
     value = st.radio("Value", ["accuracy", "mean_prob", "mean_rank"], horizontal=True,
                      key="attribution_lens_value")
-    st.plotly_chart(viz.logit_lens_figure(lens, value=value), key="attribution_lens")
+    common.chart(st, viz.logit_lens_figure(lens, value=value), key="attribution_lens")
 
 st.subheader("Attribution patching vs exact patching")
 attribution = common.read(run, schema.ATTRIBUTION, stage)
@@ -42,7 +42,7 @@ if attribution is not None and exact is not None and len(attribution):
     if choice:
         value = st.radio("Value", ["normalized", "value"], horizontal=True,
                          key="attribution_value")
-        st.plotly_chart(viz.attribution_scatter_figure(attribution[grid_names.isin(choice)],
+        common.chart(st, viz.attribution_scatter_figure(attribution[grid_names.isin(choice)],
                                                        exact, value=value),
                         key="attribution_scatter")
     agreement = common.read(run, schema.ATTRIBUTION_VS_EXACT, stage, quiet=True)
@@ -52,4 +52,4 @@ if attribution is not None and exact is not None and len(attribution):
 st.subheader("Path patching")
 paths = common.read(run, schema.PATHS, stage)
 if paths is not None and len(paths):
-    st.plotly_chart(viz.paths_figure(paths), key="attribution_paths")
+    common.chart(st, viz.paths_figure(paths), key="attribution_paths")

@@ -24,7 +24,7 @@ st.caption(f"Target **{summary.get('target', '?')}**; forgetting on "
            f"components **{', '.join(summary.get('selected', []))}**. Every arm starts from the "
            "run's model with the same problems, steps and seeds; exact match on held-out "
            "problems.")
-st.plotly_chart(viz.gain_forgetting_figure(table), key="ft_gain")
+common.chart(st, viz.gain_forgetting_figure(table), key="ft_gain")
 means = (table.groupby(["arm", "role", "task"])
          .agg(runs=("change", "size"), before=("exact_before", "mean"),
               after=("exact_after", "mean"), change=("change", "mean"),
@@ -36,4 +36,4 @@ with st.expander("Every arm, draw and seed"):
 curves = common.read(run, schema.FINETUNE_CURVES, stage, quiet=True)
 if curves is not None and len(curves):
     value = st.radio("Curve", ["exact_match", "loss"], horizontal=True, key="ft_curve_value")
-    st.plotly_chart(viz.finetune_curves_figure(curves, value=value), key="ft_curves")
+    common.chart(st, viz.finetune_curves_figure(curves, value=value), key="ft_curves")

@@ -33,7 +33,7 @@ c4.metric("neuron variance explained", f"{summary.get('neuron_fve', float('nan')
 
 curve = common.read(run, schema.TRAINING_CURVE, schema.MODEL, quiet=True)
 if curve is not None and len(curve):
-    st.plotly_chart(viz.grokking_curves_figure(curve, marks=marks), key="mod_curves")
+    common.chart(st, viz.grokking_curves_figure(curve, marks=marks), key="mod_curves")
 else:
     st.caption("This model's training curve is not in the run.")
 
@@ -44,12 +44,12 @@ st.caption("Logits: the share of their power (after removing what softmax and th
 left, right = st.columns(2)
 spectrum = common.read(run, schema.MOD_LOGIT_SPECTRUM, stage)
 if spectrum is not None:
-    left.plotly_chart(viz.fourier_spectrum_figure(
+    common.chart(left, viz.fourier_spectrum_figure(
         spectrum, frequency="frequency", value="fraction", color="key",
         title="Logits over (a, b): share per frequency"), key="mod_logit_spectrum")
 embedding = common.read(run, schema.MOD_EMBEDDING_SPECTRUM, stage)
 if embedding is not None:
-    right.plotly_chart(viz.fourier_spectrum_figure(
+    common.chart(right, viz.fourier_spectrum_figure(
         embedding[embedding["frequency"] > 0], frequency="frequency", value="fraction",
         color="key", title="Embedding W_E: share per frequency"), key="mod_embedding_spectrum")
 
@@ -60,7 +60,7 @@ if progress is not None and len(progress):
                "frequencies' directions of the logits, excluded loss removes them; the Gini "
                "coefficient of the Fourier norms rises as the embedding and the neuron-logit "
                "map concentrate on a few frequencies.")
-    st.plotly_chart(viz.progress_figure(progress, marks=marks), key="mod_progress")
+    common.chart(st, viz.progress_figure(progress, marks=marks), key="mod_progress")
 else:
     st.caption("No weight snapshots were saved while this model trained "
                "(TrainConfig.snapshot_every), so there are no progress measures.")
@@ -73,7 +73,7 @@ if losses is not None:
 st.subheader("Neurons")
 neurons = common.read(run, schema.MOD_NEURONS, stage)
 if neurons is not None:
-    st.plotly_chart(viz.neuron_frequencies_figure(neurons), key="mod_neurons")
+    common.chart(st, viz.neuron_frequencies_figure(neurons), key="mod_neurons")
 
 probes = common.read(run, schema.MOD_PROBES, stage, quiet=True)
 if probes is not None and len(probes):

@@ -46,12 +46,12 @@ if summary is not None:
     cols[2].metric("problems", summary.get("n", "?"))
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(viz.digit_accuracy_figure(summary["digit_accuracy"]),
+        common.chart(st, viz.digit_accuracy_figure(summary["digit_accuracy"]),
                         key="overview_digits")
     with right:
         by_carries = common.read(run, schema.EVAL_BY_CARRIES, schema.EVALUATE)
         if by_carries is not None and len(by_carries):
-            st.plotly_chart(viz.accuracy_by_carries_figure(by_carries), key="overview_carries")
+            common.chart(st, viz.accuracy_by_carries_figure(by_carries), key="overview_carries")
     examples = common.read(run, schema.EVAL_EXAMPLES, schema.EVALUATE, quiet=True)
     if examples is not None:
         wrong = examples[~examples["correct"]]
@@ -67,8 +67,9 @@ if curve is None:
 elif curve.empty:
     st.info("The training curve is empty.")
 else:
-    st.plotly_chart(viz.training_curve_figure(curve), key="overview_training")
+    common.chart(st, viz.training_curve_figure(curve), key="overview_training")
 
+common.provenance(run)
 with st.expander("Stages and artifacts"):
     stages = pd.DataFrame([{"stage": k, "kind": v.get("stage"), "status": v.get("status"),
                             "finished": v.get("finished"), "error": v.get("error")}

@@ -13,6 +13,7 @@ on one of the run's prompts (a live forward pass).
 import json
 
 import common
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -59,6 +60,58 @@ def _cell(row) -> dict:
             "pos": None if pd.isna(row["pos"]) else int(row["pos"])}
 
 
+def cell_code(cell: dict) -> str:
+    """A cell in the address: site:pos|all:layer:head (empty head for layer sites)."""
+    where = "all" if not cell["by_pos"] else str(cell["pos"])
+    return f"{cell['site']}:{where}:{cell['layer']}:{'' if cell['head'] is None else cell['head']}"
+
+
+def cell_of_code(code: str | None, direction: str) -> dict | None:
+    """The cell `cell_code` wrote, None for anything else."""
+    parts = (code or "").split(":")
+    if len(parts) != 4 or not parts[2].isdigit() or not (parts[1] == "all" or parts[1].isdigit()) \
+            or not (parts[3] == "" or parts[3].isdigit()):
+        return None
+    return {"site": parts[0], "by_pos": parts[1] != "all", "direction": direction,
+            "layer": int(parts[2]), "head": int(parts[3]) if parts[3] else None,
+            "pos": None if parts[1] == "all" else int(parts[1])}
+
+
+def prompt_rows(values: dict, keys: dict, idx: tuple, direction: str, pairs: dict,
+                task) -> pd.DataFrame:
+    """One row per minimal pair for the selected cell, by effect (largest first): the clean
+    and corrupted problems written out, their metrics, the patched metric, the effect."""
+    effect = directed_effect(values[keys["normalized"]][idx].astype(float), direction)
+    table = pd.DataFrame({
+        "pair": range(len(effect)),
+        "clean": [task.display(int(a), int(b))
+                  for a, b in zip(pairs["clean_a"], pairs["clean_b"], strict=True)],
+        "corrupted": [task.display(int(a), int(b))
+                      for a, b in zip(pairs["corrupt_a"], pairs["corrupt_b"], strict=True)],
+        "clean metric": values[keys["clean"]].astype(float),
+        "corrupted metric": values[keys["corrupted"]].astype(float),
+        "patched metric": values[keys["values"]][idx].astype(float),
+        "effect": effect})
+    return table.sort_values("effect", ascending=False, kind="stable", na_position="last")
+
+
+def prompt_grid(values: dict, keys: dict, axes: list[str], cell: dict, pair: int,
+                direction: str, labels: list[str]) -> tuple[pd.DataFrame, str, str]:
+    """One pair's effects over the selected cell's grid (one layer for head x position) as a
+    tidy table, with its row and column axes."""
+    per_pair = directed_effect(values[keys["normalized"]][..., pair].astype(float), direction)
+    grid_axes = [a for a in axes if a != "batch"]
+    if grid_axes == ["layer", "head", "pos"]:
+        per_pair, grid_axes = per_pair[cell["layer"]], ["head", "pos"]
+    rows = [{**dict(zip(grid_axes, ix, strict=True)), "effect": float(per_pair[ix])}
+            for ix in np.ndindex(per_pair.shape)]
+    table = pd.DataFrame(rows).assign(site=cell["site"], by_pos=cell["by_pos"],
+                                      direction=direction)
+    if "pos" in table:
+        table["token"] = [labels[p] if p < len(labels) else f"p{p}" for p in table["pos"]]
+    return table, grid_axes[0], grid_axes[1]
+
+
 def outline(cell: dict, site: str, by_pos: bool, rows: str, cols: str,
             layer: int | None = None) -> tuple | None:
     """The (row key, col key) of the selected cell on this heatmap, None when it is not here."""
@@ -93,6 +146,10 @@ if summary:
     for warning in summary.get("warnings", []):
         st.warning(warning)
 
+common.provenance(run, stage)
+common.from_url("value", "patching_metric", METRICS)
+common.from_url("direction", "patching_direction", set(P["direction"]))
+common.from_url("scale", "patching_scale", SCALES)
 c1, c2, c3 = st.columns(3)
 value = c1.radio("Value", list(METRICS), format_func=METRICS.get, horizontal=True,
                  key="patching_metric")
@@ -108,6 +165,9 @@ if scale == "fixed":
     zrange = (-bound, bound)
 marks = {"mark_pos": summary.get("metric_pos"), "mark_label": summary.get("metric", "metric")}
 
+if "patching_cell" not in st.session_state and (linked := cell_of_code(
+        st.query_params.get("cell"), direction)) is not None:
+    st.session_state["patching_cell"] = linked  # a shared address names its cell
 cell = st.session_state.get("patching_cell")
 if isinstance(cell, dict) and cell.get("direction") != direction:
     cell = {**cell, "direction": direction}  # the same component, read in this direction
@@ -125,11 +185,13 @@ with grids:
         st.info(f"No layer × position grid was computed for direction {direction}.")
     else:
         site = st.selectbox("Site", sites, key="patching_site_pos")
+        grid = resid[resid["site"] == site]
         fig = viz.patching_figure(
-            resid[resid["site"] == site], rows="layer", cols="pos", value=value, zrange=zrange,
+            grid, rows="layer", cols="pos", value=value, zrange=zrange,
             selected=outline(shown, site, True, "layer", "pos"), **marks,
             title=f"Layer × position: {site}, {direction} ({reading})")
-        click = common.new_click(common.heatmap(fig, "patching_layer_pos"), "patching_layer_pos")
+        click = common.new_click(common.heatmap(fig, "patching_layer_pos", grid, run),
+                                 "patching_layer_pos")
         if click:
             clicked = {"site": site, "by_pos": True, "direction": direction,
                        "layer": int(click["row"]), "head": None, "pos": int(click["col"])}
@@ -143,11 +205,12 @@ with grids:
         site = st.selectbox("Head site", sites, key="patching_site_heads",
                             help="z: the head's output; q / k / v: its inputs; pattern: its "
                                  "attention pattern")
+        grid = heads_all[heads_all["site"] == site]
         fig = viz.patching_figure(
-            heads_all[heads_all["site"] == site], rows="layer", cols="head", value=value,
+            grid, rows="layer", cols="head", value=value,
             zrange=zrange, selected=outline(shown, site, False, "layer", "head"),
             title=f"Layer × head: {site}, all positions, {direction} ({reading})")
-        click = common.new_click(common.heatmap(fig, "patching_layer_head"),
+        click = common.new_click(common.heatmap(fig, "patching_layer_head", grid, run),
                                  "patching_layer_head")
         if click:
             clicked = {"site": site, "by_pos": False, "direction": direction,
@@ -168,7 +231,8 @@ with grids:
             grid, rows="head", cols="pos", value=value, zrange=zrange,
             selected=outline(shown, site, True, "head", "pos", layer), **marks,
             title=f"Head × position: {layer_label(layer)} {site}, {direction} ({reading})")
-        click = common.new_click(common.heatmap(fig, "patching_head_pos"), "patching_head_pos")
+        click = common.new_click(common.heatmap(fig, "patching_head_pos", grid, run),
+                                 "patching_head_pos")
         if click:
             clicked = {"site": site, "by_pos": True, "direction": direction, "layer": layer,
                        "head": int(click["row"]), "pos": int(click["col"])}
@@ -178,6 +242,8 @@ if clicked is not None:
     st.rerun()  # redraw the heatmaps with the new cell outlined
 if cell is not None:
     st.session_state["patching_cell"] = cell
+common.to_url(value=value, direction=direction, scale=scale,
+              cell=None if cell is None else cell_code(cell))
 
 with details:
     st.subheader(f"Selected: {cell_label(shown, labels)}")
@@ -210,7 +276,7 @@ with details:
             fig = viz.effect_distribution_figure(
                 per_prompt.astype(float), clean=clean, corrupted=corrupted, x_title=x_title,
                 title=f"Effect over {len(per_prompt)} prompts")
-            st.plotly_chart(fig, key="patching_distribution")
+            common.chart(st, fig, key="patching_distribution")
     if shown.get("head") is None:
         st.info("Attention patterns are shown for head cells: click a cell of the layer × head "
                 "or head × position heatmap.")
@@ -227,11 +293,61 @@ with details:
                 loaded, common.model_key(run), common.task_key(task), a, b, shown["layer"],
                 shown["head"])
             head = Component("head", shown["layer"], shown["head"]).name
-            st.plotly_chart(viz.attention_pattern_figure(
+            common.chart(st, viz.attention_pattern_figure(
                 pattern, tokens, title=f"Attention of {head} on {task.display(a, b)}",
                 mark_query=summary.get("metric_pos"),
                 mark_label=f"query of {summary.get('metric', 'the metric')}"),
                 key="patching_attention")
+
+st.divider()
+st.subheader(f"Prompts behind {cell_label(shown, labels)}")
+stored, pairs = common.read(run, schema.PATCHING_VALUES, stage, quiet=True), \
+    common.read(run, schema.PAIRS, stage, quiet=True)
+grid_key = schema.grid_key(shown["site"], shown["by_pos"], shown["direction"])
+if stored is None or pairs is None or task is None or \
+        schema.prompt_keys(grid_key)["values"] not in stored[0]:
+    st.info(f"This experiment stores no per-pair values for {grid_key} (needs "
+            f"`{schema.PATCHING_VALUES.at(stage)}` and `{schema.PAIRS.at(stage)}`).")
+else:
+    values, metadata = stored
+    keys, axes = schema.prompt_keys(grid_key), json.loads(metadata.get(grid_key, "[]"))
+    table = prompt_rows(values, keys, tuple(shown[a] for a in axes if a != "batch"),
+                        direction, pairs[0], task)
+    st.caption("Each minimal pair, sorted by this cell's effect on it (each pair by its own "
+               "clean and corrupted metric; empty where the corruption does not move it). "
+               "Select a row to see that pair's own heatmap and its clean vs corrupted "
+               "attention.")
+    event = st.dataframe(table, hide_index=True, key="patching_pairs", on_select="rerun",
+                         selection_mode="single-row", height=280)
+    chosen = event.selection.rows if event is not None else []
+    if chosen:
+        pair = int(table.iloc[chosen[0]]["pair"])
+        row = table.iloc[chosen[0]]
+        left, right = st.columns(2)
+        with left:
+            grid, rows_axis, cols_axis = prompt_grid(values, keys, axes, shown, pair, direction,
+                                                     labels)
+            common.chart(st, viz.patching_figure(
+                grid, rows=rows_axis, cols=cols_axis, value="effect", zrange=zrange if
+                value == "effect" else (-1.0, 1.0), **(marks if cols_axis == "pos" else {}),
+                selected=(shown[rows_axis], shown[cols_axis]),
+                title=f"Pair {pair}: {row['clean']} vs {row['corrupted']} ({reading})"),
+                key="patching_pair_heatmap")
+        with right:
+            loaded = common.model_of(run, task) if shown.get("head") is not None else None
+            if loaded is not None:
+                for name, side in (("clean", "clean"), ("corrupted", "corrupt")):
+                    a, b = int(pairs[0][f"{side}_a"][pair]), int(pairs[0][f"{side}_b"][pair])
+                    pattern, tokens = common.attention_pattern(
+                        loaded, common.model_key(run), common.task_key(task), a, b,
+                        shown["layer"], shown["head"])
+                    common.chart(st, viz.attention_pattern_figure(
+                        pattern, tokens, mark_query=summary.get("metric_pos"),
+                        title=f"{Component('head', shown['layer'], shown['head']).name} on the "
+                              f"{name} prompt {task.display(a, b)}"),
+                        key=f"patching_pair_{side}")
+            elif shown.get("head") is None:
+                st.info("Clean vs corrupted attention is shown for head cells.")
 
 st.divider()
 st.subheader("Ranking and knockout")
@@ -243,4 +359,4 @@ with left:
 with right:
     knockout = common.read(run, schema.KNOCKOUT, stage)
     if knockout is not None and len(knockout):
-        st.plotly_chart(viz.knockout_figure(knockout), key="patching_knockout")
+        common.chart(st, viz.knockout_figure(knockout), key="patching_knockout")

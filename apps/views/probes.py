@@ -52,7 +52,7 @@ else:
             if df["metric"].nunique() > 1:
                 metric = st.selectbox("Metric", list(dict.fromkeys(df["metric"])),
                                       key="probes_metric")
-        st.plotly_chart(viz.probe_scores_figure(df, target=target, metric=metric, site=site),
+        common.chart(st, viz.probe_scores_figure(df, target=target, metric=metric, site=site),
                         key="probes_scores")
         st.caption("score: held-out probe score; shuffled: the same probe on permuted labels; "
                    "random_model: on a randomly initialised model; selectivity: score − "
@@ -70,7 +70,7 @@ if preds is None or preds.empty:
 else:
     for col, label in (("target", "Target"), ("layer", "Layer"), ("pos", "Position")):
         preds = pick(preds, col, label, f"probes_pred_{col}")
-    st.plotly_chart(viz.probe_predictions_figure(preds, truth="truth", prediction="prediction",
+    common.chart(st, viz.probe_predictions_figure(preds, truth="truth", prediction="prediction",
                                                  title=f"{stage}: prediction vs truth"),
                     key="probes_predictions")
 
@@ -87,7 +87,7 @@ if spectrum is not None and len(spectrum):
                             help="W_E / W_U: the digit rows of the (un)embedding; "
                                  "activations: mean activation per digit value")
     if chosen:
-        st.plotly_chart(viz.fourier_spectrum_figure(
+        common.chart(st, viz.fourier_spectrum_figure(
             df[df["table"].isin(chosen)], frequency="frequency", value=power, color="table",
             title=f"Fourier spectrum ({power})"), key="fourier_spectrum")
     r2 = common.read(run, schema.FOURIER_R2, schema.FOURIER, quiet=True)

@@ -54,7 +54,7 @@ else:
                        disabled=not positive)
     fig = viz.sweep_figure(table, x=x, y=y, color=None if color == "(none)" else color,
                            log_x=log_x)
-    event = st.plotly_chart(fig, key="sweep_plot", on_select="rerun",
+    event = common.chart(st, fig, key="sweep_plot", on_select="rerun",
                             selection_mode="points", width="stretch")
     clicked = next((p["customdata"][0] for p in common.new_points(event, "sweep_plot")
                     if isinstance(p.get("customdata"), list | tuple) and p["customdata"]), None)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+from safetensors.torch import load_file
 from streamlit.testing.v1 import AppTest
 
 from arithinterp import schema
@@ -39,12 +40,14 @@ def runs_dir(demo_runs, tmp_path_factory):
 def open_page(runs_dir, monkeypatch):
     """AppTest of the explorer on one page of one run (fresh caches each time)."""
 
-    def _open(page: str, run: str = "tiny", include: bool = False, **state) -> AppTest:
+    def _open(page: str, run: str = "tiny", include: bool = False, query: dict | None = None,
+              **state) -> AppTest:
         monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(runs_dir))
         st.cache_data.clear()
         st.cache_resource.clear()
         at = AppTest.from_file(str(APP), default_timeout=30)
         at.query_params["run"] = run
+        at.query_params.update(query or {})
         at.session_state["include_incomplete"] = include
         at.run()
         assert not at.exception, at.exception
@@ -528,3 +531,59 @@ def test_the_sweeps_page_draws_the_phase_transition_plot(tiny_sweep, monkeypatch
 def test_the_sweeps_page_without_a_sweep_says_how_to_make_one(open_page):
     at = open_page("sweeps")
     assert any("arithinterp sweep" in m for m in texts(at.info))
+
+
+def test_provenance_export_and_a_shared_address(open_page, runs_dir):
+    at = open_page("overview")
+    assert any(e.label.startswith("Provenance") for e in at.expander)
+    versions = next(d.value for d in at.dataframe if "package" in d.value.columns)
+    assert {"arithinterp", "torch", "transformer_lens"} <= set(versions["package"])
+    configs = [j.value for j in at.json]
+    assert any("n_pairs" in json.loads(c) for c in configs)  # the localize stage's config
+    at = open_page("patching")
+    (localize,) = [json.loads(j.value) for j in at.json]  # this experiment's config only
+    assert localize["n_pairs"] == 32
+    # figures save as SVG; each heatmap's table downloads as CSV
+    for el in at.get("plotly_chart"):
+        assert json.loads(el.proto.config)["toImageButtonOptions"]["format"] == "svg"
+    csv = [b for b in at.get("download_button") if "patching_layer_head" in b.proto.id]
+    assert len(csv) == 1 and "CSV" in csv[0].proto.label
+    # the address keeps the view: a shared link with a cell and direction reopens it
+    assert at.query_params["direction"] == "denoise" and "cell" not in at.query_params
+    at = open_page("patching", patching_cell={"site": "z", "by_pos": False,
+                                              "direction": "denoise", "layer": 1, "head": 2,
+                                              "pos": None})
+    assert at.query_params["cell"] == "z:all:1:2"
+    at = open_page("patching", query={"cell": "resid_pre:7:1:", "direction": "noise",
+                                      "scale": "free"})
+    assert "Selected: L1 resid_pre at c0, noise" in texts(at.subheader)
+    assert at.radio(key="patching_scale").value == "free"
+
+
+def test_the_pairs_behind_a_cell_are_written_out_and_one_opens_its_own_heatmap(open_page,
+                                                                                runs_dir):
+    cell = {"site": "z", "by_pos": False, "direction": "denoise", "layer": 1, "head": 2,
+            "pos": None}
+    at = open_page("patching", patching_cell=cell)
+    table = next(d.value for d in at.dataframe if "corrupted metric" in d.value.columns)
+    assert len(table) == 32 and table["effect"].is_monotonic_decreasing
+    # the problems are written out: a clean problem and its partner differ in operand a only
+    first = table.iloc[0]
+    clean_a, corrupt_a = first["clean"].split("+")[0], first["corrupted"].split("+")[0]
+    assert clean_a != corrupt_a and first["clean"].split("+")[1][:2] == \
+        first["corrupted"].split("+")[1][:2]
+    # the table's effect is the stored per-prompt value of that cell, pair by pair
+    values = load_file(runs_dir / "tiny" / "localize" / "a1" / "patching.safetensors")
+    grid = schema.grid_key("z", False, "denoise")
+    stored = values[schema.prompt_keys(grid)["normalized"]][1, 2].numpy()
+    assert np.allclose(table.sort_values("pair")["effect"], stored, equal_nan=True)
+    at = open_page("patching", patching_cell=cell,
+                   patching_pairs={"selection": {"rows": [0], "columns": [], "cells": []}})
+    figs = figures(at)
+    pair = int(first["pair"])
+    heat = figs["patching_pair_heatmap"]
+    assert heat["layout"]["title"]["text"].startswith(f"Pair {pair}: {first['clean']}")
+    assert heat["data"][0]["z"][1][2] == pytest.approx(stored[pair], abs=1e-5)
+    assert figs["patching_pair_clean"]["layout"]["title"]["text"].endswith(first["clean"])
+    assert figs["patching_pair_corrupt"]["layout"]["title"]["text"].endswith(
+        first["corrupted"])
