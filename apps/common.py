@@ -359,18 +359,30 @@ def _sample_prompts(task_json: str, n: int) -> list[tuple[int, int]]:
 
 # ---- live forward passes (cached per model, task and prompt) ----------------------------------
 @st.cache_data(show_spinner=False, max_entries=256)
-def attention_pattern(_loaded, model_key: str, task_json: str, a: int, b: int, layer: int,
-                      head: int) -> tuple[np.ndarray, list[str]]:
-    """One head's attention pattern on the rendered problem (a, b), with token labels."""
+def layer_patterns(_loaded, model_key: str, task_json: str, problems: tuple, layer: int
+                   ) -> tuple[np.ndarray, list[str]]:
+    """Every head of `layer`: its attention pattern averaged over `problems` ((a, b) pairs;
+    one problem gives that prompt's patterns) [head, query, key], with the first problem's
+    token labels."""
     from arithinterp.analysis.attention import compute_attention_patterns
+    from arithinterp.models import facts
     from arithinterp.tasks import make_dataset
     from arithinterp.viz import token_labels
 
     task = task_from_key(task_json)
-    data = make_dataset(task, torch.tensor([a]), torch.tensor([b]))
-    pattern = compute_attention_patterns(_loaded.model, data.tokens, layer, head)[0]
-    return pattern.numpy(), token_labels(task.vocab.token_strings(data.tokens[0]),
-                                         task.position_labels())
+    data = make_dataset(task, torch.tensor([a for a, _ in problems]),
+                        torch.tensor([b for _, b in problems]))
+    patterns = np.stack([compute_attention_patterns(_loaded.model, data.tokens, layer, h)
+                         .mean(0).numpy() for h in range(facts(_loaded.model).n_heads)])
+    return patterns, token_labels(task.vocab.token_strings(data.tokens[0]),
+                                  task.position_labels())
+
+
+def attention_pattern(loaded, model_key: str, task_json: str, a: int, b: int, layer: int,
+                      head: int) -> tuple[np.ndarray, list[str]]:
+    """One head's attention pattern on the rendered problem (a, b), with token labels."""
+    patterns, labels = layer_patterns(loaded, model_key, task_json, ((a, b),), layer)
+    return patterns[head], labels
 
 
 def cell_from_points(points: list[dict]) -> dict | None:

@@ -191,14 +191,9 @@ def patching_figure(
         raise ValueError(f"value must be a column of the table, got {value!r}")
     if table.empty:
         raise ValueError("the patching table is empty")
-    df = table.dropna(subset=[a for a in (rows, cols) if a != "component"])
-    row_keys, row_labels = _axis_labels(df, rows)
-    col_keys, col_labels = _axis_labels(df, cols)
+    df, z, (row_keys, row_labels), (col_keys, col_labels) = _grid(table, rows, cols, value)
     ri = {k: i for i, k in enumerate(row_keys)}
     ci = {k: j for j, k in enumerate(col_keys)}
-    z = np.full((len(row_keys), len(col_keys)), np.nan)
-    for r, c, v in zip(df[rows], df[cols], df[value], strict=True):
-        z[ri[r if rows == "component" else int(r)], ci[c if cols == "component" else int(c)]] = v
     keys = [[(_py(r), _py(c)) for c in col_keys] for r in row_keys]
     if title is None:
         first = df.iloc[0]
@@ -211,6 +206,59 @@ def patching_figure(
         z, col_labels, row_labels, keys=keys, title=title, x_title=_AXIS_TITLES[cols],
         y_title=_AXIS_TITLES[rows], color_title=value, zrange=zrange, selected=cell,
         mark_col=ci.get(mark_pos) if cols == "pos" else None, mark_label=mark_label)
+
+
+def _grid(table: pd.DataFrame, rows: str, cols: str, value: str):
+    """A tidy grid as a matrix: (rows kept, z [rows x cols], (row keys, labels), (col keys,
+    labels)); cells the table lacks are NaN."""
+    df = table.dropna(subset=[a for a in (rows, cols) if a != "component"])
+    row_keys, row_labels = _axis_labels(df, rows)
+    col_keys, col_labels = _axis_labels(df, cols)
+    ri = {k: i for i, k in enumerate(row_keys)}
+    ci = {k: j for j, k in enumerate(col_keys)}
+    z = np.full((len(row_keys), len(col_keys)), np.nan)
+    for r, c, v in zip(df[rows], df[cols], df[value], strict=True):
+        z[ri[r if rows == "component" else int(r)], ci[c if cols == "component" else int(c)]] = v
+    return df, z, (row_keys, row_labels), (col_keys, col_labels)
+
+
+def patching_panels_figure(
+    table: pd.DataFrame, sites: Sequence[str], *, rows: str, cols: str,
+    value: str = "effect", zrange: tuple[float, float] | None = None, title: str = "",
+) -> go.Figure:
+    """Several sites' grids side by side on ONE colour scale, like TransformerLens's
+    `get_act_patch_block_every` (resid_pre / attn_out / mlp_out by layer x position) or every
+    head site (z / q / k / v / pattern by layer x head). `table`: one direction's rows;
+    `zrange` defaults to symmetric around 0 over all the panels."""
+    if not sites:
+        raise ValueError("sites is empty: name at least one patching site to draw")
+    grids = []
+    for site in sites:
+        part = table[table["site"] == site]
+        if part.empty:
+            raise ValueError(f"the table has no rows for site {site!r} (sites: "
+                             f"{sorted(set(table['site']))})")
+        grids.append(_grid(part, rows, cols, value))
+    if zrange is None:
+        bound = max(float(np.nanmax(np.abs(g[1]))) if np.isfinite(g[1]).any() else 0.0
+                    for g in grids) or 1.0
+        zrange = (-bound, bound)
+    fig = make_subplots(rows=1, cols=len(sites), subplot_titles=list(sites),
+                        shared_yaxes=True, horizontal_spacing=0.03)
+    for j, (_, z, (_, row_labels), (_, col_labels)) in enumerate(grids, start=1):
+        fig.add_trace(go.Heatmap(z=z, x=col_labels, y=row_labels, coloraxis="coloraxis",
+                                 hovertemplate=f"{_AXIS_TITLES[rows]} %{{y}}<br>"
+                                               f"{_AXIS_TITLES[cols]} %{{x}}<br>{value} "
+                                               "%{z:.4g}<extra></extra>"), row=1, col=j)
+        fig.update_xaxes(type="category", title_text=_AXIS_TITLES[cols], row=1, col=j)
+    fig.update_yaxes(type="category", autorange="reversed", title_text=_AXIS_TITLES[rows],
+                     row=1, col=1)
+    fig.update_layout(title=title, height=max(260, 80 + 42 * len(grids[0][2][1])),
+                      coloraxis={"colorscale": SIGNED_SCALE, "cmin": zrange[0],
+                                 "cmax": zrange[1],
+                                 "colorbar": {"title": f"{value}<br>[{zrange[0]:.3g}, "
+                                                       f"{zrange[1]:.3g}]"}})
+    return fig
 
 
 def _py(v):
@@ -349,6 +397,37 @@ def attention_pattern_figure(
     if mark_query is not None and 0 <= mark_query < len(labels):
         fig.add_hline(y=mark_query, line_dash="dash", line_color="black", line_width=1.5,
                       annotation_text=mark_label, annotation_position="right")
+    return fig
+
+
+def attention_heads_figure(
+    patterns: Float[np.ndarray, "head query_pos key_pos"], labels: Sequence[str],
+    head_names: Sequence[str], *, title: str = "Attention patterns",
+    mark_query: int | None = None,
+) -> go.Figure:
+    """Several heads' patterns side by side on one [0, 1] scale (queries rows, keys columns,
+    causal mask blank); `mark_query` marks that query row in every panel."""
+    p = np.asarray(patterns, dtype=float)
+    labels = unique_labels(labels)
+    if p.shape[0] != len(head_names) or p.shape[1:] != (len(labels), len(labels)):
+        raise ValueError(f"patterns have shape {p.shape}: expected ({len(head_names)}, "
+                         f"{len(labels)}, {len(labels)}) for the heads and labels given")
+    fig = make_subplots(rows=1, cols=len(head_names), subplot_titles=list(head_names),
+                        shared_yaxes=True, horizontal_spacing=0.02)
+    mask = np.triu(np.ones(p.shape[1:], dtype=bool), k=1)
+    for j, pattern in enumerate(p, start=1):
+        fig.add_trace(go.Heatmap(z=np.where(mask, np.nan, pattern), x=labels, y=labels,
+                                 coloraxis="coloraxis",
+                                 hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}"
+                                               "<extra></extra>"), row=1, col=j)
+        fig.update_xaxes(type="category", tickangle=-45, row=1, col=j)
+        if mark_query is not None and 0 <= mark_query < len(labels):
+            fig.add_hline(y=mark_query, line_dash="dash", line_color="black", line_width=1,
+                          row=1, col=j)
+    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_layout(title=title, coloraxis={"colorscale": UNSIGNED_SCALE, "cmin": 0,
+                                              "cmax": 1, "colorbar": {"title": "attention"}},
+                      height=max(320, 80 + 24 * len(labels)))
     return fig
 
 

@@ -110,6 +110,23 @@ def test_a_fixed_scale_a_selected_cell_and_the_metric_position_are_drawn():
     assert not viz.patching_figure(patch_table(), selected=(5, 0)).layout.shapes
 
 
+def test_every_site_side_by_side_on_one_scale():
+    table = pd.concat([patch_table(site=site).assign(normalized=scale * patch_table()["normalized"])
+                       for site, scale in (("resid_pre", 1.0), ("attn_out", 3.0))])
+    fig = viz.patching_panels_figure(table, ["resid_pre", "attn_out"], rows="layer", cols="pos",
+                                     value="normalized")
+    left, right = fig.data
+    assert np.asarray(right.z) == pytest.approx(3 * np.asarray(left.z))
+    bound = float(np.abs(np.asarray(right.z)).max())  # one scale: the largest |value| shown
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (-bound, bound)
+    assert left.coloraxis == right.coloraxis == "coloraxis" and list(left.x) == LABELS
+    fixed = viz.patching_panels_figure(table, ["attn_out"], rows="layer", cols="pos",
+                                       value="normalized", zrange=(-1.0, 1.0))
+    assert "[-1, 1]" in fixed.layout.coloraxis.colorbar.title.text
+    with pytest.raises(ValueError, match="no rows for site 'mlp_out'"):
+        viz.patching_panels_figure(table, ["mlp_out"], rows="layer", cols="pos")
+
+
 def test_duplicate_position_labels_are_made_unique():
     assert viz.unique_labels(["1", "+", "1"]) == ["0:1", "1:+", "2:1"]
     assert viz.token_labels(["<bos>", "1", "+", "1"], ["<bos>", "a0", "+", "b0"]) == \
@@ -190,6 +207,21 @@ def test_attention_pattern_is_causal_with_token_labels():
         viz.attention_pattern_figure(pattern, ["a", "b"])
     marked = viz.attention_pattern_figure(pattern, ["<bos>", "1", "+", "1"], mark_query=2)
     assert marked.layout.shapes[0].y0 == marked.layout.shapes[0].y1 == 2
+
+
+def test_all_heads_of_a_layer_side_by_side_on_one_scale():
+    raw = torch.rand(3, 4, 4).tril()
+    patterns = (raw / raw.sum(-1, keepdim=True)).numpy()
+    fig = viz.attention_heads_figure(patterns, ["<bos>", "1", "+", "1"], ["L0H0", "L0H1", "L0H2"],
+                                     mark_query=2)
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heat) == 3 and {t.coloraxis for t in heat} == {"coloraxis"}
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0, 1)
+    assert np.isnan(np.asarray(heat[1].z, dtype=float)[0, 1])  # causal mask
+    assert [a.text for a in fig.layout.annotations][:3] == ["L0H0", "L0H1", "L0H2"]
+    assert len([s for s in fig.layout.shapes if s.type == "line"]) == 3
+    with pytest.raises(ValueError, match="expected"):
+        viz.attention_heads_figure(patterns, ["a", "b"], ["L0H0"])
 
 
 def test_operand_attention_one_panel_per_answer_digit():

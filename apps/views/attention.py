@@ -1,4 +1,5 @@
-"""Attention: one head's pattern on a typed or picked prompt, and the operand-digit summary."""
+"""Attention: one head's or a whole layer's patterns on a typed or picked prompt or averaged
+over the run's prompts, and the operand-digit summary."""
 
 import common
 import streamlit as st
@@ -6,6 +7,9 @@ import streamlit as st
 from arithinterp import schema, viz
 from arithinterp.components import Component, head_label, layer_label
 from arithinterp.models import facts
+
+PICK, TYPE, MEAN, ALL = ("pick one of the run's", "type one", "mean over the run's",
+                         "all heads")
 
 run = common.current_run()
 st.title("Attention")
@@ -20,32 +24,44 @@ else:
         shape = facts(loaded.model)
         prompts = common.run_prompts(run, task)
         c1, c2, c3 = st.columns([2, 1, 1])
-        source = c1.radio("Prompt", ["pick one of the run's", "type one"], horizontal=True,
-                          key="attention_source")
+        source = c1.radio("Prompt", [PICK, TYPE, MEAN], horizontal=True, key="attention_source",
+                          help=f"{MEAN}: each pattern averaged over the run's {len(prompts)} "
+                               "held-out problems")
         layer = c2.selectbox("Layer", range(shape.n_layers), format_func=layer_label,
                              key="attention_layer")
-        head = c3.selectbox("Head", range(shape.n_heads), format_func=head_label,
-                            key="attention_head")
-        problem = None
-        if source == "type one":
+        head = c3.selectbox("Head", [ALL, *range(shape.n_heads)], key="attention_head",
+                            format_func=lambda h: h if h == ALL else head_label(h))
+        problems = None
+        if source == TYPE:
             a, b = common.example_problem(task)
             text = st.text_input("Problem", value=task.display_problem(a, b),
                                  key="attention_problem")
             try:
-                problem = common.parse_problem(text, task)
+                problems = (common.parse_problem(text, task),)
             except ValueError as e:
                 st.error(f"Invalid problem: {e}")
-        else:
+        elif source == PICK:
             i = st.selectbox("Problem", range(len(prompts)), key="attention_prompt",
                              format_func=lambda i: task.display(*prompts[i]))
-            problem = prompts[i]
-        if problem is not None:
-            pattern, tokens = common.attention_pattern(
-                loaded, common.model_key(run), common.task_key(task), *problem, layer, head)
-            name = Component("head", layer, head).name
-            common.chart(st, viz.attention_pattern_figure(
-                pattern, tokens, title=f"Attention of {name} on {task.display(*problem)}"),
-                key="attention_pattern")
+            problems = (prompts[i],)
+        else:
+            problems = tuple(prompts)
+        if problems is not None:
+            patterns, tokens = common.layer_patterns(
+                loaded, common.model_key(run), common.task_key(task), problems, layer)
+            on = task.display(*problems[0]) if len(problems) == 1 else \
+                f"the mean of {len(problems)} problems"
+            if head == ALL:
+                common.chart(st, viz.attention_heads_figure(
+                    patterns, tokens, [Component("head", layer, h).name
+                                       for h in range(shape.n_heads)],
+                    title=f"Attention of every head of {layer_label(layer)} on {on}"),
+                    key="attention_pattern")
+            else:
+                name = Component("head", layer, head).name
+                common.chart(st, viz.attention_pattern_figure(
+                    patterns[head], tokens, title=f"Attention of {name} on {on}"),
+                    key="attention_pattern")
 
 st.subheader("Attention on operand digits")
 stage = common.pick_experiment(run, schema.LOCALIZE, key="attention_experiment")

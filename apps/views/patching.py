@@ -299,6 +299,18 @@ with details:
                 mark_label=f"query of {summary.get('metric', 'the metric')}"),
                 key="patching_attention")
 
+with st.expander("Every site side by side, on one scale"):
+    for part, cols, what, key in (
+            (here[here["head"].isna() & here["by_pos"]], "pos", "layer × position",
+             "patching_panels_resid"),
+            (here[here["head"].notna() & ~here["by_pos"]], "head", "layer × head, all positions",
+             "patching_panels_heads")):
+        sites = list(dict.fromkeys(part["site"]))
+        if sites:
+            common.chart(st, viz.patching_panels_figure(
+                part, sites, rows="layer", cols=cols, value=value, zrange=zrange,
+                title=f"{what}: {', '.join(sites)}, {direction} ({reading})"), key=key)
+
 st.divider()
 st.subheader(f"Prompts behind {cell_label(shown, labels)}")
 stored, pairs = common.read(run, schema.PATCHING_VALUES, stage, quiet=True), \

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+import torch
 from safetensors.torch import load_file
 from streamlit.testing.v1 import AppTest
 
@@ -224,6 +225,24 @@ def test_noising_reads_as_an_effect_on_a_fixed_scale_with_the_metric_marked(open
     assert f"Selected: {top['component']} z (all positions), noise" in texts(at.subheader)
 
 
+def test_every_site_side_by_side_shares_one_scale(open_page, runs_dir):
+    at = open_page("patching")
+    figs = figures(at)
+    resid, heads = figs["patching_panels_resid"], figs["patching_panels_heads"]
+    assert [a["text"] for a in resid["layout"]["annotations"]] == ["resid_pre", "attn_out",
+                                                                   "mlp_out"]
+    assert [a["text"] for a in heads["layout"]["annotations"]] == ["z", "q", "k", "v",
+                                                                   "pattern"]
+    for fig in (resid, heads):
+        axis = fig["layout"]["coloraxis"]
+        assert (axis["cmin"], axis["cmax"]) == (-1, 1)
+        assert {t["coloraxis"] for t in fig["data"]} == {"coloraxis"}
+    table = pd.read_parquet(runs_dir / "tiny" / "localize" / "a1" / "patching.parquet")
+    mlp = table[(table["site"] == "mlp_out") & (table["direction"] == "denoise")]
+    z = np.asarray(resid["data"][2]["z"], dtype=float)
+    assert z[1, 7] == pytest.approx(mlp[(mlp["layer"] == 1) & (mlp["pos"] == 7)]["effect"].item())
+
+
 def test_a_no_op_cell_has_zero_effect_on_every_prompt(open_page):
     at = open_page("patching", patching_cell={"site": "resid_pre", "by_pos": True,
                                               "direction": "denoise", "layer": 0, "head": None,
@@ -282,6 +301,9 @@ def test_attention_page_picked_and_typed_prompts(open_page):
     z = np.asarray(pattern["z"], dtype=float)  # causal (NaN above the diagonal), rows sum to 1
     assert np.isnan(z[0, 1:]).all() and np.nansum(z, 1) == pytest.approx(1.0, abs=1e-5)
     assert len(figs["attention_operands"]["data"]) == 3  # one panel per answer digit
+    assert len([t for t in figs["attention_pattern"]["data"] if t["type"] == "heatmap"]) == 4
+    assert figs["attention_pattern"]["layout"]["title"]["text"].startswith(
+        "Attention of every head of L0")
     at.radio(key="attention_source").set_value("type one").run()
     at.text_input(key="attention_problem").input("12+34").run()
     at.selectbox(key="attention_head").select(3).run()
@@ -289,6 +311,23 @@ def test_attention_page_picked_and_typed_prompts(open_page):
     assert title == "Attention of L0H3 on 12+34=640"
     at.text_input(key="attention_problem").input("12*34").run()
     assert not at.exception and "wrong operator" in at.error[0].value
+
+
+def test_attention_averaged_over_the_runs_prompts(open_page, runs_dir):
+    from arithinterp.analysis.attention import compute_attention_patterns
+    from arithinterp.models import load_model
+    from arithinterp.tasks import make_dataset
+
+    at = open_page("attention", attention_source="mean over the run's", attention_head=2)
+    fig = figures(at)["attention_pattern"]
+    assert fig["layout"]["title"]["text"] == "Attention of L0H2 on the mean of 16 problems"
+    examples = pd.read_parquet(runs_dir / "tiny" / "evaluate" / "examples.parquet").head(16)
+    loaded = load_model(runs_dir / "tiny" / "model")
+    data = make_dataset(loaded.task, torch.tensor(examples["a"].tolist()),
+                        torch.tensor(examples["b"].tolist()))
+    expected = compute_attention_patterns(loaded.model, data.tokens, 0, 2).mean(0).numpy()
+    z = np.asarray(fig["data"][0]["z"], dtype=float)
+    assert np.allclose(np.nan_to_num(z), np.tril(expected), atol=1e-5)
 
 
 def test_playground_answers_a_typed_problem(open_page, runs_dir):
