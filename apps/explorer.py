@@ -16,6 +16,7 @@ VIEWS = [
     ("patching", "Patching", "grid_on"),
     ("attribution", "Attribution", "bar_chart"),
     ("attention", "Attention", "visibility"),
+    ("compare", "Compare runs", "compare_arrows"),
     ("probes", "Probes", "science"),
     ("multiplication", "Multiplication", "close"),
     ("finetune", "Fine-tuning", "tune"),

@@ -142,6 +142,31 @@ class PatchResult:
         return pd.DataFrame(rows)
 
 
+CELL_KEYS = ("site", "by_pos", "direction", "layer", "head", "pos")
+
+
+def patching_difference(a: pd.DataFrame, b: pd.DataFrame, *, value: str = "effect"
+                        ) -> pd.DataFrame:
+    """Two patching tables (two runs, or two experiments) cell by cell: the cells both hold,
+    with `value` of each (value_a, value_b) and difference = value_a - value_b, plus a's
+    token and component. Refuses tables that share no cell, naming why."""
+    for name, t in (("a", a), ("b", b)):
+        missing = [c for c in (*CELL_KEYS, value) if c not in t.columns]
+        if missing:
+            raise ValueError(f"table {name} lacks column(s) {missing}")
+    keys = list(CELL_KEYS)
+    fill = {"head": -1, "pos": -1}  # NaN keys (no head / all positions) must match too
+    left = a.fillna(fill)[[*keys, "token", "component", value]]
+    right = b.fillna(fill)[[*keys, value]]
+    both = left.merge(right, on=keys, suffixes=("_a", "_b"), validate="one_to_one")
+    if both.empty:
+        raise ValueError("the two tables share no patching cell (same site, direction, "
+                         "layer, head and position): compare runs of one task and model shape")
+    both["difference"] = both[f"{value}_a"] - both[f"{value}_b"]
+    return both.replace({"head": {-1: None}, "pos": {-1: None}}).astype(
+        {"head": "float", "pos": "float"})
+
+
 def check_request(model: HookedModel, pairs: PromptPairs, metric: AnswerMetric,
                   direction: str | None = None) -> None:
     """Refuse pairs and metrics that do not fit each other or the model, naming what is off."""

@@ -2,6 +2,8 @@
 
 import functools
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from arithinterp.analysis.patching import (
     HEAD_SITES,
     Cell,
     PatchSpec,
+    patching_difference,
     reference_patching,
     run_with_patches,
     sweep_patching,
@@ -160,6 +163,26 @@ def test_noising_effects_rank_the_shipped_heads_as_denoising_does():
     strongest = {d: f.loc[f["effect"].idxmax(), "component"] for d, f in frames.items()}
     assert strongest["noise"] == strongest["denoise"]
     assert noise.loc[noise["normalized"].idxmax(), "component"] != strongest["denoise"]
+
+
+def test_two_models_compare_cell_by_cell(pairs):
+    metric = answer_metric(pairs, 0)
+    frames = [pd.concat([sweep_patching(random_model(shape), pairs, spec, metric).to_frame()
+                         for spec in (PatchSpec("resid_pre"), PatchSpec("z", False))])
+              for shape in ("2L-LN", "3L-RMS-relu")]
+    both = patching_difference(*frames)
+    # the cells both models have: 2 layers x positions (resid_pre) + 2 layers x 3 heads (z)
+    assert len(both) == 2 * TASK.seq_len + 2 * 3
+    a = frames[0].set_index(["site", "layer", "head", "pos"])
+    row = both[(both["site"] == "z") & (both["layer"] == 1) & (both["head"] == 2)].iloc[0]
+    assert row["effect_a"] == a.loc[("z", 1, 2.0, np.nan), "effect"].item()
+    assert row["difference"] == pytest.approx(row["effect_a"] - row["effect_b"])
+    assert patching_difference(frames[0], frames[0])["difference"].abs().max() == 0
+    with pytest.raises(ValueError, match="share no patching cell"):
+        patching_difference(frames[0][frames[0]["site"] == "z"],
+                            frames[1][frames[1]["site"] == "resid_pre"])
+    with pytest.raises(ValueError, match="lacks column"):
+        patching_difference(frames[0].drop(columns="effect"), frames[1])
 
 
 def test_bad_requests(pairs):

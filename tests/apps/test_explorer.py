@@ -23,8 +23,8 @@ from arithinterp import schema
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
 APP = APPS / "explorer.py"
-PAGES = ["overview", "patching", "attribution", "attention", "probes", "multiplication",
-         "playground"]
+PAGES = ["overview", "patching", "attribution", "attention", "compare", "probes",
+         "multiplication", "playground"]
 LABELS = ["<bos>", "a1", "a0", "+", "b1", "b0", "=", "c0", "c1", "c2", "<eos>"]
 
 
@@ -626,3 +626,38 @@ def test_the_pairs_behind_a_cell_are_written_out_and_one_opens_its_own_heatmap(o
     assert figs["patching_pair_clean"]["layout"]["title"]["text"].endswith(first["clean"])
     assert figs["patching_pair_corrupt"]["layout"]["title"]["text"].endswith(
         first["corrupted"])
+
+
+def test_two_runs_side_by_side_and_their_difference_on_one_scale(demo_runs, tmp_path,
+                                                                 monkeypatch, ctx):
+    from arithinterp.analysis.suite import LocalizeConfig
+    from arithinterp.stages.job import demo_job, run_job
+
+    runs, trained = demo_runs
+    compare = tmp_path / "runs"
+    shutil.copytree(runs / "tiny", compare / "tiny")
+    other = LocalizeConfig(n_pairs=32, n_eval=32, n_random=1, seed=1)  # other minimal pairs
+    run_job(compare, "tiny-seed1", demo_job(str(trained), n_eval=64, localize=(other,),
+                                            n_probe=None), ctx=ctx)
+    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(compare))
+    st.cache_data.clear()
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["run"] = "tiny"
+    at.run()
+    at.switch_page("views/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="compare_run_b").value == "tiny-seed1"
+    figs = figures(at)
+    a, b, diff = (figs[k] for k in ("compare_a", "compare_b", "compare_difference"))
+    scale = {(f["layout"]["coloraxis"]["cmin"], f["layout"]["coloraxis"]["cmax"])
+             for f in (a, b, diff)}
+    assert len(scale) == 1  # one colour scale for all three
+    tables = [pd.read_parquet(compare / name / "localize" / "a1" / "patching.parquet")
+              for name in ("tiny", "tiny-seed1")]
+    cell = [t[(t["site"] == "resid_pre") & (t["direction"] == "denoise") & (t["layer"] == 1)
+              & (t["pos"] == 7)]["effect"].item() for t in tables]
+    assert np.asarray(diff["data"][0]["z"], dtype=float)[1, 7] == pytest.approx(
+        cell[0] - cell[1])
+    assert cell[0] != cell[1]
+    at.selectbox(key="compare_grid").set_value(("z", False)).run()
+    assert figures(at)["compare_difference"]["data"][0]["x"] == ["H0", "H1", "H2", "H3"]
