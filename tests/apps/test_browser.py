@@ -3,9 +3,11 @@
 Serves `apps/explorer.py` on 127.0.0.1 against runs made by the real pipeline, opens every
 page, changes a control, clicks a patching-heatmap cell and checks the drill-down follows,
 clicks a sweep's trial and checks its run opens, types a problem into the playground, and
-fails on any Streamlit exception. Screenshots go to tests/artifacts/ (not committed).
+fails on any Streamlit exception. Screenshots go to tests/artifacts/ (not committed), and so
+do the measured times to open each page and to switch a control (timings.jsonl).
 """
 
+import json
 import os
 import shutil
 import socket
@@ -111,10 +113,21 @@ def _no_exception(page, where: str) -> None:
     assert errors.count() == 0, f"{where}: {errors.first.inner_text()[:500]}"
 
 
+def _timed(what: str, started: float) -> None:
+    """Record how long an action took to reach its state (reported, never asserted: a
+    timing under another process's load says nothing about correctness)."""
+    seconds = time.perf_counter() - started
+    with open(ARTIFACTS / "timings.jsonl", "a") as f:
+        f.write(json.dumps({"what": what, "seconds": round(seconds, 3)}) + "\n")
+    print(f"{what}: {seconds:.2f} s")
+
+
 @pytest.mark.parametrize("name", PAGES)
 def test_every_page_renders_without_exceptions(page, server, name):
+    started = time.perf_counter()
     _open(page, server, name)
     _until(page, "!!document.querySelector('.js-plotly-plot')")
+    _timed(f"open /{name}", started)
     _no_exception(page, name)
     assert "Page not found" not in page.locator("body").inner_text(), name  # /overview too
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -126,6 +139,24 @@ def test_the_root_address_opens_the_overview_at_its_own_address(page, server):
                  "!!document.querySelector('.js-plotly-plot')")
     assert "run=tiny" in page.url  # the run picked in the address survives the redirect
     _no_exception(page, "root")
+
+
+def test_navigation_between_pages_is_timed(page, server):
+    """Page to page through the sidebar, as a researcher moves (warm caches after the first
+    visit); each move waits for the new page's own title and a drawn figure."""
+    _open(page, server, "overview")
+    _until(page, "!!document.querySelector('.js-plotly-plot')")
+    for name, title in (("patching", "Activation patching"), ("attribution", "Attribution"),
+                        ("attention", "Attention"), ("probes", "Probes"),
+                        ("overview", "Run tiny")):
+        started = time.perf_counter()
+        page.locator(f'[data-testid="stSidebarNav"] a[href$="/{name}"]').first.click()
+        _until(page, f"window.location.pathname === '/{name}' && "
+                     f"[...document.querySelectorAll('h1')].some(h => "
+                     f"h.innerText.startsWith({title!r})) && "
+                     "!!document.querySelector('.js-plotly-plot')")
+        _timed(f"navigate to /{name}", started)
+        _no_exception(page, name)
 
 
 def _selected(page) -> str:
@@ -159,8 +190,10 @@ def test_patching_control_and_cell_click_drive_the_drill_down(page, server):
     before = _selected(page)
 
     # a control: switch the direction radio to noising and back
+    started = time.perf_counter()
     page.locator(".st-key-patching_direction").get_by_text("noise", exact=True).click()
     _until(page, _one_figure("patching_layer_pos", "noise ("))
+    _timed("patching direction switch", started)
     _no_exception(page, "direction switch")
     page.locator(".st-key-patching_direction").get_by_text("denoise", exact=True).click()
     _until(page, _one_figure("patching_layer_pos", "denoise ("))
