@@ -360,14 +360,22 @@ def demo_cmd(
 ) -> None:
     """The main job: load the shipped model (training it if absent), evaluate it, localize
     its circuit, write a run, then serve the explorer on it."""
-    from arithinterp.stages.job import DEFAULT_MODEL, demo_finetune, demo_job, run_job
+    from arithinterp.stages.job import (
+        DEFAULT_MODEL,
+        demo_finetune,
+        demo_job,
+        demo_localize,
+        run_job,
+    )
 
     with user_errors():
         if n_eval is not None and n_eval < 1:
             raise ValueError(f"--n-eval must be >= 1, got {n_eval}")
-        # the fine-tuning comparison teaches the shipped adder subtraction; other models skip it
-        job = demo_job(model, n_eval=n_eval,
-                       finetune=demo_finetune() if model == DEFAULT_MODEL else None)
+        # the shipped adder gets two localization experiments and a fine-tuning comparison
+        # (subtraction); another model, whose carries and tasks may differ, one experiment
+        shipped = model == DEFAULT_MODEL
+        job = demo_job(model, n_eval=n_eval, finetune=demo_finetune() if shipped else None,
+                       **({"localize": demo_localize()} if shipped else {}))
         run = run_job(runs_dir, name, job, ctx=make_ctx(device, progress), overwrite=overwrite).run
     summary = run.load(schema.EVAL_SUMMARY, schema.EVALUATE)
     out.print(f"[bold]{model}[/bold]: held-out exact match {summary['exact_match']:.4f} on "

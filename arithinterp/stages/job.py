@@ -249,6 +249,12 @@ def demo_finetune() -> FinetuneConfig:
                           n_eval=500)
 
 
+def demo_localize() -> tuple[LocalizeConfig, ...]:
+    """The shipped adder's two demo experiments: corrupt digit a1 (read at c1), and flip the
+    carry into c2 (read at c2), so the explorer has two to switch between."""
+    return LocalizeConfig(), LocalizeConfig(corrupt="carry", position=2)
+
+
 def demo_job(model: str = DEFAULT_MODEL, *, n_eval: int | None = None,
              localize: tuple[LocalizeConfig, ...] = (LocalizeConfig(),),
              n_probe: int | None = 2_000, seed: int = 0,

@@ -58,6 +58,9 @@ def test_demo_no_serve_writes_a_run_the_explorer_loads(tmp_path, cli, monkeypatc
                           "--n-eval", "100", "--no-progress", "--device", "cpu"])
     assert code == 0, err
     assert "run written to" in out and "arithinterp explore" in out
+    # two experiments to switch between: a digit corruption and a carry flip
+    stages = json.loads((tmp_path / "d" / "manifest.json").read_text())["stages"]
+    assert {"localize/a1", "localize/carry2"} <= set(stages)
     monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(tmp_path))
     app = AppTest.from_file(str(Path(__file__).parents[2] / "apps" / "explorer.py"),
                             default_timeout=60).run()
