@@ -357,6 +357,16 @@ def _sample_prompts(task_json: str, n: int) -> list[tuple[int, int]]:
     return list(zip(test.a.tolist(), test.b.tolist(), strict=True))
 
 
+@st.cache_data(show_spinner=False)
+def probe_targets(task_json: str, a: tuple[int, ...], b: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Every probe target's value (digits, carries, running sums ...) for problems (a, b)."""
+    from arithinterp.probes import make_targets
+    from arithinterp.tasks import make_dataset
+
+    data = make_dataset(task_from_key(task_json), torch.tensor(a), torch.tensor(b))
+    return {t.name: t.values.numpy() for t in make_targets(data)}
+
+
 # ---- live forward passes (cached per model, task and prompt) ----------------------------------
 @st.cache_data(show_spinner=False, max_entries=256)
 def layer_patterns(_loaded, model_key: str, task_json: str, problems: tuple, layer: int

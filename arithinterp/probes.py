@@ -592,6 +592,25 @@ def compute_running_sum_summary(table: pd.DataFrame, spec: TaskSpec) -> pd.DataF
                                        "shuffled_mae", "random_model_mae", "baseline_mae"])
 
 
+def pca_projection(acts: Float[Tensor, "batch d"] | Float[np.ndarray, "batch d"], k: int = 2
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The activations' top-k principal components: (coords [batch, k] of the centred
+    activations, explained-variance ratio [k]). Deterministic (full SVD), each component's
+    sign fixed so its largest-|loading| dimension is positive."""
+    x = np.asarray(acts.detach().cpu() if isinstance(acts, Tensor) else acts, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"activations must be [batch >= 2, d], got shape {x.shape}")
+    if not 1 <= k <= min(x.shape):
+        raise ValueError(f"k must be in 1..{min(x.shape)} for activations of shape {x.shape}, "
+                         f"got {k}")
+    centred = x - x.mean(0)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    vt = vt[:k] * np.sign(vt[:k][np.arange(k), np.abs(vt[:k]).argmax(1)])[:, None]
+    total = float((sv ** 2).sum())
+    explained = (sv[:k] ** 2) / total if total > 0 else np.zeros(k)
+    return centred @ vt.T, explained
+
+
 def make_probe_dataset(task: Task, n: int, seed: int = 0) -> Dataset:
     """n distinct problems of the task, drawn uniformly with a seed, for probing."""
     a, b = sample_problems(task, n, torch.Generator().manual_seed(seed))

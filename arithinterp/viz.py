@@ -536,6 +536,29 @@ def probe_predictions_figure(
     return fig
 
 
+def pca_figure(coords: Float[np.ndarray, "batch k"], explained: Float[np.ndarray, " k"],
+               colour: np.ndarray | Sequence, *, colour_title: str,
+               hover: Sequence[str] | None = None,
+               title: str = "Principal components") -> go.Figure:
+    """The first two principal components of some activations, one point per prompt,
+    coloured by a target (a category for <= 20 distinct integer values, else a scale)."""
+    c = np.asarray(coords, dtype=float)
+    if c.ndim != 2 or c.shape[1] < 2 or len(colour) != len(c):
+        raise ValueError(f"coords must be [batch, >= 2] with one colour value per row, got "
+                         f"{c.shape} and {len(colour)} colours")
+    values = np.asarray(colour)
+    discrete = np.issubdtype(values.dtype, np.integer) and len(np.unique(values)) <= 20
+    df = pd.DataFrame({"PC1": c[:, 0], "PC2": c[:, 1],
+                       colour_title: values.astype(str) if discrete else values,
+                       "prompt": list(hover) if hover is not None else [""] * len(c)})
+    order = {colour_title: [str(v) for v in np.unique(values)]} if discrete else {}
+    fig = px.scatter(df, x="PC1", y="PC2", color=colour_title, hover_name="prompt",
+                     category_orders=order, opacity=0.8)
+    fig.update_layout(title=title, xaxis_title=f"PC1 ({explained[0]:.1%} of variance)",
+                      yaxis_title=f"PC2 ({explained[1]:.1%} of variance)", height=420)
+    return fig
+
+
 def fourier_spectrum_figure(
     spectrum: pd.DataFrame, *, frequency: str, value: str, color: str | None = None,
     title: str = "Fourier spectrum",

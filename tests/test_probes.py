@@ -15,6 +15,7 @@ from arithinterp.probes import (
     fit_probes,
     make_probe_dataset,
     make_targets,
+    pca_projection,
     split_by_problem,
     target_names,
 )
@@ -279,3 +280,21 @@ def test_running_sum_summary_picks_the_best_layer_at_each_predicting_position():
     assert out["r2"].tolist() == pytest.approx([0.8] * 4)
     assert out["pos"].tolist() == [p - 1 for p in spec.answer_positions()]
     assert (out["shuffled_mae"] == 20.0).all() and (out["baseline_mae"] == 21.0).all()
+
+
+def test_pca_projection_matches_scikit_learn_up_to_sign():
+    from sklearn.decomposition import PCA
+
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.randn(50, 6, generator=gen) * torch.tensor([5.0, 3.0, 1.0, 0.5, 0.2, 0.1])
+    coords, explained = pca_projection(acts, k=2)
+    ref = PCA(n_components=2, svd_solver="full").fit(acts.numpy().astype(np.float64))
+    oracle = ref.transform(acts.numpy().astype(np.float64))
+    for j in range(2):
+        assert np.allclose(np.abs(coords[:, j]), np.abs(oracle[:, j]), atol=1e-8)
+    assert np.allclose(explained, ref.explained_variance_ratio_)
+    assert explained[0] > 0.6  # the first axis carries the largest scale
+    with pytest.raises(ValueError, match="k must be in 1..6"):
+        pca_projection(acts, k=7)
+    with pytest.raises(ValueError, match="batch >= 2"):
+        pca_projection(acts[:1])

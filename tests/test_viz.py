@@ -321,3 +321,17 @@ def test_sweep_figure_means_bands_and_clickable_trials():
     assert fig.layout.xaxis.type == "log"
     with pytest.raises(ValueError, match="'d_model' is not a column"):
         viz.sweep_figure(table, x="d_model")
+
+
+def test_pca_scatter_colours_by_a_target():
+    coords = np.arange(12, dtype=float).reshape(6, 2)
+    fig = viz.pca_figure(coords, np.array([0.5, 0.25]), np.array([0, 1, 0, 1, 2, 2]),
+                         colour_title="carry_in[1]", hover=[f"p{i}" for i in range(6)])
+    assert [t.name for t in fig.data] == ["0", "1", "2"]  # one trace per value, in order
+    assert list(fig.data[1].x) == [2.0, 6.0]
+    assert fig.layout.xaxis.title.text == "PC1 (50.0% of variance)"
+    scale = viz.pca_figure(coords, np.array([0.5, 0.25]), np.linspace(0, 1, 6),
+                           colour_title="running_sum_1")
+    assert len(scale.data) == 1 and scale.layout.coloraxis.colorbar.title.text == "running_sum_1"
+    with pytest.raises(ValueError, match="one colour value per row"):
+        viz.pca_figure(coords, np.array([0.5, 0.25]), [0, 1], colour_title="x")

@@ -7,6 +7,7 @@ import streamlit as st
 
 from arithinterp import schema, viz
 from arithinterp.components import layer_label
+from arithinterp.probes import pca_projection
 
 # columns that together name one spectrum (e.g. W_E, or activations at resid_post L1 of a0)
 TABLE_ID = ("source", "site", "layer", "label", "grouped_by")
@@ -73,6 +74,41 @@ else:
     common.chart(st, viz.probe_predictions_figure(preds, truth="truth", prediction="prediction",
                                                  title=f"{stage}: prediction vs truth"),
                     key="probes_predictions")
+
+st.subheader("Residual stream: principal components")
+experiments = schema.experiments(run.manifest["stages"], schema.LOCALIZE)
+cache = None
+if experiments:
+    exp = st.selectbox("Cached activations of experiment", experiments, key="pca_experiment") \
+        if len(experiments) > 1 else experiments[0]
+    loc = f"{schema.LOCALIZE}/{exp}"
+    cache = common.read(run, schema.ACTIVATION_CACHE, loc, quiet=True)
+    pairs = common.read(run, schema.PAIRS, loc, quiet=True)
+    task = common.task_of(run, loc)
+if cache is None or pairs is None or task is None:
+    st.info(f"Run **{run.name}** has no cached activations: a localization with save_cache "
+            "(the default) stores them (`arithinterp localize`).")
+else:
+    arrays = cache[0]
+    hooks = [h for h in arrays if arrays[h].ndim == 3]  # [batch pos d_model] residual sites
+    labels = task.position_labels()
+    c1, c2, c3 = st.columns(3)
+    hook = c1.selectbox("Activation", hooks, key="pca_hook")
+    pos = c2.selectbox("Position", range(arrays[hook].shape[1]), key="pca_pos",
+                       index=min(len(labels), arrays[hook].shape[1]) - 1,
+                       format_func=lambda p: labels[p] if p < len(labels) else f"p{p}")
+    a, b = pairs[0]["clean_a"], pairs[0]["clean_b"]
+    targets = common.probe_targets(common.task_key(task), tuple(int(x) for x in a),
+                                   tuple(int(x) for x in b))
+    target = c3.selectbox("Colour by", list(targets), key="pca_target")
+    coords, explained = pca_projection(arrays[hook][:, pos], k=2)
+    common.chart(st, viz.pca_figure(
+        coords, explained, targets[target], colour_title=target,
+        hover=[task.display(int(x), int(y)) for x, y in zip(a, b, strict=True)],
+        title=f"{hook} at {labels[pos] if pos < len(labels) else pos}: the clean prompts of "
+              f"{exp}, coloured by {target}"), key="pca_scatter")
+    st.caption(f"{len(a)} clean prompts of the localization's minimal pairs, activations the "
+               "run cached; PCA of the centred activations at one position.")
 
 st.subheader("Fourier spectra")
 spectrum = common.read(run, schema.FOURIER_SPECTRUM, schema.FOURIER)

@@ -661,3 +661,25 @@ def test_two_runs_side_by_side_and_their_difference_on_one_scale(demo_runs, tmp_
     assert cell[0] != cell[1]
     at.selectbox(key="compare_grid").set_value(("z", False)).run()
     assert figures(at)["compare_difference"]["data"][0]["x"] == ["H0", "H1", "H2", "H3"]
+
+
+def test_residual_stream_pca_of_the_cached_activations(open_page, runs_dir):
+    from arithinterp.probes import pca_projection
+
+    at = open_page("probes")
+    hook = at.selectbox(key="pca_hook").value
+    assert hook.endswith("hook_resid_post")
+    at.selectbox(key="pca_pos").set_value(LABELS.index("c0")).run()
+    targets = at.selectbox(key="pca_target").options
+    assert "a1" in targets and any(t.startswith("carry") for t in targets)
+    at.selectbox(key="pca_target").set_value("a1").run()
+    fig = figures(at)["pca_scatter"]
+    stored = load_file(runs_dir / "tiny" / "localize" / "a1" / "cache.safetensors")
+    pairs = load_file(runs_dir / "tiny" / "localize" / "a1" / "pairs.safetensors")
+    coords, _ = pca_projection(stored[hook][:, LABELS.index("c0")], k=2)
+    # one trace per value of a1; each point where the library projection puts that prompt
+    tens = (pairs["clean_a"] // 10 % 10).numpy()
+    for trace in fig["data"]:
+        rows = np.flatnonzero(tens == int(trace["name"]))
+        assert np.allclose(sorted(trace["x"]), sorted(coords[rows, 0]), atol=1e-4)
+    assert fig["layout"]["xaxis"]["title"]["text"].startswith("PC1 (")
