@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 import torch
 
@@ -393,6 +394,55 @@ def attention_pattern(loaded, model_key: str, task_json: str, a: int, b: int, la
     """One head's attention pattern on the rendered problem (a, b), with token labels."""
     patterns, labels = layer_patterns(loaded, model_key, task_json, ((a, b),), layer)
     return patterns[head], labels
+
+
+def experiment_pairs(run: RunDir, stage: str, task: Task):
+    """The minimal pairs a localization stored (PromptPairs), or None after a message."""
+    from arithinterp.tasks import PromptPairs, make_dataset
+
+    stored = read(run, schema.PAIRS, stage)
+    if stored is None:
+        return None
+    p = stored[0]
+    summary = read(run, schema.LOCALIZE_SUMMARY, stage, quiet=True) or {}
+    return PromptPairs(make_dataset(task, torch.as_tensor(p["clean_a"]),
+                                    torch.as_tensor(p["clean_b"])),
+                       make_dataset(task, torch.as_tensor(p["corrupt_a"]),
+                                    torch.as_tensor(p["corrupt_b"])),
+                       summary.get("change", "?"))
+
+
+@st.cache_data(show_spinner="Reading the neurons ...")
+def neuron_views(_loaded, model_key: str, stage_key: str, _pairs, digit: int, layer: int,
+                 top: int) -> tuple:
+    """For MLP `layer` on a localization's pairs (keyed by run and stage): every neuron's DLA
+    toward the answer digit (clean prompts), and the top neurons' patching effects, each
+    alone at every position, both directions."""
+    from arithinterp.analysis.metrics import answer_metric
+    from arithinterp.analysis.neurons import compute_neuron_patching, neuron_table
+
+    metric = answer_metric(_pairs, digit)
+    table = neuron_table(_loaded.model, _pairs.clean, metric, layer)
+    chosen = table["neuron"].head(top).tolist()
+    patched = [compute_neuron_patching(_loaded.model, _pairs, metric, layer, chosen,
+                                       direction=d).assign(direction=d)
+               for d in ("denoise", "noise")]
+    return table, pd.concat(patched, ignore_index=True)
+
+
+@st.cache_data(show_spinner=False)
+def neuron_profile(_loaded, model_key: str, task_json: str, n: int, layer: int, neuron: int,
+                   pos: int) -> tuple:
+    """One neuron on `n` of the task's held-out-style problems: its top-activating problems,
+    its activations, and every probe target's values on the same problems."""
+    from arithinterp.analysis.neurons import neuron_activations, top_activating
+    from arithinterp.probes import make_targets
+    from arithinterp.tasks.data import make_test_split
+
+    data = make_test_split(task_from_key(task_json), n, seed=1)
+    acts = neuron_activations(_loaded.model, data, layer, neuron, pos)
+    targets = {t.name: t.values for t in make_targets(data)}
+    return top_activating(_loaded.model, data, layer, neuron, pos, k=15), acts, targets
 
 
 def cell_from_points(points: list[dict]) -> dict | None:

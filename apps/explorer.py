@@ -17,6 +17,7 @@ VIEWS = [
     ("attribution", "Attribution", "bar_chart"),
     ("attention", "Attention", "visibility"),
     ("compare", "Compare runs", "compare_arrows"),
+    ("neurons", "Neurons", "hub"),
     ("probes", "Probes", "science"),
     ("multiplication", "Multiplication", "close"),
     ("finetune", "Fine-tuning", "tune"),

@@ -17,6 +17,17 @@ torch.set_num_threads(1)
 BAD_CONFIG = (ValueError, TypeCheckError)
 
 
+def with_random_biases(model, scale: float = 0.1):
+    """The model (eval mode) with every bias drawn from N(0, scale), seeded per parameter
+    name: random models whose biases matter as much as their weights."""
+    model = model.eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "bias" in name:
+                p.normal_(0, scale, generator=torch.Generator().manual_seed(len(name)))
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_task():
     from arithinterp.tasks import TaskSpec

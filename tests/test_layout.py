@@ -22,6 +22,7 @@ DATA_ONLY = {"tasks", "components", "schema", "runs", "viz"}  # import no comput
 INNER = {  # order of the modules inside a subpackage
     "analysis": {"metrics": 0, "forward": 0, "attention": 0, "localize": 0,
                  "patching": 1, "attribution": 1, "attribution_patching": 2, "paths": 2,
+                 "neurons": 2,
                  "suite": 3},
     "stages": {"base": 0, "train": 1, "evaluate": 1, "localize": 1, "probes": 1, "fourier": 1,
                "multiplication": 1, "finetune": 1, "modular": 1, "model": 2, "job": 3},

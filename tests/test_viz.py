@@ -335,3 +335,18 @@ def test_pca_scatter_colours_by_a_target():
     assert len(scale.data) == 1 and scale.layout.coloraxis.colorbar.title.text == "running_sum_1"
     with pytest.raises(ValueError, match="one colour value per row"):
         viz.pca_figure(coords, np.array([0.5, 0.25]), [0, 1], colour_title="x")
+
+
+def test_neuron_figures():
+    table = pd.DataFrame({"component": ["L1.n3", "L1.n0"], "dla": [2.0, -1.0],
+                          "dla_std": [0.5, 0.1]})
+    fig = viz.neuron_dla_figure(table)
+    assert list(fig.data[0].x) == ["L1.n3", "L1.n0"] and list(fig.data[0].error_y.array) == \
+        [0.5, 0.1]
+    patched = pd.DataFrame({"component": ["L1.n3", "L1.n3"], "effect": [0.4, 0.3],
+                            "direction": ["denoise", "noise"]})
+    assert [t.name for t in viz.neuron_patching_figure(patched).data] == ["denoise", "noise"]
+    by = pd.DataFrame({"a0": [0, 1], "activation": [0.2, 1.5], "activation_std": [0.1, 0.2],
+                       "count": [5, 7]})
+    fig = viz.activation_by_figure(by, "a0")
+    assert list(fig.data[0].y) == [0.2, 1.5] and fig.layout.title.text == "Mean activation by a0"

@@ -16,6 +16,7 @@ from arithinterp.analysis.metrics import answer_metric
 from arithinterp.analysis.patching import PatchResult, PatchSpec, sweep_patching
 from arithinterp.models import ModelSpec, build_model, load_model
 from arithinterp.tasks import PromptPairs, TaskSpec, make_digit_pairs
+from tests.conftest import with_random_biases
 
 TASK = TaskSpec(digits_a=2, digits_b=2, format="reversed")
 # Without normalization the logits are an affine function of the last layer's outputs.
@@ -33,12 +34,7 @@ LINEAR_CASES = [(ATTN_ONLY, site, by_pos) for site in ("z", "v", "pattern")
 
 @functools.cache
 def random_model(spec: ModelSpec):
-    m = build_model(spec, TASK).eval()
-    with torch.no_grad():  # random models: make the biases matter too
-        for name, p in m.named_parameters():
-            if "bias" in name:
-                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
-    return m
+    return with_random_biases(build_model(spec, TASK))
 
 
 @pytest.fixture(scope="module")

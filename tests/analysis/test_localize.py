@@ -21,7 +21,7 @@ from arithinterp.components import all_components as _all
 from arithinterp.evaluate import evaluate
 from arithinterp.models import ModelSpec, build_model, facts, load_model, native_weights
 from arithinterp.tasks import make_dataset, make_digit_pairs, make_splits
-from tests.conftest import BAD_CONFIG
+from tests.conftest import BAD_CONFIG, with_random_biases
 
 COLUMNS = ["condition", "components", "n_components", "method", "exact_match"]
 
@@ -32,12 +32,8 @@ def biased_model(attn_only: bool = False):
     spec = ModelSpec(n_layers=2, d_model=32, n_heads=4, d_mlp=64, attn_only=attn_only, seed=5)
     from arithinterp.tasks import TaskSpec
 
-    m = build_model(spec, TaskSpec(digits_a=2, digits_b=2, format="reversed")).eval()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if "bias" in name:
-                p.normal_(0, 0.3, generator=torch.Generator().manual_seed(len(name)))
-    return m
+    task = TaskSpec(digits_a=2, digits_b=2, format="reversed")
+    return with_random_biases(build_model(spec, task), 0.3)
 
 
 @pytest.fixture(scope="module")

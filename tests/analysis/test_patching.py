@@ -21,6 +21,7 @@ from arithinterp.analysis.patching import (
 from arithinterp.analysis.paths import sweep_paths
 from arithinterp.models import ModelSpec, build_model, load_model
 from arithinterp.tasks import PromptPairs, TaskSpec, make_digit_pairs
+from tests.conftest import with_random_biases
 
 TASK = TaskSpec(digits_a=2, digits_b=2, format="reversed")
 SHAPES = {
@@ -41,12 +42,7 @@ def pairs():
 
 @functools.cache
 def random_model(shape: str):
-    m = build_model(SHAPES[shape], TASK).eval()
-    with torch.no_grad():  # random models: make the biases matter too
-        for name, p in m.named_parameters():
-            if "bias" in name:
-                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
-    return m
+    return with_random_biases(build_model(SHAPES[shape], TASK))
 
 
 # TransformerLens has no resid_mid or MLP hooks in attention-only models: nothing to compare

@@ -10,6 +10,7 @@ from arithinterp.analysis.patching import PatchSpec, sweep_patching
 from arithinterp.analysis.paths import senders_for, sweep_paths
 from arithinterp.models import ModelSpec, build_model, load_pretrained
 from arithinterp.tasks import PromptPairs, TaskSpec, make_dataset, make_digit_pairs
+from tests.conftest import with_random_biases
 
 TASK = TaskSpec(digits_a=2, digits_b=2, format="reversed")
 
@@ -20,12 +21,7 @@ def pairs():
 
 
 def _model(spec):
-    m = build_model(spec, TASK).eval()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if "bias" in name:
-                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
-    return m
+    return with_random_biases(build_model(spec, TASK))
 
 
 @pytest.mark.parametrize("spec", [

@@ -23,7 +23,7 @@ from arithinterp import schema
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
 APP = APPS / "explorer.py"
-PAGES = ["overview", "patching", "attribution", "attention", "compare", "probes",
+PAGES = ["overview", "patching", "attribution", "attention", "compare", "neurons", "probes",
          "multiplication", "playground"]
 LABELS = ["<bos>", "a1", "a0", "+", "b1", "b0", "=", "c0", "c1", "c2", "<eos>"]
 
@@ -683,3 +683,32 @@ def test_residual_stream_pca_of_the_cached_activations(open_page, runs_dir):
         rows = np.flatnonzero(tens == int(trace["name"]))
         assert np.allclose(sorted(trace["x"]), sorted(coords[rows, 0]), atol=1e-4)
     assert fig["layout"]["xaxis"]["title"]["text"].startswith("PC1 (")
+
+
+def test_the_neurons_page_ranks_patches_and_profiles_one_layers_neurons(open_page, runs_dir):
+    from arithinterp.analysis.metrics import answer_metric
+    from arithinterp.analysis.neurons import neuron_table
+    from arithinterp.models import load_model
+    from arithinterp.tasks import PromptPairs, make_dataset
+
+    at = open_page("neurons")
+    figs = figures(at)
+    loaded = load_model(runs_dir / "tiny" / "model")
+    stored = load_file(runs_dir / "tiny" / "localize" / "a1" / "pairs.safetensors")
+    pairs = PromptPairs(make_dataset(loaded.task, stored["clean_a"], stored["clean_b"]),
+                        make_dataset(loaded.task, stored["corrupt_a"], stored["corrupt_b"]),
+                        "a_1")
+    summary = json.loads((runs_dir / "tiny" / "localize" / "a1" / "summary.json").read_text())
+    expected = neuron_table(loaded.model, pairs.clean, answer_metric(pairs,
+                                                                     summary["answer_digit"]), 1)
+    dla = figs["neurons_dla"]["data"][0]
+    assert dla["x"] == expected["component"].head(20).tolist()
+    assert np.allclose(dla["y"], expected["dla"].head(20), atol=1e-5)
+    patching = figs["neurons_patching"]["data"]
+    assert [t["name"] for t in patching] == ["denoise", "noise"]
+    assert all(len(t["x"]) == 10 for t in patching)
+    top = next(d.value for d in at.dataframe if "problem" in d.value.columns)
+    assert len(top) == 15 and top["activation"].is_monotonic_decreasing
+    at.selectbox(key="neurons_target").set_value("a0").run()
+    by = figures(at)["neurons_by"]["data"][0]
+    assert sorted(int(x) for x in by["x"]) == list(range(10))  # one bar per digit value
