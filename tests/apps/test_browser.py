@@ -221,8 +221,8 @@ def test_playground_takes_a_typed_problem(page, server):
     box = page.locator(".st-key-playground_problem input")
     box.fill("12+34")
     box.press("Enter")
-    _until(page, f"{_text('Generated: 12+34=')} && "
-                 f"{_one_figure('playground_heatmap', 'Live patching: z × position, 12+34=')}")
+    title = "Live patching: z × position, denoise, 12+34="
+    _until(page, f"{_text('Generated: 12+34=')} && {_one_figure('playground_heatmap', title)}")
     _no_exception(page, "playground")
 
     box = page.locator(".st-key-playground_problem input")

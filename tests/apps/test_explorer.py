@@ -346,11 +346,51 @@ def test_playground_answers_a_typed_problem(open_page, runs_dir):
     assert {"top 1", "top 2", "top 3"} <= set(top.columns)
     assert list(top["generated"][:3]) == list(generated)
     live = figures(at)["playground_heatmap"]
-    assert live["layout"]["title"]["text"].startswith(f"Live patching: z × position, {a}+{b}=")
+    assert live["layout"]["title"]["text"].startswith(
+        f"Live patching: z × position, denoise, {a}+{b}=")
     assert live["data"][0]["y"] == [f"L{L}H{h}" for L in range(2) for h in range(4)]
     assert live["data"][0]["x"] == LABELS and len(cells(live)["x"]) == 8 * len(LABELS)
-    at.radio(key="playground_site").set_value("resid_pre").run()
+    at.selectbox(key="playground_site").set_value("resid_pre").run()
     assert figures(at)["playground_heatmap"]["data"][0]["y"] == ["L0", "L1"]
+
+
+def test_playground_typed_partner_noising_any_site_and_a_drill_down(open_page, runs_dir):
+    from arithinterp.analysis.metrics import answer_metric, default_digit
+    from arithinterp.analysis.patching import PatchSpec, sweep_patching
+    from arithinterp.models import load_model
+    from arithinterp.tasks import PromptPairs, make_dataset
+
+    at = open_page("playground")
+    at.text_input(key="playground_problem").input("12+34").run()
+    at.radio(key="playground_partner").set_value("type it").run()
+    at.text_input(key="playground_corrupt").input("12+43").run()
+    assert not at.error
+    at.selectbox(key="playground_site").set_value("mlp_out").run()
+    at.radio(key="playground_direction").set_value("noise").run()
+    live = figures(at)["playground_heatmap"]
+    assert "mlp_out × position, noise" in live["layout"]["title"]["text"]
+    loaded = load_model(runs_dir / "tiny" / "model")
+    pairs = PromptPairs(make_dataset(loaded.task, torch.tensor([12]), torch.tensor([34])),
+                        make_dataset(loaded.task, torch.tensor([12]), torch.tensor([43])), "x")
+    frame = sweep_patching(loaded.model, pairs, PatchSpec("mlp_out"),
+                           answer_metric(pairs, default_digit(pairs)),
+                           direction="noise").to_frame(allow_unnormalized=True)
+    expected = frame[(frame["layer"] == 1) & (frame["pos"] == 7)]["effect"].item()
+    assert np.asarray(live["data"][0]["z"], dtype=float)[1, 7] == pytest.approx(expected,
+                                                                                abs=1e-5)
+    # a partner with the same answer has nothing to patch; one line says so
+    at.text_input(key="playground_corrupt").input("34+12").run()
+    assert "same answer" in at.error[0].value and "playground_heatmap" not in figures(at)
+    # a clicked head cell drills down to its attention on both prompts
+    at.text_input(key="playground_corrupt").input("12+43").run()
+    at.selectbox(key="playground_site").set_value("z").run()
+    at.session_state["playground_cell"] = ("L1H2", 7)
+    at.run()
+    assert "Selected: L1H2 z at c0, noise" in texts(at.subheader)
+    figs = figures(at)
+    for name, (a, b) in (("clean", (12, 34)), ("partner", (12, 43))):
+        title = figs[f"playground_attention_{name}"]["layout"]["title"]["text"]
+        assert title == f"L1H2 on the {name} {loaded.task.display(a, b)}"
 
 
 @pytest.mark.parametrize(("problem", "message"), [
