@@ -611,6 +611,21 @@ def pca_projection(acts: Float[Tensor, "batch d"] | Float[np.ndarray, "batch d"]
     return centred @ vt.T, explained
 
 
+def direction_cosines(a: Float[Tensor, "m da"] | Float[np.ndarray, "m da"],
+                      b: Float[Tensor, "n db"] | Float[np.ndarray, "n db"]) -> np.ndarray:
+    """Cosine similarity [m, n] between the rows of `a` and of `b` (e.g. a probe's class
+    directions against each other, or against the unembedding rows of the digits); a zero
+    row gives NaN."""
+    x, y = (np.asarray(v.detach().cpu() if isinstance(v, Tensor) else v, dtype=np.float64)
+            for v in (a, b))
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"directions must be [m, d] and [n, d] with the same d, got "
+                         f"{x.shape} and {y.shape}")
+    nx, ny = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (x @ y.T) / np.outer(nx, ny)
+
+
 def make_probe_dataset(task: Task, n: int, seed: int = 0) -> Dataset:
     """n distinct problems of the task, drawn uniformly with a seed, for probing."""
     a, b = sample_problems(task, n, torch.Generator().manual_seed(seed))

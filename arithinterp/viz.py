@@ -562,6 +562,21 @@ def probe_predictions_figure(
     return fig
 
 
+def cosine_figure(cos: Float[np.ndarray, "m n"], y: Sequence[str], x: Sequence[str], *,
+                  x_title: str, y_title: str, title: str = "Cosine similarity") -> go.Figure:
+    """A [m, n] cosine-similarity table as a heatmap on the fixed scale [-1, 1]."""
+    c = np.asarray(cos, dtype=float)
+    if c.shape != (len(y), len(x)):
+        raise ValueError(f"cosines have shape {c.shape}, labels give {(len(y), len(x))}")
+    fig = px.imshow(c, x=list(x), y=list(y), color_continuous_scale=SIGNED_SCALE, zmin=-1,
+                    zmax=1, aspect="auto", labels={"x": x_title, "y": y_title,
+                                                   "color": "cosine"})
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    fig.update_layout(title=title, height=max(300, 60 + 30 * len(y)))
+    return fig
+
+
 def pca_figure(coords: Float[np.ndarray, "batch k"], explained: Float[np.ndarray, " k"],
                colour: np.ndarray | Sequence, *, colour_title: str,
                hover: Sequence[str] | None = None,

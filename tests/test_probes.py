@@ -11,6 +11,7 @@ from arithinterp.models import LoadedModel, load_model
 from arithinterp.probes import (
     ProbeConfig,
     compute_probe_summary,
+    direction_cosines,
     fit_probe,
     fit_probes,
     make_probe_dataset,
@@ -298,3 +299,13 @@ def test_pca_projection_matches_scikit_learn_up_to_sign():
         pca_projection(acts, k=7)
     with pytest.raises(ValueError, match="batch >= 2"):
         pca_projection(acts[:1])
+
+
+def test_direction_cosines():
+    a = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    b = np.array([[2.0, 0.0], [0.0, -3.0]])
+    cos = direction_cosines(a, torch.tensor(b))
+    assert np.allclose(cos[:2], [[1.0, 0.0], [2 ** -0.5, -(2 ** -0.5)]])
+    assert np.isnan(cos[2]).all()  # a zero direction has no angle
+    with pytest.raises(ValueError, match="same d"):
+        direction_cosines(a, np.ones((2, 3)))

@@ -350,3 +350,11 @@ def test_neuron_figures():
                        "count": [5, 7]})
     fig = viz.activation_by_figure(by, "a0")
     assert list(fig.data[0].y) == [0.2, 1.5] and fig.layout.title.text == "Mean activation by a0"
+
+
+def test_cosine_heatmap_on_a_fixed_scale():
+    fig = viz.cosine_figure(np.eye(2), ["0", "1"], ["a", "b"], x_title="x", y_title="y")
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (-1, 1)
+    assert list(fig.data[0].x) == ["a", "b"]
+    with pytest.raises(ValueError, match="labels give"):
+        viz.cosine_figure(np.eye(2), ["0"], ["a", "b"], x_title="x", y_title="y")

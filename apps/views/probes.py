@@ -7,7 +7,7 @@ import streamlit as st
 
 from arithinterp import schema, viz
 from arithinterp.components import layer_label
-from arithinterp.probes import pca_projection
+from arithinterp.probes import direction_cosines, pca_projection
 
 # columns that together name one spectrum (e.g. W_E, or activations at resid_post L1 of a0)
 TABLE_ID = ("source", "site", "layer", "label", "grouped_by")
@@ -62,6 +62,41 @@ else:
         if summary is not None:
             with st.expander("Summary: best probe per target"):
                 st.dataframe(summary, hide_index=True)
+
+st.subheader("Probe weights")
+stored = common.read(run, schema.PROBE_WEIGHTS, stage, quiet=True) if stage else None
+probes = sorted(k.removesuffix(".coef") for k in (stored[0] if stored else {})
+                if k.endswith(".coef") and stored[0][k].shape[0] > 1)
+if not probes:
+    st.info(f"Run **{run.name}** stores no multi-class probe weights in "
+            f"`{stage or schema.PROBES}`.")
+else:
+    weights = stored[0]
+    loaded = common.model_of(run)
+    chosen_target = st.session_state.get("probes_target")  # the scores' target, if picked
+    probe = st.selectbox("Probe (target.site.layer.position)", probes, key="probes_weights",
+                         index=next((i for i, p in enumerate(probes)
+                                     if p.startswith(f"{chosen_target}.")), 0))
+    coef, classes = weights[f"{probe}.coef"], weights[f"{probe}.classes"]
+    names = [str(int(c)) for c in classes]
+    left, right = st.columns(2)
+    with left:
+        common.chart(st, viz.cosine_figure(
+            direction_cosines(coef, coef), names, names, x_title="class", y_title="class",
+            title=f"{probe}: cosine between class directions"), key="probes_weights_self")
+    with right:
+        if loaded is not None and coef.shape[1] == loaded.model.cfg.d_model:
+            digit_ids = loaded.task.vocab.digit_ids()
+            W_U = loaded.model.W_U.detach()[:, digit_ids].T
+            common.chart(st, viz.cosine_figure(
+                direction_cosines(coef, W_U), names, [str(d) for d in range(len(digit_ids))],
+                x_title="unembedding of digit", y_title="class",
+                title=f"{probe}: class directions vs the digits' unembedding"),
+                key="probes_weights_unembed")
+    st.caption("Each row of a probe's weights (in activation space, the scaler folded in) is "
+               "the direction whose dot product is that class's logit. Cosines near ±1 "
+               "between classes mean shared directions; against the unembedding, whether the "
+               "probe reads digits the way the model writes them.")
 
 st.subheader("Probe predictions vs truth")
 preds = common.read(run, schema.PROBE_PREDICTIONS, stage, quiet=True) if stage else None

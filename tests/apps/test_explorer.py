@@ -752,3 +752,17 @@ def test_the_neurons_page_ranks_patches_and_profiles_one_layers_neurons(open_pag
     at.selectbox(key="neurons_target").set_value("a0").run()
     by = figures(at)["neurons_by"]["data"][0]
     assert sorted(int(x) for x in by["x"]) == list(range(10))  # one bar per digit value
+
+
+def test_probe_weights_as_cosines_between_classes_and_to_the_unembedding(open_page, runs_dir):
+    from arithinterp.probes import direction_cosines
+
+    at = open_page("probes")
+    probe = at.selectbox(key="probes_weights").value
+    figs = figures(at)
+    weights = load_file(runs_dir / "tiny" / "probes" / "digits" / "weights.safetensors")
+    coef = weights[f"{probe}.coef"]
+    z = np.asarray(figs["probes_weights_self"]["data"][0]["z"], dtype=float)
+    assert np.allclose(z, direction_cosines(coef, coef), atol=1e-6)
+    assert np.allclose(np.diag(z), 1.0)
+    assert len(figs["probes_weights_unembed"]["data"][0]["x"]) == 10  # the ten digits
