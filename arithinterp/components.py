@@ -124,6 +124,11 @@ def layer_label(layer: SupportsInt) -> str:
     return f"L{int(layer)}"
 
 
+def neuron_label(layer: SupportsInt, neuron: SupportsInt) -> str:
+    """Name of one MLP neuron: 'L1.n37'."""
+    return f"{layer_label(layer)}.n{int(neuron)}"
+
+
 def head_label(head: SupportsInt) -> str:
     """Axis label of a head within its layer: 'H3'."""
     return f"H{int(head)}"

@@ -9,6 +9,7 @@ from arithinterp.components import (
     all_components,
     check_component,
     hook_name,
+    neuron_label,
     parse_components,
 )
 from arithinterp.models import ModelSpec, build_model, facts
@@ -91,3 +92,7 @@ def test_check_component_names_what_the_model_lacks(tiny_model):
         parse_components(["L0H1", "L0H1"], f)
     assert parse_components(["L0H1", "L1.mlp"]) == [Component("head", 0, 1),
                                                      Component("mlp", 1)]
+
+
+def test_a_neuron_is_named_by_its_layer():
+    assert neuron_label(1, 37) == "L1.n37"

@@ -8,7 +8,7 @@ import streamlit as st
 
 from arithinterp import schema, viz
 from arithinterp.analysis.neurons import activation_by
-from arithinterp.components import layer_label
+from arithinterp.components import layer_label, neuron_label
 from arithinterp.models import facts
 
 N_PROBLEMS = 512  # fresh problems for a neuron's profile
@@ -61,7 +61,7 @@ with st.expander("Every neuron of the layer"):
 st.divider()
 choices = table["neuron"].tolist()
 neuron = st.selectbox("Neuron", choices, key="neurons_neuron",
-                      format_func=lambda n: f"{layer_label(layer)}.n{n}")
+                      format_func=lambda n: neuron_label(layer, n))
 top_problems, acts, targets = common.neuron_profile(
     loaded, common.model_key(run), common.task_key(task), N_PROBLEMS, layer, int(neuron), pos)
 left, right = st.columns(2)
@@ -73,5 +73,5 @@ with right:
     target = st.selectbox("Property", list(targets), key="neurons_target")
     by = activation_by(acts, targets[target], name=target)
     common.chart(st, viz.activation_by_figure(
-        by, target, title=f"{layer_label(layer)}.n{neuron}: mean activation by {target} "
+        by, target, title=f"{neuron_label(layer, neuron)}: mean activation by {target} "
                           f"({N_PROBLEMS} fresh problems)"), key="neurons_by")

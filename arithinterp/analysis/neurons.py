@@ -24,7 +24,7 @@ from torch import Tensor
 from arithinterp.analysis.metrics import AnswerMetric, directed_effect, normalized_effect
 from arithinterp.analysis.patching import Direction
 from arithinterp.cache import check_batch_size, run_cached
-from arithinterp.components import hook_name
+from arithinterp.components import hook_name, neuron_label
 from arithinterp.models import HookedModel, device_of, facts, readout
 from arithinterp.tasks import Dataset, PromptPairs
 
@@ -88,7 +88,7 @@ def neuron_table(model: HookedModel, data: Dataset, metric: AnswerMetric, layer:
                       batch_size=batch_size)[hook_name("mlp_post", layer)][:, metric.pos]
     table = pd.DataFrame({
         "neuron": np.arange(dla.shape[1]),
-        "component": [f"L{layer}.n{n}" for n in range(dla.shape[1])],
+        "component": [neuron_label(layer, n) for n in range(dla.shape[1])],
         "dla": dla.mean(0).numpy(), "dla_std": dla.std(0).numpy(),
         "activation": acts.double().mean(0).numpy(), "activation_std": acts.double().std(0).numpy(),
     })
