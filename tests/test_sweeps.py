@@ -199,31 +199,25 @@ def long_spec(tmp_path_factory):
 def test_an_interrupted_sweep_finishes_on_rerun_as_if_uninterrupted(tmp_path, sig, long_spec):
     spec, reference = long_spec
     sweep = load_spec(spec)
+    second = tmp_path / "runs" / make_trials(sweep)[1].name
+    argv = [str(Path(sys.executable).parent / "arithinterp"), "sweep", str(spec), "--serial",
+            "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for attempt in range(5):
-        runs = tmp_path / f"runs{attempt}"
-        second = runs / make_trials(sweep)[1].name
-        argv = [str(Path(sys.executable).parent / "arithinterp"), "sweep", str(spec),
-                "--serial", "--runs-dir", str(runs), "--no-progress"]
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        checkpoint = second / schema.MODEL / schema.CHECKPOINT_DIR
-        while not checkpoint.is_dir():  # wait on state: the second trial has a checkpoint
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
-        if not (proc.returncode == 0 and RunDir.open(second).is_complete):
-            break
-        # the trial's last steps ran before the signal landed (a loaded machine can hold
-        # this process back that long): nothing was interrupted, so start again
-    else:
-        pytest.fail("the sweep finished before the signal landed, 5 times")
+    # a shell's background job ignores SIGINT and its children inherit that: restore it
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    checkpoint = second / schema.MODEL / schema.CHECKPOINT_DIR
+    while not checkpoint.is_dir():  # wait on state: the second trial has a checkpoint
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "run the same command again to continue" in err
     assert not RunDir.open(second).is_complete  # stopped mid-training
-    table = run_sweep(sweep, runs, backend="serial", progress=False)
+    table = run_sweep(sweep, tmp_path / "runs", backend="serial", progress=False)
     assert table["status"].tolist() == ["done"] * 2
     for name in table["trial"]:
-        a, b = weights(runs, name), weights(reference, name)
+        a, b = weights(tmp_path / "runs", name), weights(reference, name)
         assert all((a[k] == b[k]).all() for k in a), name
