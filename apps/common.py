@@ -436,12 +436,11 @@ def neuron_profile(_loaded, model_key: str, task_json: str, n: int, layer: int, 
     """One neuron on `n` of the task's held-out-style problems: its top-activating problems,
     its activations, and every probe target's values on the same problems."""
     from arithinterp.analysis.neurons import neuron_activations, top_activating
-    from arithinterp.probes import make_targets
     from arithinterp.tasks.data import make_test_split
 
     data = make_test_split(task_from_key(task_json), n, seed=1)
     acts = neuron_activations(_loaded.model, data, layer, neuron, pos)
-    targets = {t.name: t.values for t in make_targets(data)}
+    targets = probe_targets(task_json, tuple(data.a.tolist()), tuple(data.b.tolist()))
     return top_activating(_loaded.model, data, layer, neuron, pos, k=15), acts, targets
 
 

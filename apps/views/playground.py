@@ -42,15 +42,10 @@ def live_patching(_loaded, model_key: str, task_json: str, clean: tuple[int, int
     metric = answer_metric(pairs, digit)
     result = sweep_patching(_loaded.model, pairs, PatchSpec(site), metric, direction=direction)
     frame = result.to_frame(allow_unnormalized=True)
-    info = {"digit": digit, "metric": metric.label, "clean": float(result.clean.mean()),
-            "corrupted": float(result.corrupted.mean()),
+    info = {"digit": digit, "metric": metric.label, "pos": metric.pos,
+            "clean": float(result.clean.mean()), "corrupted": float(result.corrupted.mean()),
             "normalized": bool(frame["normalized"].notna().any())}
     return frame, info
-
-
-def answer_metric_pos(task, digit: int) -> int:
-    """The position that predicts answer digit `digit` (where the metric is read)."""
-    return task.answer_positions()[digit] - 1
 
 
 run = common.current_run()
@@ -133,7 +128,7 @@ fig = viz.patching_figure(
     frame, rows=rows, cols="pos", value=value,
     zrange=(-1.0, 1.0) if value == "effect" else None,
     selected=st.session_state.get("playground_cell"),
-    mark_pos=answer_metric_pos(task, info["digit"]), mark_label=info["metric"],
+    mark_pos=info["pos"], mark_label=info["metric"],
     title=f"Live patching: {site} × position, {direction}, {task.display_problem(a, b)}= vs "
           f"{task.display_problem(*partner)}= ({value})")
 click = common.new_click(common.heatmap(fig, "playground_heatmap", frame, run),
@@ -161,6 +156,6 @@ if cell is not None:
                     loaded, key, tkey, *problem, int(r["layer"]), int(r["head"]))
                 with col:
                     common.chart(st, viz.attention_pattern_figure(
-                        pattern, tokens, mark_query=answer_metric_pos(task, info["digit"]),
+                        pattern, tokens, mark_query=info["pos"],
                         title=f"{r['component']} on the {name} {task.display(*problem)}"),
                         key=f"playground_attention_{name}")

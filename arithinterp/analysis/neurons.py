@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from arithinterp.analysis.metrics import AnswerMetric, directed_effect, normalized_effect
@@ -167,8 +167,8 @@ def top_activating(model: HookedModel, data: Dataset, layer: int, neuron: int, p
                          "activation": acts[order].double().numpy()})
 
 
-def activation_by(activations: Float[Tensor, " batch"], values: Int[Tensor, " batch"] | Tensor,
-                  *, name: str = "value") -> pd.DataFrame:
+def activation_by(activations: Float[Tensor, " batch"],
+                  values: Tensor | np.ndarray, *, name: str = "value") -> pd.DataFrame:
     """Mean, std and count of a neuron's activations grouped by one property of each prompt
     (e.g. ``probes.make_targets`` values: a digit, a carry, a running sum)."""
     if len(activations) != len(values):
