@@ -1,14 +1,17 @@
 """Plotly figure builders shared by the explorer and the notebooks.
 
 Every builder takes tables (the tidy DataFrames a run stores) or tensors and returns a
-``go.Figure``; none shows it. Signed heatmaps use ``RdBu`` centred on 0. Heatmaps a reader
-may click carry a near-transparent ``go.Scatter`` of square markers, one per cell (trace 1,
-``meta="cells"``), whose ``customdata`` holds the cell's keys: Plotly heatmaps report no
-point selections to Streamlit, scatter points do. This module imports no compute code.
+``go.Figure`` (one, `attention_tokens_html`, a self-contained HTML view); none shows it.
+Signed heatmaps use ``RdBu`` centred on 0. Heatmaps a reader may click carry a
+near-transparent ``go.Scatter`` of square markers, one per cell (trace 1, ``meta="cells"``),
+whose ``customdata`` holds the cell's keys: Plotly heatmaps report no point selections to
+Streamlit, scatter points do. This module imports no compute code.
 """
 
 from __future__ import annotations
 
+import html
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -455,6 +458,94 @@ def attention_heads_figure(
                                               "cmax": 1, "colorbar": {"title": "attention"}},
                       height=max(320, 80 + 24 * len(labels)))
     return fig
+
+
+TOKENS_VIEW_ID = "attention-tokens"  # the root element of `attention_tokens_html`
+_TOKENS_TEMPLATE = """<div id="%(root)s" style="font-family:sans-serif;font-size:14px">
+<div style="margin-bottom:6px"><b>%(title)s</b></div>
+<div style="margin-bottom:6px">Head: <span class="heads"></span></div>
+<div style="margin-bottom:6px">Colour each token by the attention
+<label><input type="radio" name="mode" value="from" checked> the hovered token pays to it
+</label><label><input type="radio" name="mode" value="to"> it pays to the hovered token
+</label></div>
+<div class="tokens" style="line-height:2.2"></div>
+<div class="readout" style="margin-top:6px;min-height:1.4em;color:#333">Hover a token (click
+to pin it).</div></div>
+<script>
+(function() {
+  const D = %(data)s;
+  const root = document.getElementById("%(root)s");
+  const heads = root.querySelector(".heads"), row = root.querySelector(".tokens");
+  const readout = root.querySelector(".readout");
+  let head = D.head, pinned = null;
+  const spans = D.tokens.map((t, i) => {
+    const s = document.createElement("span");
+    s.textContent = t; s.dataset.pos = i; s.className = "token";
+    s.style.cssText = "padding:3px 5px;margin:1px;border:1px solid #ccc;border-radius:3px;"
+      + "cursor:pointer;white-space:pre" + (i === D.mark ? ";outline:2px dashed black" : "");
+    s.addEventListener("mouseenter", () => { if (pinned === null) show(i); });
+    s.addEventListener("click", () => { pinned = pinned === i ? null : i; show(i); });
+    row.appendChild(s); return s;
+  });
+  D.heads.forEach((name, h) => {
+    const b = document.createElement("button");
+    b.textContent = name; b.dataset.head = h; b.className = "head";
+    b.addEventListener("click", () => { head = h; paint(); show(pinned); });
+    heads.appendChild(b);
+  });
+  root.querySelectorAll("input[name=mode]").forEach(r => r.addEventListener("change",
+    () => show(pinned)));
+  function paint() {
+    heads.querySelectorAll("button").forEach((b, h) =>
+      b.style.fontWeight = h === head ? "bold" : "normal");
+  }
+  function show(i) {
+    if (i === null) return;
+    const from = root.querySelector("input[name=mode]:checked").value === "from";
+    const P = D.patterns[head], n = D.tokens.length, ranked = [];
+    for (let j = 0; j < n; j++) {
+      const v = from ? P[i][j] : P[j][i];
+      spans[j].dataset.attention = v.toFixed(4);
+      spans[j].style.background = "rgba(33,102,172," + v.toFixed(3) + ")";
+      spans[j].style.color = v > 0.5 ? "white" : "black";
+      spans[j].title = (from ? D.tokens[i] + " \u2192 " + D.tokens[j] : D.tokens[j]
+        + " \u2192 " + D.tokens[i]) + ": " + v.toFixed(3);
+      if (j !== i || from) ranked.push([v, j]);
+    }
+    spans.forEach((s, j) => s.style.borderColor = j === i ? "black" : "#ccc");
+    ranked.sort((x, y) => y[0] - x[0]);
+    readout.textContent = D.heads[head] + (from ? ": " + D.tokens[i] + " attends to "
+      : ": attending to " + D.tokens[i] + ": ") + ranked.slice(0, 3).filter(r => r[0] > 0)
+      .map(r => D.tokens[r[1]] + " " + r[0].toFixed(2)).join(", ");
+  }
+  paint();
+  if (D.mark !== null) show(D.mark);
+})();
+</script>"""
+
+
+def attention_tokens_html(
+    patterns: Float[np.ndarray, "head query_pos key_pos"], labels: Sequence[str],
+    head_names: Sequence[str], *, title: str = "Attention on the tokens",
+    mark_query: int | None = None, head: int = 0,
+) -> str:
+    """A self-contained HTML view in the manner of CircuitsVis's coloured tokens (no network):
+    the prompt's tokens in a row; hovering one (a click pins it) colours every token by the
+    chosen head's attention from the hovered token to it, or, switched, from it to the hovered
+    token; the three strongest are written out. `mark_query` (e.g. the metric's position) is
+    outlined and shown first, with head
+    `head`. Each token's span carries its value in ``data-attention``."""
+    p = np.asarray(patterns, dtype=float)
+    labels = [str(x) for x in labels]
+    if p.ndim != 3 or p.shape[0] != len(head_names) or p.shape[1:] != (len(labels),) * 2:
+        raise ValueError(f"patterns have shape {p.shape}: expected ({len(head_names)}, "
+                         f"{len(labels)}, {len(labels)}) for the heads and labels given")
+    mark = mark_query if mark_query is not None and 0 <= mark_query < len(labels) else None
+    data = json.dumps({"tokens": labels, "heads": [str(h) for h in head_names],
+                       "patterns": np.round(np.nan_to_num(p), 4).tolist(), "mark": mark,
+                       "head": head if 0 <= head < len(head_names) else 0})
+    return _TOKENS_TEMPLATE % {"root": TOKENS_VIEW_ID, "title": html.escape(title),
+                               "data": data.replace("</", "<\\/")}
 
 
 def operand_attention_figure(table: pd.DataFrame, *, value: str = "attention") -> go.Figure:

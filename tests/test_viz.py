@@ -1,6 +1,8 @@
 """Figure builders: each returns a figure with the expected traces and axes on hand-made tables."""
 
 import ast
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +50,8 @@ def test_viz_imports_only_data_and_plotting_libraries():
             # of the package, only the component names (a data type)
             roots.add("components" if node.module == "arithinterp.components"
                       else node.module.split(".")[0])
-    assert roots <= {"__future__", "collections", "numpy", "pandas", "plotly", "jaxtyping",
-                     "torch", "components"}, roots
+    assert roots <= {"__future__", "collections", "html", "json", "numpy", "pandas", "plotly",
+                     "jaxtyping", "torch", "components"}, roots
 
 
 def test_patching_layer_by_position_heatmap_has_labels_and_a_clickable_cell_each():
@@ -222,6 +224,22 @@ def test_all_heads_of_a_layer_side_by_side_on_one_scale():
     assert len([s for s in fig.layout.shapes if s.type == "line"]) == 3
     with pytest.raises(ValueError, match="expected"):
         viz.attention_heads_figure(patterns, ["a", "b"], ["L0H0"])
+
+
+def test_attention_on_tokens_is_self_contained_html_with_the_patterns():
+    raw = torch.rand(2, 4, 4).tril()
+    patterns = (raw / raw.sum(-1, keepdim=True)).numpy()
+    html = viz.attention_tokens_html(patterns, ["<bos>", "1", "</script>", "2"], ["L0H0", "L0H1"],
+                                     mark_query=3, head=1)
+    assert "http" not in html and html.count("<script>") == 1  # no network, one script
+    assert html.count("</script>") == 1  # a token's text cannot close the script
+    data = json.loads(re.search(r"const D = (.*);\n", html).group(1))  # JSON reads <\/ as </
+    assert data["tokens"][2] == "</script>" and data["heads"] == ["L0H0", "L0H1"]
+    assert np.allclose(data["patterns"], patterns, atol=1e-4)
+    assert (data["mark"], data["head"]) == (3, 1)
+    assert viz.TOKENS_VIEW_ID in html
+    with pytest.raises(ValueError, match="expected"):
+        viz.attention_tokens_html(patterns, ["a", "b"], ["L0H0", "L0H1"])
 
 
 def test_operand_attention_one_panel_per_answer_digit():

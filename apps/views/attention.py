@@ -1,5 +1,6 @@
 """Attention: one head's or a whole layer's patterns on a typed or picked prompt or averaged
-over the run's prompts, and the operand-digit summary."""
+over the run's prompts, the same patterns on the prompt's tokens (hover one to see where it
+attends), and the operand-digit summary."""
 
 import common
 import streamlit as st
@@ -23,6 +24,10 @@ else:
     if loaded is not None:
         shape = facts(loaded.model)
         prompts = common.run_prompts(run, task)
+        common.from_url("source", "attention_source", (PICK, TYPE, MEAN))
+        common.from_url("layer", "attention_layer", range(shape.n_layers))
+        common.from_url("head", "attention_head", [ALL, *range(shape.n_heads)])
+        common.from_url("prompt", "attention_prompt", range(len(prompts)))
         c1, c2, c3 = st.columns([2, 1, 1])
         source = c1.radio("Prompt", [PICK, TYPE, MEAN], horizontal=True, key="attention_source",
                           help=f"{MEAN}: each pattern averaged over the run's {len(prompts)} "
@@ -46,22 +51,26 @@ else:
             problems = (prompts[i],)
         else:
             problems = tuple(prompts)
+        common.to_url(source=source, layer=str(layer), head=str(head),
+                      prompt=str(i) if source == PICK else None)
         if problems is not None:
             patterns, tokens = common.layer_patterns(
                 loaded, common.model_key(run), common.task_key(task), problems, layer)
             on = task.display(*problems[0]) if len(problems) == 1 else \
                 f"the mean of {len(problems)} problems"
+            names = [Component("head", layer, h).name for h in range(shape.n_heads)]
             if head == ALL:
                 common.chart(st, viz.attention_heads_figure(
-                    patterns, tokens, [Component("head", layer, h).name
-                                       for h in range(shape.n_heads)],
+                    patterns, tokens, names,
                     title=f"Attention of every head of {layer_label(layer)} on {on}"),
                     key="attention_pattern")
             else:
-                name = Component("head", layer, head).name
                 common.chart(st, viz.attention_pattern_figure(
-                    patterns[head], tokens, title=f"Attention of {name} on {on}"),
+                    patterns[head], tokens, title=f"Attention of {names[head]} on {on}"),
                     key="attention_pattern")
+            st.iframe(viz.attention_tokens_html(
+                patterns, tokens, names, title=f"{layer_label(layer)} on {on}",
+                head=0 if head == ALL else head), height=190)
 
 st.subheader("Attention on operand digits")
 stage = common.pick_experiment(run, schema.LOCALIZE, key="attention_experiment")

@@ -9,6 +9,7 @@ do the measured times to open each page and to switch a control (timings.jsonl).
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,11 +195,11 @@ def test_patching_control_and_cell_click_drive_the_drill_down(page, server):
     # a control: switch the direction radio to noising and back
     started = time.perf_counter()
     page.locator(".st-key-patching_direction").get_by_text("noise", exact=True).click()
-    _until(page, _one_figure("patching_layer_pos", "noise ("))
+    _until(page, _one_figure("patching_layer_pos", ", noise ("))  # not "denoise ("
     _timed("patching direction switch", started)
     _no_exception(page, "direction switch")
     page.locator(".st-key-patching_direction").get_by_text("denoise", exact=True).click()
-    _until(page, _one_figure("patching_layer_pos", "denoise ("))
+    _until(page, _one_figure("patching_layer_pos", ", denoise ("))
 
     heatmap = page.locator(".st-key-patching_layer_head")
     heatmap.scroll_into_view_if_needed()
@@ -214,6 +216,41 @@ def test_patching_control_and_cell_click_drive_the_drill_down(page, server):
     clicked = page.locator(".st-key-patching_layer_head").bounding_box()
     assert abs(selected["y"] - clicked["y"]) < 1000, (selected, clicked)  # within one screen
     page.screenshot(path=str(ARTIFACTS / "patching-clicked.png"), full_page=True)
+
+
+TOKEN_VALUES_JS = "els => els.map(e => e.dataset.attention === undefined ? null : " \
+                  "Number(e.dataset.attention))"
+
+
+def test_hovering_a_token_shows_where_it_attends(page, server):
+    """The CircuitsVis-style view: hovering a token colours every token by the chosen head's
+    attention from it; switched, by the attention paid to it; another head repaints."""
+    _open(page, server, "attention", "run=tiny&layer=1&head=2&prompt=0")
+    view = 'iframe[srcdoc*="attention-tokens"]'
+    _until(page, f"!!document.querySelector('{view}')")
+    iframe = page.locator(view)
+    data = json.loads(re.search(r"const D = (.*);\n", iframe.get_attribute("srcdoc")).group(1))
+    patterns = np.asarray(data["patterns"])
+    frame = iframe.element_handle().content_frame()
+    frame.wait_for_selector("span.token")
+    i = len(data["tokens"]) - 2
+    frame.hover(f"span.token[data-pos='{i}']")
+    painted = "() => document.querySelectorAll('span.token[data-attention]').length === %d"
+    frame.wait_for_function(painted % len(data["tokens"]))
+    got = frame.eval_on_selector_all("span.token", TOKEN_VALUES_JS)
+    assert np.allclose(got, patterns[2, i], atol=1e-4)  # L1H2's attention from token i
+    frame.click(f"span.token[data-pos='{i}']")  # pin it, then read the other direction
+    frame.check("input[value=to]")
+    frame.wait_for_function("() => document.querySelector('.readout').innerText"
+                            ".includes('attending to')")
+    assert np.allclose(frame.eval_on_selector_all("span.token", TOKEN_VALUES_JS),
+                       patterns[2, :, i], atol=1e-4)
+    frame.click("button.head[data-head='0']")
+    frame.wait_for_function("() => document.querySelector('.readout').innerText"
+                            ".startsWith('L1H0')")
+    assert np.allclose(frame.eval_on_selector_all("span.token", TOKEN_VALUES_JS),
+                       patterns[0, :, i], atol=1e-4)
+    _no_exception(page, "attention tokens")
 
 
 def test_playground_takes_a_typed_problem(page, server):
