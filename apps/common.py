@@ -108,11 +108,16 @@ def pick_run() -> RunDir | None:
 
 
 def from_url(param: str, key: str, allowed) -> None:
-    """Seed widget `key` from ``?param=`` once per session when the value is allowed, so a
-    shared address reopens the same view; the page writes its choice back (`to_url`)."""
+    """Seed widget `key` from ``?param=`` once per session with the allowed option that the
+    value spells (options are matched by ``str``, so numbers work), so a shared address
+    reopens the same view; the page writes its choice back (`to_url`)."""
     wanted = st.query_params.get(param)
-    if key not in st.session_state and wanted is not None and wanted in allowed:
-        st.session_state[key] = wanted
+    if key in st.session_state or wanted is None:
+        return
+    for option in allowed:
+        if str(option) == wanted:
+            st.session_state[key] = option
+            return
 
 
 def to_url(**params: str | None) -> None:

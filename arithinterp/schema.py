@@ -16,6 +16,7 @@ A field typed as a registered base class (`Registered`) stores its subclass unde
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -106,6 +107,9 @@ class Artifact:
 WEIGHTS = Artifact("model.safetensors", "tensors")
 CHECKPOINT_CONFIG = Artifact("config.json", "json")
 SOURCE = Artifact("source.json", "json")  # a model referenced by name (a pretrained LLM)
+# a Hugging Face model folder, and the manifest of a cached dequantized copy of one
+HF_CONFIG = Artifact("config.json", "json")
+LLM_CACHE_MANIFEST = Artifact("arithinterp-cache.json", "json")
 TRAIN_CONFIG = Artifact("train_config.json", "json")
 TRAIN_LOG = Artifact("metrics.jsonl", "file")
 TRAIN_FINAL = Artifact("metrics.json", "json")
@@ -384,6 +388,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     raise TypeError(f"{where}: no JSON conversion for type {tp!r}")
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A class's resolved annotations (resolving string annotations is slow; classes do not
+    change while the program runs)."""
+    return typing.get_type_hints(cls)
+
+
 def _dataclass(cls: type, value: Any, where: str) -> Any:
     if not isinstance(value, dict):
         _fail(where, "an object", value)
@@ -394,7 +405,7 @@ def _dataclass(cls: type, value: Any, where: str) -> Any:
         if kind not in family:
             _fail(f"{where}.kind", f"one of {sorted(family)}", kind)
         cls = family[kind]
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:

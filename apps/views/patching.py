@@ -175,6 +175,7 @@ if not isinstance(cell, dict) or rows_of(P, cell).empty:
     cell = None
 shown = cell or default_cell(P, direction)
 clicked = None
+url = {}  # the selectors shown, for the address
 grids, details = st.columns([3, 2])
 
 with grids:
@@ -184,7 +185,9 @@ with grids:
     if not sites:
         st.info(f"No layer × position grid was computed for direction {direction}.")
     else:
+        common.from_url("site", "patching_site_pos", sites)
         site = st.selectbox("Site", sites, key="patching_site_pos")
+        url["site"] = site
         grid = resid[resid["site"] == site]
         fig = viz.patching_figure(
             grid, rows="layer", cols="pos", value=value, zrange=zrange,
@@ -202,9 +205,11 @@ with grids:
     if not sites:
         st.info(f"No layer × head grid was computed for direction {direction}.")
     else:
+        common.from_url("head_site", "patching_site_heads", sites)
         site = st.selectbox("Head site", sites, key="patching_site_heads",
                             help="z: the head's output; q / k / v: its inputs; pattern: its "
                                  "attention pattern")
+        url["head_site"] = site
         grid = heads_all[heads_all["site"] == site]
         fig = viz.patching_figure(
             grid, rows="layer", cols="head", value=value,
@@ -222,10 +227,13 @@ with grids:
         st.info(f"No head × position grid was computed for direction {direction}.")
     else:
         c1, c2 = st.columns(2)
-        site = c1.selectbox("Head site", list(dict.fromkeys(heads_pos["site"])),
-                            key="patching_site_head_pos")
+        sites = list(dict.fromkeys(heads_pos["site"]))
         layers = sorted(int(x) for x in heads_pos["layer"].unique())
+        common.from_url("head_pos_site", "patching_site_head_pos", sites)
+        common.from_url("layer", "patching_layer", layers)
+        site = c1.selectbox("Head site", sites, key="patching_site_head_pos")
         layer = c2.selectbox("Layer", layers, format_func=layer_label, key="patching_layer")
+        url.update(head_pos_site=site, layer=str(layer))
         grid = heads_pos[(heads_pos["site"] == site) & (heads_pos["layer"] == layer)]
         fig = viz.patching_figure(
             grid, rows="head", cols="pos", value=value, zrange=zrange,
@@ -243,7 +251,7 @@ if clicked is not None:
 if cell is not None:
     st.session_state["patching_cell"] = cell
 common.to_url(value=value, direction=direction, scale=scale,
-              cell=None if cell is None else cell_code(cell))
+              cell=None if cell is None else cell_code(cell), **url)
 
 with details:
     st.subheader(f"Selected: {cell_label(shown, labels)}")
@@ -286,8 +294,10 @@ with details:
         loaded = common.model_of(run, task)
         if loaded is not None:
             prompts = common.run_prompts(run, task)
+            common.from_url("prompt", "patching_prompt", range(len(prompts)))
             i = st.selectbox("Prompt", range(len(prompts)), key="patching_prompt",
                              format_func=lambda i: task.display(*prompts[i]))
+            common.to_url(prompt=str(i))
             a, b = prompts[i]
             pattern, tokens = common.attention_pattern(
                 loaded, common.model_key(run), common.task_key(task), a, b, shown["layer"],
@@ -299,7 +309,8 @@ with details:
                 mark_label=f"query of {summary.get('metric', 'the metric')}"),
                 key="patching_attention")
 
-with st.expander("Every site side by side, on one scale"):
+if st.toggle("Every site side by side, on one scale", key="patching_panels",
+             help="Drawn on demand: two more figures make every change on this page slower"):
     for part, cols, what, key in (
             (here[here["head"].isna() & here["by_pos"]], "pos", "layer × position",
              "patching_panels_resid"),

@@ -7,6 +7,7 @@ run with probe and Fourier tables (`probed`) and one whose checkpoint is gone (`
 
 import base64
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -227,6 +228,8 @@ def test_noising_reads_as_an_effect_on_a_fixed_scale_with_the_metric_marked(open
 
 def test_every_site_side_by_side_shares_one_scale(open_page, runs_dir):
     at = open_page("patching")
+    assert "patching_panels_resid" not in figures(at)  # drawn on demand
+    at.toggle(key="patching_panels").set_value(True).run()
     figs = figures(at)
     resid, heads = figs["patching_panels_resid"], figs["patching_panels_heads"]
     assert [a["text"] for a in resid["layout"]["annotations"]] == ["resid_pre", "attn_out",
@@ -311,6 +314,22 @@ def test_attention_page_picked_and_typed_prompts(open_page):
     assert title == "Attention of L0H3 on 12+34=640"
     at.text_input(key="attention_problem").input("12*34").run()
     assert not at.exception and "wrong operator" in at.error[0].value
+
+
+def test_attention_on_the_tokens_follows_the_chosen_layer_and_prompt(open_page):
+    at = open_page("attention", query={"layer": "1", "head": "2", "prompt": "5"})
+    assert (at.selectbox(key="attention_layer").value, at.selectbox(key="attention_head").value,
+            at.selectbox(key="attention_prompt").value) == (1, 2, 5)
+    fig = figures(at)["attention_pattern"]
+    assert fig["layout"]["title"]["text"].startswith("Attention of L1H2 on ")
+    (frame,) = at.get("iframe")  # the hover view: every head of L1 on the same prompt
+    html = frame.proto.srcdoc
+    data = json.loads(re.search(r"const D = (.*);\n", html).group(1))
+    assert data["heads"] == ["L1H0", "L1H1", "L1H2", "L1H3"] and data["head"] == 2
+    z = np.nan_to_num(np.asarray(fig["data"][0]["z"], dtype=float))
+    assert np.allclose(data["patterns"][2], z, atol=1e-4)
+    assert (at.query_params["layer"], at.query_params["head"], at.query_params["prompt"]) == \
+        ("1", "2", "5")
 
 
 def test_attention_averaged_over_the_runs_prompts(open_page, runs_dir):
@@ -637,6 +656,14 @@ def test_provenance_export_and_a_shared_address(open_page, runs_dir):
                                       "scale": "free"})
     assert "Selected: L1 resid_pre at c0, noise" in texts(at.subheader)
     assert at.radio(key="patching_scale").value == "free"
+    query = {"cell": "z:all:1:2", "site": "mlp_out", "head_site": "v", "prompt": "3"}
+    at = open_page("patching", query=query)  # selectors and the attention prompt too
+    assert (at.selectbox(key="patching_site_pos").value,
+            at.selectbox(key="patching_site_heads").value,
+            at.selectbox(key="patching_prompt").value) == ("mlp_out", "v", 3)
+    assert {k: at.query_params[k] for k in query} == query
+    at = open_page("patching", query={"site": "no-such-site"})  # an unknown value is ignored
+    assert at.selectbox(key="patching_site_pos").value == "resid_pre"
 
 
 def test_the_pairs_behind_a_cell_are_written_out_and_one_opens_its_own_heatmap(open_page,
