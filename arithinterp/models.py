@@ -1,5 +1,5 @@
-"""Models: specs, building TransformerLens bridges, checkpoints, the zoo, pretrained loaders,
-and the adapter the rest of the package sees them through.
+"""Models: specs, building TransformerLens bridges, checkpoints, the zoo (pretrained LLMs:
+`pretrained`), and the adapter the rest of the package sees them through.
 
 Every TransformerLens-specific detail lives here. Elsewhere a model is a "hooked model" (a
 ``TransformerBridge`` called on token ids, with the classic hook names of `components`)
@@ -200,8 +200,13 @@ def run_readout(
 
 
 def head_out_weights(model: HookedModel) -> tuple[Tensor, Tensor]:
-    """W_O [layer head d_head d_model] and b_O [layer d_model] (views of the weights)."""
-    return model.W_O, model.b_O
+    """W_O [layer head d_head d_model] and b_O [layer d_model] (views of the weights; zeros
+    for a model whose output projections have no bias, as Llama's)."""
+    W_O = model.W_O
+    try:
+        return W_O, model.b_O
+    except AttributeError:
+        return W_O, W_O.new_zeros(W_O.shape[0], W_O.shape[-1])
 
 
 def position_embedding(model: HookedModel) -> torch.nn.Parameter:
@@ -521,25 +526,3 @@ def zoo_names() -> list[str]:
         return []
     return sorted(p.name for p in ZOO_DIR.iterdir()
                   if (p / schema.MODEL / schema.CHECKPOINT_CONFIG.file).is_file())
-
-
-# ---- pretrained LLMs -----------------------------------------------------------------------
-def load_pretrained(name_or_dir: str | Path, device: Device = "cpu",
-                    dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """A Hugging Face causal LM (hub name or local directory) wrapped as a TransformerBridge.
-
-    Local directories load with no network access; hub names need one.
-    """
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    src = str(name_or_dir)
-    local = Path(src).is_dir()
-    hf = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, attn_implementation="eager",
-                                              local_files_only=local)
-    tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=local)
-    name = getattr(hf.config, "_name_or_path", None) or src
-    model = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer)
-    model.eval()
-    return LoadedModel(move_to(model, device), None, None, None, None, src)
-

@@ -179,6 +179,8 @@ KNOCKOUT = Artifact("knockout.parquet", "table", (
 ACTIVATION_CACHE = Artifact("cache.safetensors", "tensors")  # hook name -> [batch pos ...]
 PAIRS = Artifact("pairs.safetensors", "tensors")  # the clean / corrupt prompts behind it all
 LOCALIZE_SUMMARY = Artifact("summary.json", "json")
+LLM_EXAMPLES = Artifact("llm_examples.parquet", "table", (  # a pretrained LLM's answers
+    "a", "b", "answer", "prompt", "generated", "parsed", "correct", "n_tokens"))
 
 # probes/<name>/
 PROBE_SCORES = Artifact("scores.parquet", "table", (

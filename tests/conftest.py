@@ -1,6 +1,7 @@
 """Shared fixtures: one thread (tiny tensors run far slower on two), tiny models, quiet bars."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -131,24 +132,44 @@ def tiny_llama_dir(tmp_path_factory):
     """A tiny Llama (rotary, RMSNorm, gated MLP, grouped-query attention: 4 query heads
     sharing 2 key/value heads) built from a config and saved locally, with a per-character
     tokenizer: stands in for a pretrained LLM."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     chars = list("0123456789+-*= \n:?abcdefghijklmnopqrstuvwxyzQA.,")
     vocab = {ch: i for i, ch in enumerate(chars + ["<unk>", "<s>", "</s>"])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.decoder = decoders.Fuse()  # characters join without spaces
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
                                    eos_token="</s>")
     cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=256, rms_norm_eps=1e-5, bos_token_id=vocab["<s>"],
-                      eos_token_id=vocab["</s>"], tie_word_embeddings=False)
+                      eos_token_id=vocab["</s>"], tie_word_embeddings=False,
+                      initializer_range=0.4)  # logits that differ between prompts
     torch.manual_seed(0)  # the HF initialiser reads the global generator
     path = tmp_path_factory.mktemp("llama") / "llama"
     LlamaForCausalLM(cfg).eval().save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory):
+    """Where the embedded SmolLM2's dequantized copy goes: $ARITHINTERP_LLM_CACHE when set
+    (a machine that has one reuses it), else a temporary folder."""
+    from arithinterp.pretrained import CACHE_ENV
+
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else tmp_path_factory.mktemp("llm-cache")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_cache):
+    """The embedded SmolLM2-135M-Instruct, loaded once per session (slow tests only)."""
+    from arithinterp.pretrained import load_llm
+
+    return load_llm("llm:smollm2", cache=smollm2_cache)
 
 
 @pytest.fixture(scope="session")

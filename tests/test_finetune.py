@@ -13,7 +13,8 @@ from arithinterp.finetune import (
     finetune,
     grad_multipliers,
 )
-from arithinterp.models import ModelSpec, build_model, load_pretrained, parameters_by_key
+from arithinterp.models import ModelSpec, build_model, parameters_by_key
+from arithinterp.pretrained import load_pretrained
 from arithinterp.tasks import TaskSpec, make_splits
 
 TASK = TaskSpec(digits_a=2, digits_b=2)

@@ -11,8 +11,8 @@ PKG = ROOT / "arithinterp"
 # Lower layers never import higher ones (same-layer imports are allowed, cycles are not).
 LAYERS = {
     "tasks": 0, "components": 0, "schema": 0, "runs": 0, "viz": 0,
-    "models": 1,
-    "cache": 2, "evaluate": 2, "train": 2, "analysis": 2, "probes": 2, "fourier": 2,
+    "models": 1, "pretrained": 1,
+    "cache": 2, "evaluate": 2, "train": 2, "analysis": 2, "probes": 2, "fourier": 2, "llm": 2,
     "finetune": 2, "grokking": 2,
     "stages": 3,
     "studies": 4, "sweeps": 4,
@@ -25,9 +25,9 @@ INNER = {  # order of the modules inside a subpackage
                  "neurons": 2,
                  "suite": 3},
     "stages": {"base": 0, "train": 1, "evaluate": 1, "localize": 1, "probes": 1, "fourier": 1,
-               "multiplication": 1, "finetune": 1, "modular": 1, "model": 2, "job": 3},
-    "tasks": {"vocab": 0, "spec": 1, "modular": 2, "data": 3, "corrupt": 4},
-    "cli": {"common": 0, "core": 1, "studies": 1, "sweeps": 1},
+               "multiplication": 1, "finetune": 1, "modular": 1, "llm": 1, "model": 2, "job": 3},
+    "tasks": {"vocab": 0, "spec": 1, "modular": 2, "data": 3, "prompts": 3, "corrupt": 4},
+    "cli": {"common": 0, "llm": 1, "core": 2, "studies": 1, "sweeps": 1},
 }
 
 

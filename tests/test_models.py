@@ -10,7 +10,6 @@ from arithinterp.models import (
     ModelSpec,
     build_model,
     load_model,
-    load_pretrained,
     resolve_device,
     save_model,
 )
@@ -114,24 +113,6 @@ def test_resolve_device():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="device must be"):
         resolve_device("toaster")
-
-
-def test_pretrained_loader_wraps_a_local_hf_model(tiny_gpt2_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    hf = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir).eval()
-    ids = torch.tensor([AutoTokenizer.from_pretrained(tiny_gpt2_dir).encode("12+34=46")])
-    with torch.no_grad():
-        expected = hf(ids).logits
-
-    loaded = load_pretrained(tiny_gpt2_dir)
-    assert loaded.spec is None and loaded.task is None
-    assert loaded.model.cfg.n_layers == 2 and loaded.model.cfg.n_heads == 4
-    with torch.no_grad():
-        got = loaded.model(ids)
-    assert torch.allclose(got, expected, atol=1e-4)
-    _, cache = loaded.model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_z"))
-    assert cache["blocks.1.attn.hook_z"].shape == (1, ids.shape[1], 4, 8)
 
 
 def test_checkpoint_config_checks_name_what_is_wrong(tmp_path, tiny_model, tiny_spec, tiny_task):

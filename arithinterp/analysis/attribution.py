@@ -28,7 +28,7 @@ from arithinterp.models import (
     readout,
     run_readout,
 )
-from arithinterp.tasks import Dataset
+from arithinterp.tasks import Dataset, Prompts
 
 
 # ---- DLA -----------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def _frame(values: Tensor, labels) -> pd.DataFrame:
 
 @torch.inference_mode()
 def compute_dla_per_prompt(
-    model: HookedModel, data: Dataset, metric: AnswerMetric, *, batch_size: int = 256
+    model: HookedModel, data: Prompts, metric: AnswerMetric, *, batch_size: int = 256
 ) -> tuple[Float[Tensor, "batch component"], list[str]]:
     """Per-prompt DLA to the logit diff (correct − wrong) and row labels; rows sum to it."""
     if metric.kind != "logit_diff":
@@ -136,7 +136,7 @@ def compute_dla_per_prompt(
 
 
 def compute_dla(
-    model: HookedModel, data: Dataset, metric: AnswerMetric, *, batch_size: int = 256
+    model: HookedModel, data: Prompts, metric: AnswerMetric, *, batch_size: int = 256
 ) -> pd.DataFrame:
     """DLA per component (mean and std over prompts); `value` > 0 pushes correct over wrong.
 

@@ -81,7 +81,7 @@ def sweep_attribution(
                         else (base_score, donor_score))
     return PatchResult(spec, direction, metric.label, values.cpu(),
                        clean.detach().cpu().clone(), corrupted.detach().cpu().clone(),
-                       pairs.clean.spec.position_labels(), method="attribution")
+                       pairs.position_labels(), method="attribution")
 
 
 def _capture_hook(act: Tensor, hook, *, name: str, acts: dict[str, Tensor],

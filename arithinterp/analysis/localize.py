@@ -32,9 +32,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from arithinterp.components import KIND_ORDER, Component, all_components, check_component
-from arithinterp.evaluate import score_answers
+from arithinterp.evaluate import score_answers, score_first_token
 from arithinterp.models import HookedModel, device_of, facts
-from arithinterp.tasks import Dataset
+from arithinterp.tasks import Dataset, Prompts
 
 Method = Literal["zero", "mean", "resample"]
 METHODS: tuple[str, ...] = ("zero", "mean", "resample")
@@ -159,7 +159,7 @@ def _ablate_hook(act: Tensor, hook, *, replacement: Tensor, mask: Tensor) -> Ten
     return torch.where(m, replacement.unsqueeze(0).to(act.dtype), act).flatten(0, 1)
 
 
-def _replacements(model: HookedModel, names: list[str], method: Method, reference: Dataset,
+def _replacements(model: HookedModel, names: list[str], method: Method, reference: Prompts,
                   donors: Tensor, device: torch.device) -> dict[str, Tensor]:
     """Per hook: zeros [1 pos ...], the reference mean [1 pos ...] or a permutation of the
     reference activations [batch pos ...], all from unablated runs."""
@@ -173,8 +173,8 @@ def _replacements(model: HookedModel, names: list[str], method: Method, referenc
     return {n: cache[n][donors.to(device)] for n in names}
 
 
-def _check_inputs(model: HookedModel, data: Dataset, components: Sequence[Component | str],
-                  method: str, reference: Dataset | None) -> Dataset:
+def _check_inputs(model: HookedModel, data: Prompts, components: Sequence[Component | str],
+                  method: str, reference: Prompts | None) -> Prompts:
     """Validate a knockout's inputs; return the reference dataset (default: data)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -191,7 +191,7 @@ def _check_inputs(model: HookedModel, data: Dataset, components: Sequence[Compon
     return reference
 
 
-def _donors(data: Dataset, reference: Dataset, seed: int) -> tuple[torch.Generator, Tensor]:
+def _donors(data: Prompts, reference: Prompts, seed: int) -> tuple[torch.Generator, Tensor]:
     """A generator seeded `seed` and the resample donors, always its first draw (so the same
     seed gives the same donors and the same random components whatever the method)."""
     gen = torch.Generator().manual_seed(seed)
@@ -199,7 +199,7 @@ def _donors(data: Dataset, reference: Dataset, seed: int) -> tuple[torch.Generat
 
 
 def _plan(model: HookedModel, conditions: list[list[Component]], method: Method,
-          reference: Dataset, donors: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+          reference: Prompts, donors: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Per hook: which units each condition replaces ([cond] or [cond head]) and with what."""
     device = device_of(model)
     masks: dict[str, Tensor] = {}
@@ -224,8 +224,8 @@ def _run_conditions(model: HookedModel, tokens: Tensor, masks: dict[str, Tensor]
 
 
 def run_with_ablation(
-    model: HookedModel, data: Dataset, components: Sequence[Component | str], *,
-    method: Method = "mean", reference: Dataset | None = None, seed: int = 0,
+    model: HookedModel, data: Prompts, components: Sequence[Component | str], *,
+    method: Method = "mean", reference: Prompts | None = None, seed: int = 0,
 ) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits of `data` with `components` ablated together, as in `compute_knockout`
     (same replacements; the same seed gives the same resample donors)."""
@@ -238,8 +238,8 @@ def run_with_ablation(
 
 
 def compute_knockout(
-    model: HookedModel, data: Dataset, components: Sequence[Component | str], *,
-    method: Method = "mean", reference: Dataset | None = None, n_random: int = 5, seed: int = 0,
+    model: HookedModel, data: Prompts, components: Sequence[Component | str], *,
+    method: Method = "mean", reference: Prompts | None = None, n_random: int = 5, seed: int = 0,
 ) -> pd.DataFrame:
     """Accuracy and margin on `data` with `components` ablated together, against `n_random`
     draws of as many random components of the same kinds, and no ablation.
@@ -274,7 +274,9 @@ def compute_knockout(
     for lo in range(0, len(conditions), per_chunk):
         hi = min(lo + per_chunk, len(conditions))
         logits = _run_conditions(model, tokens, masks, replacement, lo, hi)
-        e, d, g = score_answers(data.spec, logits, tokens.repeat(hi - lo, 1))
+        e, d, g = (score_answers(data.spec, logits, tokens.repeat(hi - lo, 1))
+                   if isinstance(data, Dataset) else
+                   score_first_token(logits, data.target.repeat(hi - lo)))
         exact.append(e.view(hi - lo, batch))
         digit_ok.append(d.view(hi - lo, batch, -1))
         margin.append(g.view(hi - lo, batch, -1))

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from arithinterp.analysis import forward as fw
 from arithinterp.analysis.metrics import (
@@ -224,7 +225,7 @@ def sweep_patching(
         values = _sweep_fast(weights, base, donor, spec, metric, clean_tokens.shape[1])
     check_finite(values, f"the patched runs of {spec.site}")
     return PatchResult(spec, direction, metric.label, values.cpu(), clean.cpu(), corrupted.cpu(),
-                       pairs.clean.spec.position_labels())
+                       pairs.position_labels())
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,24 @@ def run_with_patches(model: HookedModel, base_tokens: Tensor, donor_tokens: Tens
     donor = _cached(model, donor_tokens, cells)
     base = _cached(model, base_tokens, [c for c in cells if c.site == "resid_mid"])
     return model.run_with_hooks(base_tokens, fwd_hooks=_hooks_for(cells, donor, base))
+
+
+@torch.inference_mode()
+def patch_each(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, cells: list[Cell],
+               metric: AnswerMetric, *, progress: bool = False) -> Float[Tensor, "cell batch"]:
+    """The metric of the base run with each cell patched from the donor run, one cell at a
+    time (a hooked forward pass per cell; the donor's activations are cached once): exact
+    patching of a chosen list of components, on any model."""
+    device = device_of(model)
+    base_tokens, donor_tokens = base_tokens.to(device), donor_tokens.to(device)
+    donor = _cached(model, donor_tokens, cells)
+    base = _cached(model, base_tokens, [c for c in cells if c.site == "resid_mid"])
+    out = []
+    for cell in tqdm(cells, desc="exact patching", unit="cell", disable=not progress,
+                     leave=False):
+        out.append(metric(model.run_with_hooks(base_tokens,
+                                               fwd_hooks=_hooks_for([cell], donor, base))))
+    return torch.stack(out).cpu()
 
 
 @torch.inference_mode()

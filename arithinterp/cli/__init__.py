@@ -1,5 +1,5 @@
-"""The `arithinterp` command: train, eval, localize, probe, zoo, runs, demo, explore, and the
-studies (finetune, finetune-scenario, multiply, modular) and sweep.
+"""The `arithinterp` command: train, eval, localize, probe, zoo, runs, demo, explore, the
+studies (finetune, finetune-scenario, multiply, modular), sweep, and llm (info, run).
 
 Every command that writes is a job of stages (`stages.job`) into a run directory; the
 command modules only parse flags, check them against the model before a run exists, and
@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from arithinterp.cli import core, studies, sweeps  # noqa: F401  (they register their commands)
+from arithinterp.cli import core, llm, studies, sweeps  # noqa: F401  (they register their commands)
 from arithinterp.cli.common import app
 
 __all__ = ["app", "main"]

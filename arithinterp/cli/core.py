@@ -26,6 +26,7 @@ from arithinterp.cli.common import (
     split_run,
     user_errors,
 )
+from arithinterp.cli.llm import print_llm
 from arithinterp.tasks.data import Sampling
 from arithinterp.tasks.spec import Format, Op
 
@@ -355,6 +356,10 @@ def demo_cmd(
     serve: Annotated[bool, typer.Option("--serve/--no-serve",
                                         help="Open the explorer on the run afterwards.")] = True,
     port: Annotated[int, typer.Option(help="Explorer port.")] = 8501,
+    llm: Annotated[bool, typer.Option(
+        "--llm", help="Run the pipeline on the embedded LLM (llm:smollm2) instead: 3-shot "
+                      "1-digit addition, 32 pairs changing a, knockout of the top 10 heads.")
+    ] = False,
     device: Device = "auto",
     progress: Progress = True,
 ) -> None:
@@ -365,12 +370,24 @@ def demo_cmd(
         demo_finetune,
         demo_job,
         demo_localize,
+        llm_job,
         run_job,
     )
 
     with user_errors():
         if n_eval is not None and n_eval < 1:
             raise ValueError(f"--n-eval must be >= 1, got {n_eval}")
+        job = llm_job() if llm else None
+        if job is not None:
+            run = run_job(runs_dir, name, job, ctx=make_ctx(device, progress),
+                          overwrite=overwrite).run
+    if job is not None:
+        print_llm(run, job[-1])
+        out.print(f"run written to {run.dir}")
+        if serve:
+            serve_explorer(runs_dir, port=port)
+        return
+    with user_errors():
         # the shipped adder gets two localization experiments and a fine-tuning comparison
         # (subtraction); another model, whose carries and tasks may differ, one experiment
         shipped = model == DEFAULT_MODEL

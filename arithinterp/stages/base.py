@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from arithinterp import schema
 from arithinterp.models import LoadedModel, load_model
+from arithinterp.pretrained import load_llm
 from arithinterp.runs import RunDir
 
 
@@ -21,6 +23,8 @@ def run_model(run: RunDir, ctx: Context) -> LoadedModel:
     if not run.stage_done("model"):
         raise ValueError(f"run {run.dir} has no finished model stage: add a model or train "
                          "stage before this one")
+    if run.has(schema.SOURCE, schema.MODEL):  # a pretrained LLM, referenced by its source
+        return load_llm(run.load(schema.SOURCE, schema.MODEL)["source"], device=ctx.device)
     return load_model(run.dir, device=ctx.device)
 
 

@@ -25,6 +25,7 @@ from arithinterp.stages import (
     evaluate,
     finetune,
     fourier,
+    llm,
     localize,
     model,
     modular,
@@ -36,6 +37,7 @@ from arithinterp.stages.base import Context
 from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.finetune import FinetuneConfig, Selection
 from arithinterp.stages.fourier import FourierConfig
+from arithinterp.stages.llm import LLMConfig
 from arithinterp.stages.model import ModelSource
 from arithinterp.stages.modular import ModularConfig
 from arithinterp.stages.multiplication import MultiplicationConfig
@@ -50,6 +52,7 @@ STAGES: dict[str, tuple[ModuleType, type]] = {
     probes.NAME: (probes, ProbesConfig), fourier.NAME: (fourier, FourierConfig),
     multiplication.NAME: (multiplication, MultiplicationConfig),
     finetune.NAME: (finetune, FinetuneConfig), modular.NAME: (modular, ModularConfig),
+    llm.NAME: (llm, LLMConfig),
 }
 
 
@@ -253,6 +256,14 @@ def demo_localize() -> tuple[LocalizeConfig, ...]:
     """The shipped adder's two demo experiments: corrupt digit a1 (read at c1), and flip the
     carry into c2 (read at c2), so the explorer has two to switch between."""
     return LocalizeConfig(), LocalizeConfig(corrupt="carry", position=2)
+
+
+DEFAULT_LLM = "llm:smollm2"
+
+
+def llm_job(source: str = DEFAULT_LLM, config: LLMConfig | None = None) -> list[Any]:
+    """A pretrained LLM (its source recorded, not copied) and one llm stage on it."""
+    return [ModelSource(source), config or LLMConfig()]
 
 
 def demo_job(model: str = DEFAULT_MODEL, *, n_eval: int | None = None,

@@ -3,7 +3,9 @@
 The source is a zoo name, a run directory (its model) or a checkpoint folder; its
 checkpoint, training config, metrics and training curve are copied, so the run holds its
 own model and never points at another folder. A zoo name whose folder is missing is
-trained with its recipe, into this run.
+trained with its recipe, into this run. A pretrained LLM (``llm:smollm2``, ``hf:<hub name or
+folder>``) is too large to copy: the run records its source (``model/source.json``) and
+loads it from there (the embedded one from its cached dequantized copy).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 from arithinterp import schema
 from arithinterp.models import describe_source, load_model, resolve_model_path, zoo_names
+from arithinterp.pretrained import check_llm_source, is_llm_source, load_llm
 from arithinterp.runs import RunDir
 from arithinterp.stages import train as train_stage
 from arithinterp.stages.base import Context
@@ -37,6 +40,9 @@ class ModelSource:
 
     def check(self) -> None:
         """Refuse a source that is neither on disk nor a recipe, before a run exists."""
+        if is_llm_source(self.source):
+            check_llm_source(self.source)
+            return
         if self.source in ZOO_RECIPES and self.source not in zoo_names():
             return  # trained with its recipe
         try:
@@ -52,6 +58,12 @@ def key(config: ModelSource) -> str:
 def run(config: ModelSource, run: RunDir, ctx: Context) -> dict:
     """Copy (or, for a missing zoo model, train) the model into the run."""
     config.check()
+    if is_llm_source(config.source):
+        loaded = load_llm(config.source)  # a source that does not load fails here
+        run.save(schema.SOURCE, schema.MODEL, {"source": config.source})
+        f = loaded.facts
+        return {"source": config.source, "family": f.family, "n_layers": f.n_layers,
+                "n_heads": f.n_heads, "n_kv_heads": f.n_kv_heads}
     if config.source in ZOO_RECIPES and config.source not in zoo_names():
         summary = train_stage.run(zoo_recipe(config.source), run, ctx)
         return {**summary, "source": f"recipe:{config.source}"}

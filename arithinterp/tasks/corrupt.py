@@ -10,22 +10,28 @@ import torch
 
 from arithinterp.tasks.data import Dataset, draw_problems, make_dataset
 from arithinterp.tasks.modular import Task
+from arithinterp.tasks.prompts import TokenPrompts
 from arithinterp.tasks.spec import TaskSpec, compute_metadata
 
 MAX_ROUNDS = 50
+Prompts = Dataset | TokenPrompts  # what the analyses run on: a task's problems or an LLM's
 Partner = Callable[[int, int, torch.Generator], "tuple[int, int] | None"]
 
 
 @dataclass(frozen=True)
 class PromptPairs:
-    """Aligned clean and corrupt problems; `change` says what differs ('a_1', 'carry_2')."""
+    """Aligned clean and corrupt problems; `change` says what differs ('a_1', 'carry_2').
+    The problems are a task's `Dataset`, or an LLM's `TokenPrompts`."""
 
-    clean: Dataset
-    corrupt: Dataset
+    clean: Dataset | TokenPrompts
+    corrupt: Dataset | TokenPrompts
     change: str
 
     def __len__(self) -> int:
         return len(self.clean)
+
+    def position_labels(self) -> list[str]:
+        return self.clean.position_labels()
 
 
 def make_digit_pairs(

@@ -45,6 +45,10 @@ class Dataset:
         fields = {k: v[idx] for k, v in vars(self).items() if isinstance(v, Tensor)}
         return Dataset(spec=self.spec, **fields)
 
+    def position_labels(self) -> list[str]:
+        """One label per token position ('a0', '=', 'c1', ...)."""
+        return self.spec.position_labels()
+
     @property
     def prompts(self) -> Int[Tensor, "batch prompt_pos"]:
         """Tokens up to and including '='."""

@@ -8,7 +8,8 @@ import torch
 from arithinterp.analysis.metrics import AnswerMetric, answer_metric
 from arithinterp.analysis.patching import PatchSpec, sweep_patching
 from arithinterp.analysis.paths import senders_for, sweep_paths
-from arithinterp.models import ModelSpec, build_model, load_pretrained
+from arithinterp.models import ModelSpec, build_model
+from arithinterp.pretrained import load_pretrained
 from arithinterp.tasks import PromptPairs, TaskSpec, make_dataset, make_digit_pairs
 from tests.conftest import with_random_biases
 

@@ -7,6 +7,7 @@ import pytest
 
 from arithinterp import schema
 from arithinterp.analysis.suite import GridConfig, LocalizeConfig
+from arithinterp.llm import LLMLocalizeConfig
 from arithinterp.probes import ProbeConfig
 from arithinterp.runs import RunDir, list_runs
 from arithinterp.stages.evaluate import EvaluateConfig
@@ -22,10 +23,11 @@ from arithinterp.stages.job import (
     run_job,
     run_on,
 )
+from arithinterp.stages.llm import LLMConfig
 from arithinterp.stages.modular import ModularConfig
 from arithinterp.stages.multiplication import MultiplicationConfig
 from arithinterp.stages.probes import ProbesConfig
-from arithinterp.tasks import TaskSpec
+from arithinterp.tasks import PromptSuite, TaskSpec
 from arithinterp.train import ICoT, RunningSumLoss, TrainConfig
 
 
@@ -124,6 +126,8 @@ EVERY_STAGE = [
     FinetuneConfig(name="ft2", select=Selection(experiment="first", top_k=2),
                    arms=("selected", "full"), seeds=(0, 1)),
     ModularConfig(freqs=(3, 24), probes=False),
+    LLMConfig(suite=PromptSuite(op="*", digits=2, template="chat", n_shots=0), change="op",
+              keep="all", localize=LLMLocalizeConfig(n_exact=5)),
 ]
 
 

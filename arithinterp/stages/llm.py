@@ -1,0 +1,96 @@
+"""Stage `llm`: arithmetic in the run's pretrained LLM (`arithinterp.llm`) into
+``localize/<experiment>/``: greedy evaluation on a prompt suite (every answer in
+``llm_examples.parquet``), minimal pairs from the correctly answered problems (or, with
+keep 'all', from every evaluated one), and the
+localization pipeline's tables, in the same artifacts as a task localization (so the
+explorer's pages read them), with the evaluation in the summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from arithinterp import schema
+from arithinterp.llm import CHANGES, LLMLocalizeConfig, evaluate_llm, localize_llm, make_llm_pairs
+from arithinterp.runs import RunDir
+from arithinterp.stages.base import Context, run_model
+from arithinterp.tasks import PromptSuite
+
+NAME = "llm"
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Which questions, how many, which minimal pairs, how much localization."""
+
+    suite: PromptSuite = field(default_factory=PromptSuite)
+    n_eval: int = 100
+    change: Literal["a", "b", "op"] = "a"
+    digit: int = 0  # of the operand `change` names (0 = least significant)
+    n_pairs: int = 32
+    keep: Literal["correct", "all"] = "correct"  # the problems the pairs are made from
+    localize: LLMLocalizeConfig = field(default_factory=LLMLocalizeConfig)
+    batch_size: int = 16
+    seed: int = 0  # draws the evaluated problems and the pairs
+    name: str | None = None  # the experiment (default: suite, change and digit)
+
+    def __post_init__(self) -> None:
+        for name in ("n_eval", "n_pairs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.keep not in ("correct", "all"):
+            raise ValueError(f"keep must be 'correct' or 'all', got {self.keep!r}")
+        if self.change not in CHANGES:
+            raise ValueError(f"change must be one of {list(CHANGES)}, got {self.change!r}")
+        if self.change != "op" and not 0 <= self.digit < self.suite.digits:
+            raise ValueError(f"digit must be in 0..{self.suite.digits - 1} for "
+                             f"{self.suite.name}, got {self.digit!r}")
+        schema.localize_key(self.experiment)  # a bad name fails here
+
+    @property
+    def experiment(self) -> str:
+        change = "op" if self.change == "op" else f"{self.change}{self.digit}"
+        return self.name or f"{self.suite.name}-{change}"
+
+
+def key(config: LLMConfig) -> str:
+    return schema.localize_key(config.experiment)
+
+
+def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
+    """Evaluate, keep the correct answers, pair them, localize; write every table."""
+    loaded = run_model(run, ctx)
+    if loaded.task is not None:
+        raise ValueError(f"the llm stage analyses a pretrained LLM; {loaded.source} is a model "
+                         "trained on a task: use the localize stage")
+    result = evaluate_llm(loaded, config.suite, config.n_eval, seed=config.seed,
+                          batch_size=config.batch_size, progress=ctx.progress)
+    correct = result.correct_problems()
+    kept = correct if config.keep == "correct" else \
+        list(zip(result.examples["a"], result.examples["b"], strict=True))
+    if not kept:
+        raise ValueError(f"{loaded.source} answers none of {config.n_eval} {config.suite.name} "
+                         "problems: nothing to localize (try another suite, or keep all)")
+    pairs = make_llm_pairs(loaded, config.suite, kept, change=config.change,
+                           digit=config.digit, n=config.n_pairs, seed=config.seed)
+    out = localize_llm(loaded, pairs, config.localize, progress=ctx.progress)
+    stage = key(config)
+    for artifact, name in ((schema.ATTRIBUTION, "attribution"), (schema.PATCHING, "patching"),
+                           (schema.RANKING, "ranking"), (schema.DLA, "dla"),
+                           (schema.LOGIT_LENS, "logit_lens"),
+                           (schema.OPERAND_ATTENTION, "operand_attention"),
+                           (schema.KNOCKOUT, "knockout")):
+        run.save(artifact, stage, out[name])
+    run.save(schema.LLM_EXAMPLES, stage, result.examples)
+    run.save(schema.PAIRS, stage, {"clean_tokens": pairs.clean.tokens,
+                                   "corrupt_tokens": pairs.corrupt.tokens})
+    summary = {**out["summary"], "experiment": config.experiment, "model": loaded.source,
+               "suite": config.suite.name, "evaluation": result.summary(),
+               "n_pairs_asked": config.n_pairs,
+               "kept": f"{len(correct)} of {len(result.examples)} problems answered "
+                       f"correctly; {len(pairs)} pairs from "
+                       f"{'them' if config.keep == 'correct' else 'all of them'}"}
+    run.save(schema.LOCALIZE_SUMMARY, stage, summary)
+    return {"exact_match": result.exact_match, "n_correct": len(correct),
+            "n_pairs": len(pairs), "top_heads": out["summary"]["top_heads"]}

@@ -1,0 +1,138 @@
+"""Arithmetic prompts for pretrained LLMs: which questions, in which template, and the
+tokenized prompts the analyses run on.
+
+A `PromptSuite` draws problems (both operands with exactly `digits` digits; subtraction keeps
+a >= b) and writes them as text: ``few-shot`` puts `n_shots` solved examples (drawn once from
+the suite's seed, the same for every prompt, so prompts of one suite tokenize to equal
+lengths when numbers do) before ``a+b=``; ``chat`` asks the question as one user turn, which
+the model's chat template wraps (see `pretrained.HFTokenizer.chat`). Tokenization belongs to
+the model: `TokenPrompts` holds the result, aligned with the problems.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from jaxtyping import Int
+from torch import Tensor
+
+LLM_OPS = {"+": "add", "-": "sub", "*": "mul"}
+TEMPLATES = ("few-shot", "chat")
+MAX_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class PromptSuite:
+    """Arithmetic questions for an LLM: operation, operand width, template and seed."""
+
+    op: Literal["+", "-", "*"] = "+"
+    digits: int = 1
+    template: Literal["few-shot", "chat"] = "few-shot"
+    n_shots: int = 3
+    seed: int = 0  # draws the few-shot examples
+
+    def __post_init__(self) -> None:
+        if self.op not in LLM_OPS:
+            raise ValueError(f"op must be one of {list(LLM_OPS)}, got {self.op!r}")
+        if isinstance(self.digits, bool) or not isinstance(self.digits, int) or \
+                not 1 <= self.digits <= MAX_DIGITS:
+            raise ValueError(f"digits must be in 1..{MAX_DIGITS}, got {self.digits!r}")
+        if self.template not in TEMPLATES:
+            raise ValueError(f"template must be one of {list(TEMPLATES)}, got "
+                             f"{self.template!r}")
+        if isinstance(self.n_shots, bool) or not isinstance(self.n_shots, int) or \
+                not 0 <= self.n_shots <= 20:
+            raise ValueError(f"n_shots must be in 0..20, got {self.n_shots!r}")
+        if self.template == "few-shot" and self.n_shots == 0:
+            raise ValueError("the few-shot template needs n_shots >= 1")
+
+    @property
+    def name(self) -> str:
+        """'add2-few-shot', 'mul1-chat'."""
+        return f"{LLM_OPS[self.op]}{self.digits}-{self.template}"
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """The smallest and largest operand (1 digit: 0..9; k digits: 10^(k-1)..10^k - 1)."""
+        return (0 if self.digits == 1 else 10 ** (self.digits - 1)), 10 ** self.digits - 1
+
+    def answer(self, a: int, b: int) -> int:
+        return a + b if self.op == "+" else a - b if self.op == "-" else a * b
+
+    def valid(self, a: int, b: int) -> bool:
+        lo, hi = self.bounds
+        return lo <= a <= hi and lo <= b <= hi and (self.op != "-" or a >= b)
+
+    def question(self, a: int, b: int) -> str:
+        """'12+35='."""
+        return f"{a}{self.op}{b}="
+
+    def shots(self) -> list[tuple[int, int]]:
+        """The solved examples of the few-shot template (fixed by the seed)."""
+        return _draw(self, self.n_shots, random.Random(f"shots-{self.seed}"), set())
+
+    def text(self, a: int, b: int) -> str:
+        """The prompt for (a, b) before any chat template: the solved examples, then the
+        question (in a chat, after a request for the bare number)."""
+        lines = [f"{self.question(x, y)}{self.answer(x, y)}" for x, y in self.shots()]
+        if self.template == "chat":
+            lines.insert(0, "Answer with the number only.")
+        return "\n".join([*lines, self.question(a, b)])
+
+    def problems(self, n: int, seed: int = 0) -> list[tuple[int, int]]:
+        """`n` distinct problems (fewer if the suite has fewer), none of them a shot."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        return _draw(self, n, random.Random(f"problems-{seed}"), set(self.shots()))
+
+
+def _draw(suite: PromptSuite, n: int, rng: random.Random, exclude: set) -> list[tuple[int, int]]:
+    lo, hi = suite.bounds
+    space = (hi - lo + 1) ** 2
+    out, seen = [], set(exclude)
+    for _ in range(50 * n + 100):
+        if len(out) == n or len(seen) >= space:
+            break
+        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
+        if suite.op == "-" and a < b:
+            a, b = b, a
+        if (a, b) not in seen:
+            seen.add((a, b))
+            out.append((a, b))
+    return out
+
+
+@dataclass(frozen=True)
+class TokenPrompts:
+    """Prompts of equal token length with the problems they ask and each answer's first token
+    (the token the metrics and knockouts score, at the last position)."""
+
+    tokens: Int[Tensor, "batch pos"]
+    target: Int[Tensor, " batch"]  # the first token of the correct answer
+    problems: tuple[tuple[int, int], ...]
+    answers: tuple[int, ...]
+    labels: tuple[str, ...]  # one per position: the first prompt's tokens
+    texts: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        n, pos = self.tokens.shape
+        if not len(self.target) == len(self.problems) == len(self.answers) == n:
+            raise ValueError(f"{n} prompts but {len(self.target)} targets, "
+                             f"{len(self.problems)} problems, {len(self.answers)} answers")
+        if len(self.labels) != pos:
+            raise ValueError(f"{pos} positions but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def __getitem__(self, idx) -> TokenPrompts:
+        rows = range(len(self))[idx] if isinstance(idx, slice) else [int(i) for i in idx]
+        return TokenPrompts(self.tokens[list(rows)], self.target[list(rows)],
+                            tuple(self.problems[i] for i in rows),
+                            tuple(self.answers[i] for i in rows), self.labels,
+                            tuple(self.texts[i] for i in rows) if self.texts else ())
+
+    def position_labels(self) -> list[str]:
+        return list(self.labels)

@@ -1,0 +1,61 @@
+"""Stage `llm`: a pretrained model's run records its source, evaluates, pairs and localizes
+into one experiment folder the explorer reads; bad configs name the field; (slow) SmolLM2."""
+
+import pytest
+
+from arithinterp import schema
+from arithinterp.llm import LLMLocalizeConfig
+from arithinterp.stages.job import holds_job, llm_job, run_job
+from arithinterp.stages.llm import LLMConfig
+from arithinterp.tasks import PromptSuite
+from tests.conftest import BAD_CONFIG
+
+SMALL = LLMLocalizeConfig(n_exact=4, top_k=2, n_random=2)
+
+
+def test_an_llm_run_records_its_source_and_writes_every_table(tmp_path, tiny_llama_dir, ctx):
+    config = LLMConfig(suite=PromptSuite(digits=2, n_shots=2), n_eval=10, change="a", digit=1,
+                       n_pairs=6, keep="all", localize=SMALL)
+    run = run_job(tmp_path, "l", llm_job(f"hf:{tiny_llama_dir}", config), ctx=ctx).run
+    assert run.is_complete
+    assert run.load(schema.SOURCE, schema.MODEL) == {"source": f"hf:{tiny_llama_dir}"}
+    key = "localize/add2-few-shot-a1"
+    for artifact in (schema.ATTRIBUTION, schema.PATCHING, schema.RANKING, schema.DLA,
+                     schema.LOGIT_LENS, schema.OPERAND_ATTENTION, schema.KNOCKOUT,
+                     schema.LLM_EXAMPLES, schema.PAIRS):
+        assert run.has(artifact, key), artifact.file
+    summary = run.load(schema.LOCALIZE_SUMMARY, key)
+    examples = run.load(schema.LLM_EXAMPLES, key)
+    assert len(examples) == 10 and summary["evaluation"]["n"] == 10
+    assert summary["n_pairs"] == 6 and summary["kept"].endswith("6 pairs from all of them")
+    assert len(summary["position_labels"]) == run.load(schema.PAIRS, key)["clean_tokens"].shape[1]
+    assert len(run.load(schema.PATCHING, key)) == 4 + 2  # 4 heads, both MLPs
+    assert holds_job(run, llm_job(f"hf:{tiny_llama_dir}", config))  # its configs read back
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"n_eval": 0}, "n_eval"), ({"keep": "some"}, "keep"), ({"change": "c"}, "change"),
+    ({"digit": 1}, "digit"), ({"name": "a b"}, "experiment name"),
+])
+def test_bad_llm_configs_name_the_field(kwargs, field):
+    with pytest.raises(BAD_CONFIG, match=field):
+        LLMConfig(**kwargs)
+
+
+def test_a_task_model_is_refused(tmp_path, demo_runs, ctx):
+    with pytest.raises(ValueError, match="use the localize stage"):
+        run_job(tmp_path, "x", llm_job(str(demo_runs[1]), LLMConfig(n_eval=2)), ctx=ctx)
+
+
+@pytest.mark.slow
+def test_smollm2_localizes_the_problems_it_answers(tmp_path, smollm2_cache, monkeypatch, ctx):
+    monkeypatch.setenv("ARITHINTERP_LLM_CACHE", str(smollm2_cache))
+    config = LLMConfig(n_eval=16, n_pairs=4, localize=LLMLocalizeConfig(n_exact=3, top_k=3,
+                                                                         n_random=1))
+    run = run_job(tmp_path, "s", llm_job("llm:smollm2", config), ctx=ctx).run
+    summary = run.load(schema.LOCALIZE_SUMMARY, "localize/add1-few-shot-a0")
+    ev = summary["evaluation"]
+    assert ev["n_correct"] > 0 and summary["n_pairs"] >= 1
+    examples = run.load(schema.LLM_EXAMPLES, "localize/add1-few-shot-a0")
+    assert examples["correct"].sum() == ev["n_correct"]
+    assert (examples["answer"] == examples["a"] + examples["b"]).all()

@@ -1,0 +1,151 @@
+"""Arithmetic on a pretrained LLM: the tiny local Llama (rotary, RMSNorm, gated MLP, grouped-
+query attention) goes through prompts, greedy evaluation, minimal pairs and the localization
+pipeline; checked against Hugging Face generation, brute-force hooks and Python arithmetic.
+SmolLM2 runs the same pipeline in the slow tests."""
+
+from functools import partial
+
+import pandas as pd
+import pytest
+import torch
+
+from arithinterp import llm
+from arithinterp.components import hook_name
+from arithinterp.evaluate import run_greedy
+from arithinterp.pretrained import load_llm
+from arithinterp.tasks import PromptSuite
+
+SUITE = PromptSuite(op="+", digits=2, n_shots=2)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    return load_llm(tiny_llama_dir)
+
+
+def test_prompts_share_one_length_with_operand_labels(tiny):
+    prompts = llm.make_prompts(tiny, SUITE, [(12, 35), (40, 17)])
+    assert prompts.tokens.shape[0] == 2 and len(prompts.labels) == prompts.tokens.shape[1]
+    assert prompts.labels[-6:] == ("1 (a1)", "2 (a0)", "+", "3 (b1)", "5 (b0)", "=")
+    assert prompts.answers == (47, 57)
+    assert prompts.target.tolist() == [tiny.tokenizer.encode("4")[0],
+                                       tiny.tokenizer.encode("5")[0]]
+    with pytest.raises(ValueError, match="tokenize to"):
+        llm.make_prompts(tiny, SUITE, [(12, 35), (12, 3)])
+
+
+def test_greedy_generation_equals_hugging_face_generate(tiny, tiny_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    prompts = llm.make_prompts(tiny, SUITE, SUITE.problems(6, seed=2))
+    hf = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager").eval()
+    expected = hf.generate(prompts.tokens, attention_mask=torch.ones_like(prompts.tokens),
+                           max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert torch.equal(run_greedy(tiny.model, prompts.tokens, 5),
+                       expected[:, prompts.tokens.shape[1]:])
+
+
+def test_evaluation_scores_parsed_answers_against_python(tiny):
+    result = llm.evaluate_llm(tiny, SUITE, 12, batch_size=5)
+    ex = result.examples
+    assert len(ex) == 12 and (ex["answer"] == ex["a"] + ex["b"]).all()
+    assert (ex["correct"] == (ex["parsed"] == ex["answer"]).fillna(False)).all()
+    for row in ex.itertuples():  # parsed is the integer the continuation starts with
+        assert (None if pd.isna(row.parsed) else row.parsed) == llm.parse_answer(
+            row.generated, "few-shot")
+    assert result.summary()["n"] == 12 and 0 <= result.exact_match <= 1
+
+
+@pytest.mark.parametrize("text, template, expected", [
+    ("47\n12", "few-shot", 47), (" -3\n", "few-shot", -3), ("x47", "few-shot", None),
+    ("The answer is 56.", "chat", 56), ("no idea", "chat", None),
+])
+def test_parse_answer(text, template, expected):
+    assert llm.parse_answer(text, template) == expected
+
+
+def test_pairs_change_one_digit_keep_length_and_differ_in_the_first_answer_token(tiny):
+    problems = SUITE.problems(40, seed=1)
+    pairs = llm.make_llm_pairs(tiny, SUITE, problems, change="a", digit=1, n=10)
+    assert len(pairs) == 10 and pairs.change == "a_1"
+    assert pairs.clean.tokens.shape == pairs.corrupt.tokens.shape
+    assert (pairs.clean.target != pairs.corrupt.target).all()
+    for (a, b), (x, y) in zip(pairs.clean.problems, pairs.corrupt.problems, strict=True):
+        assert y == b and a % 10 == x % 10 and a // 10 != x // 10
+    ops = llm.make_llm_pairs(tiny, SUITE, problems, change="op", n=5)
+    assert all("=" in t and t.split("\n")[-1][2] in "-*" for t in ops.corrupt.texts)
+    with pytest.raises(ValueError, match="change must be one of"):
+        llm.make_llm_pairs(tiny, SUITE, problems, change="c")
+    with pytest.raises(ValueError, match="digit must be in 0..1"):
+        llm.make_llm_pairs(tiny, SUITE, problems, change="b", digit=2)
+
+
+def _brute_force_head_patch(model, base, donor, layer, head, metric):
+    """The metric of `base` with one head's output (hook_z, every position) taken from
+    `donor`, by a hook written here."""
+    name = hook_name("z", layer)
+    _, cache = model.run_with_cache(donor, names_filter=lambda n: n == name)
+
+    def put(act, hook, value):
+        act = act.clone()
+        act[:, :, head] = value[:, :, head]
+        return act
+
+    with torch.inference_mode():
+        return metric(model.run_with_hooks(base, fwd_hooks=[(name, partial(put,
+                                                                          value=cache[name]))]))
+
+
+def test_the_pipeline_on_a_grouped_query_llama(tiny):
+    problems = SUITE.problems(60, seed=4)
+    pairs = llm.make_llm_pairs(tiny, SUITE, problems, change="a", digit=1, n=12)
+    config = llm.LLMLocalizeConfig(n_exact=6, top_k=2, n_random=3)
+    out = llm.localize_llm(tiny, pairs, config)
+    metric = llm.pair_metric(pairs)
+    # attribution covers every head (all positions) and every layer x position
+    att = out["attribution"]
+    assert len(att[att["site"] == "z"]) == 2 * 4
+    assert len(att[att["site"] == "resid_pre"]) == 2 * pairs.clean.tokens.shape[1]
+    # exact patching of the candidates equals a brute-force hook, head by head
+    exact = out["patching"]
+    assert (exact["site"] == "z").sum() == 6 and (exact["site"] == "mlp_out").sum() == 2
+    for row in exact[exact["site"] == "z"].itertuples():
+        ref = _brute_force_head_patch(tiny.model, pairs.corrupt.tokens, pairs.clean.tokens,
+                                      row.layer, row.head, metric)
+        assert row.value == pytest.approx(float(ref.mean()), abs=1e-4)
+    # DLA sums to the mean logit difference; the last lens layer is the model's own output
+    s = out["summary"]
+    assert out["dla"]["value"].sum() == pytest.approx(s["clean_metric"], abs=1e-3)
+    lens = out["logit_lens"]
+    assert lens["accuracy"].iloc[-1] == pytest.approx(s["clean_first_token_accuracy"])
+    # the knockout: selected heads and 3 distinct random draws, the top heads named
+    ko = out["knockout"]
+    assert list(ko["condition"]) == ["none", "selected", "random_0", "random_1", "random_2"]
+    assert ko["components"].iloc[1] == ",".join(s["top_heads"]) and len(s["top_heads"]) == 2
+    assert len(set(ko["components"].iloc[2:])) == 3
+    att_rows = out["operand_attention"]
+    sums = att_rows.groupby("component")["attention"].sum()
+    assert sums.to_numpy() == pytest.approx(1.0, abs=1e-5)  # a + b + other
+    assert set(att_rows["key"]) == {"a", "b", "other"}
+    assert isinstance(out["ranking"], pd.DataFrame) and out["ranking"]["rank"].min() == 1
+
+
+def test_bad_localize_config_names_the_field(tiny):
+    with pytest.raises(ValueError, match="n_exact"):
+        llm.LLMLocalizeConfig(n_exact=0)
+    pairs = llm.make_llm_pairs(tiny, SUITE, SUITE.problems(20), change="a", digit=1, n=4)
+    with pytest.raises(ValueError, match="top_k must be at most 8"):
+        llm.localize_llm(tiny, pairs, llm.LLMLocalizeConfig(top_k=9))
+
+
+# ---- SmolLM2 ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_smollm2_answers_one_digit_addition_and_localizes(smollm2):
+    suite = PromptSuite(op="+", digits=1, n_shots=3)
+    result = llm.evaluate_llm(smollm2, suite, 24, batch_size=12)
+    assert result.exact_match > 0.1  # measured 0.37 on 3-shot 1-digit addition
+    pairs = llm.make_llm_pairs(smollm2, suite, result.correct_problems(), change="a", n=6)
+    out = llm.localize_llm(smollm2, pairs, llm.LLMLocalizeConfig(n_exact=3, top_k=3,
+                                                                 n_random=1))
+    assert len(out["attribution"][out["attribution"]["site"] == "z"]) == 30 * 9
+    assert list(out["knockout"]["condition"]) == ["none", "selected", "random_0"]
