@@ -23,6 +23,7 @@ VIEWS = [
     ("finetune", "Fine-tuning", "tune"),
     ("modular", "Modular", "autorenew"),
     ("sweeps", "Sweeps", "stacked_line_chart"),
+    ("llm", "LLM", "psychology"),
     ("playground", "Playground", "calculate"),
 ]
 

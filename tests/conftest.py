@@ -155,6 +155,22 @@ def tiny_llama_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_llm_run(tmp_path_factory, tiny_llama_dir, ctx):
+    """The llm stage on the tiny Llama (pairs from every evaluated problem: a random model
+    answers none): (runs_dir, run)."""
+    from arithinterp.llm import LLMLocalizeConfig
+    from arithinterp.stages.job import llm_job, run_job
+    from arithinterp.stages.llm import LLMConfig
+    from arithinterp.tasks import PromptSuite
+
+    config = LLMConfig(suite=PromptSuite(digits=2, n_shots=2), n_eval=10, change="a", digit=1,
+                       n_pairs=6, keep="all",
+                       localize=LLMLocalizeConfig(n_exact=4, top_k=2, n_random=2))
+    runs = tmp_path_factory.mktemp("llm-runs")
+    return runs, run_job(runs, "llm", llm_job(f"hf:{tiny_llama_dir}", config), ctx=ctx).run
+
+
+@pytest.fixture(scope="session")
 def smollm2_cache(tmp_path_factory):
     """Where the embedded SmolLM2's dequantized copy goes: $ARITHINTERP_LLM_CACHE when set
     (a machine that has one reuses it), else a temporary folder."""

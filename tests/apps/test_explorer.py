@@ -793,3 +793,35 @@ def test_probe_weights_as_cosines_between_classes_and_to_the_unembedding(open_pa
     assert np.allclose(z, direction_cosines(coef, coef), atol=1e-6)
     assert np.allclose(np.diag(z), 1.0)
     assert len(figs["probes_weights_unembed"]["data"][0]["x"]) == 10  # the ten digits
+
+
+def test_the_llm_page_shows_answers_heads_positions_and_the_knockout(tiny_llm_run, monkeypatch,
+                                                                    open_page):
+    runs, run = tiny_llm_run
+    key = "localize/add2-few-shot-a1"
+    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(runs))
+    st.cache_data.clear()
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["run"] = run.name
+    at.run()
+    at.switch_page("views/llm.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    examples = next(d.value for d in at.dataframe if "question" in d.value.columns)
+    assert len(examples) == 10 and examples["question"].str.endswith("=").all()
+    figs = figures(at)
+    heads = figs["llm_heads"]["data"][0]
+    assert np.asarray(heads["z"], dtype=float).shape == (2, 4)  # every layer and head
+    table = run.load(schema.ATTRIBUTION, key)
+    z = table[table["site"] == "z"].sort_values(["layer", "head"])["normalized"].to_numpy()
+    assert np.allclose(np.asarray(heads["z"], dtype=float).ravel(), z)
+    positions = figs["llm_positions"]["data"][0]
+    summary = run.load(schema.LOCALIZE_SUMMARY, key)
+    assert len(positions["x"]) == len(summary["position_labels"])
+    marked = [x for x in positions["x"] if "(a" in x or "(b" in x]  # the question's operands
+    assert [x[-4:] for x in marked] == ["(a1)", "(a0)", "(b1)", "(b0)"]
+    knockout = figs["llm_knockout"]
+    assert {"selected", "random_0", "random_1"} <= set(knockout["data"][0]["x"])
+    for key_ in ("llm_scatter", "llm_dla", "llm_lens", "llm_attention"):
+        assert key_ in figs, key_
+    at = open_page("llm")  # a run without an LLM experiment says what makes one
+    assert any("arithinterp llm run" in m for m in texts(at.info))

@@ -5,18 +5,13 @@ import pytest
 
 from arithinterp import schema
 from arithinterp.llm import LLMLocalizeConfig
-from arithinterp.stages.job import holds_job, llm_job, run_job
+from arithinterp.stages.job import holds_job, llm_job, read_job, run_job
 from arithinterp.stages.llm import LLMConfig
-from arithinterp.tasks import PromptSuite
 from tests.conftest import BAD_CONFIG
 
-SMALL = LLMLocalizeConfig(n_exact=4, top_k=2, n_random=2)
 
-
-def test_an_llm_run_records_its_source_and_writes_every_table(tmp_path, tiny_llama_dir, ctx):
-    config = LLMConfig(suite=PromptSuite(digits=2, n_shots=2), n_eval=10, change="a", digit=1,
-                       n_pairs=6, keep="all", localize=SMALL)
-    run = run_job(tmp_path, "l", llm_job(f"hf:{tiny_llama_dir}", config), ctx=ctx).run
+def test_an_llm_run_records_its_source_and_writes_every_table(tiny_llm_run, tiny_llama_dir):
+    run = tiny_llm_run[1]
     assert run.is_complete
     assert run.load(schema.SOURCE, schema.MODEL) == {"source": f"hf:{tiny_llama_dir}"}
     key = "localize/add2-few-shot-a1"
@@ -30,7 +25,8 @@ def test_an_llm_run_records_its_source_and_writes_every_table(tmp_path, tiny_lla
     assert summary["n_pairs"] == 6 and summary["kept"].endswith("6 pairs from all of them")
     assert len(summary["position_labels"]) == run.load(schema.PAIRS, key)["clean_tokens"].shape[1]
     assert len(run.load(schema.PATCHING, key)) == 4 + 2  # 4 heads, both MLPs
-    assert holds_job(run, llm_job(f"hf:{tiny_llama_dir}", config))  # its configs read back
+    config = read_job(run.manifest["config"])[1]
+    assert holds_job(run, llm_job(f"hf:{tiny_llama_dir}", config)) and config.keep == "all"
 
 
 @pytest.mark.parametrize("kwargs, field", [

@@ -1,0 +1,108 @@
+"""LLM: a pretrained model's arithmetic — its greedy answers on the suite, and the
+localization on the problems it answered: attribution over every head (layer × head) and by
+position with the prompt's tokens on the axis, exact patching of the top candidates against
+the estimate, the knockout of the top heads against random heads, DLA, the logit lens and
+the heads' attention to the operands."""
+
+import common
+import streamlit as st
+
+from arithinterp import schema, viz
+
+TOP = 20  # components shown in the DLA and operand-attention figures
+
+run = common.current_run()
+st.title("LLM arithmetic")
+experiments = [k for k in common.stages_of(run, schema.LOCALIZE)
+               if run.has(schema.LLM_EXAMPLES, k)]
+if not experiments:
+    st.info(f"Run **{run.name}** has no LLM experiment: run `arithinterp llm run` (or "
+            "`arithinterp demo --llm`) to make one.")
+    st.stop()
+common.from_url("experiment", "llm_experiment", experiments)
+stage = st.selectbox("Experiment", experiments, key="llm_experiment") \
+    if len(experiments) > 1 else experiments[0]
+common.to_url(experiment=stage if len(experiments) > 1 else None)
+summary = common.read(run, schema.LOCALIZE_SUMMARY, stage) or {}
+ev = summary.get("evaluation", {})
+common.provenance(run, stage)
+
+st.subheader("Answers")
+examples = common.read(run, schema.LLM_EXAMPLES, stage)
+if examples is not None:
+    st.caption(f"**{summary.get('model', '?')}** on **{ev.get('suite', '?')}**: greedy exact "
+               f"match {ev.get('exact_match', float('nan')):.3f} ({ev.get('n_correct', '?')} of "
+               f"{ev.get('n', '?')}). {summary.get('kept', '')}.")
+    shown = examples.assign(question=examples["prompt"].str.split("\n").str[-1])
+    only = st.radio("Show", ["all", "correct", "wrong"], horizontal=True, key="llm_show")
+    if only != "all":
+        shown = shown[shown["correct"] == (only == "correct")]
+    st.dataframe(shown[["question", "answer", "generated", "parsed", "correct", "n_tokens"]],
+                 hide_index=True, height=240, key="llm_examples")
+
+st.subheader("Where the answer is computed")
+st.caption(f"Pairs changing **{summary.get('change', '?')}**, metric **{summary.get('metric')}** "
+           f"at the last position (clean {summary.get('clean_metric', float('nan')):.2f}, "
+           f"corrupted {summary.get('corrupted_metric', float('nan')):.2f}); 1 = the patch "
+           "restores the clean metric. Attribution patching is a linear estimate from one "
+           "forward and backward pass.")
+attribution = common.read(run, schema.ATTRIBUTION, stage)
+if attribution is not None and len(attribution):
+    heads = attribution[attribution["site"] == "z"]
+    common.heatmap(viz.patching_figure(heads, rows="layer", cols="head", value="normalized",
+                                       zrange=(-1.0, 1.0), title="Every head, all positions "
+                                       "(attribution estimate)"), "llm_heads", heads, run)
+    sites = [s for s in ("resid_pre", "mlp_out") if (attribution["site"] == s).any()]
+    site = st.radio("By position", sites, horizontal=True, key="llm_site")
+    part = attribution[attribution["site"] == site]
+    common.heatmap(viz.patching_figure(
+        part, rows="layer", cols="pos", value="normalized", zrange=(-1.0, 1.0),
+        mark_pos=summary.get("metric_pos"), mark_label="answer read here",
+        title=f"{site} by layer × position (attribution estimate)"), "llm_positions", part, run)
+exact = common.read(run, schema.PATCHING, stage)
+if exact is not None and attribution is not None and len(exact):
+    left, right = st.columns(2)
+    with left:
+        common.chart(st, viz.attribution_scatter_figure(
+            attribution[attribution["site"] == "z"], exact[exact["site"] == "z"],
+            value="normalized"), key="llm_scatter")
+        st.caption(f"Exactly patched heads against their estimate; Pearson r over every "
+                   f"candidate {summary.get('attribution_exact_pearson', float('nan')):.2f}.")
+    with right:
+        ranking = common.read(run, schema.RANKING, stage)
+        if ranking is not None:
+            st.dataframe(ranking[["rank", "component", "effect"]], hide_index=True, height=320,
+                         key="llm_ranking")
+
+st.subheader("Knockout: the top heads against random heads")
+knockout = common.read(run, schema.KNOCKOUT, stage)
+if knockout is not None and len(knockout):
+    common.chart(st, viz.knockout_figure(knockout), key="llm_knockout")
+    st.caption("Mean ablation over the pairs' clean prompts; exact match is the accuracy of "
+               "the answer's first token at the last position.")
+
+st.subheader("Direct logit attribution and the logit lens")
+left, right = st.columns(2)
+with left:
+    dla = common.read(run, schema.DLA, stage)
+    if dla is not None and len(dla):
+        top = dla.reindex(dla["value"].abs().sort_values(ascending=False).index).head(TOP)
+        common.chart(st, viz.dla_figure(top), key="llm_dla")
+        st.caption(f"The {TOP} largest of {len(dla)} contributions; all of them sum to "
+                   f"{dla['value'].sum():.2f}, the mean logit difference.")
+with right:
+    lens = common.read(run, schema.LOGIT_LENS, stage)
+    if lens is not None and len(lens):
+        value = st.radio("Value", ["accuracy", "mean_prob", "mean_rank"], horizontal=True,
+                         key="llm_lens_value")
+        common.chart(st, viz.logit_lens_figure(lens, value=value), key="llm_lens")
+
+st.subheader("Attention to the operands")
+attention = common.read(run, schema.OPERAND_ATTENTION, stage)
+if attention is not None and len(attention):
+    operand = attention[attention["key"] != "other"]
+    strongest = operand.groupby("component")["attention"].sum().nlargest(TOP).index
+    common.chart(st, viz.operand_attention_figure(
+        attention[attention["component"].isin(strongest)]), key="llm_attention")
+    st.caption(f"The {TOP} heads that attend most from the last position to the question's "
+               "operands (a: all of a's tokens; b: all of b's).")
