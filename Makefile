@@ -38,9 +38,11 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-# The notebooks run under nbmake in their smoke size (ARITHINTERP_SMOKE=1).
+# The notebooks run under nbmake in their smoke size (ARITHINTERP_SMOKE=1). The embedded
+# LLM is dequantized once into its usual cache, which the tests and notebook 05 share.
 test: setup browser lint
-	ARITHINTERP_SMOKE=1 $(BIN)/python -m pytest -q tests notebooks --nbmake $(ARGS)
+	ARITHINTERP_SMOKE=1 ARITHINTERP_LLM_CACHE="$${ARITHINTERP_LLM_CACHE:-$$HOME/.cache/arithinterp/llm}" \
+	  $(BIN)/python -m pytest -q tests notebooks --nbmake $(ARGS)
 
 explore: setup
 	$(BIN)/arithinterp explore $(ARGS)

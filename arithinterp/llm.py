@@ -2,8 +2,9 @@
 and the localization pipeline.
 
 `evaluate_llm` asks a `PromptSuite`'s problems, generates greedily (the bridge's own
-forward, no KV cache) and parses the first integer of the continuation; exact match is
-against Python's arithmetic. `make_llm_pairs` builds minimal pairs from problems (usually
+forward, no KV cache) and parses the integer the continuation starts with (chat replies are
+prefilled with the question, see `prompt_text`); exact match is against Python's
+arithmetic. `make_llm_pairs` builds minimal pairs from problems (usually
 the correctly answered ones, as Zhang et al. 2024 keep): one operand digit changed, or the
 question's operator, with equal token lengths and a different first answer token, so the
 metric — the logit difference between the clean and the corrupt answer's first token at the
@@ -25,31 +26,31 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from arithinterp.analysis.attribution import compute_dla
+from arithinterp.analysis.attribution import compute_dla, compute_logit_lens
 from arithinterp.analysis.attribution_patching import sweep_attribution
 from arithinterp.analysis.localize import compute_knockout, rank_components
 from arithinterp.analysis.metrics import AnswerMetric
 from arithinterp.analysis.patching import Cell, PatchSpec, patch_each
 from arithinterp.components import Component, hook_name
 from arithinterp.evaluate import run_greedy
-from arithinterp.models import LoadedModel, device_of, facts, run_readout
+from arithinterp.models import LoadedModel, device_of, facts
 from arithinterp.tasks import PromptPairs, PromptSuite, TokenPrompts
 from arithinterp.tasks.prompts import LLM_OPS
 
 CHANGES = ("a", "b", "op")  # what a minimal pair changes: a digit of a, of b, or the operator
-_INT = re.compile(r"-?\d+")
 
 
 # ---- prompts ----------------------------------------------------------------------------------
 def prompt_text(loaded: LoadedModel, suite: PromptSuite, a: int, b: int,
                 op: str | None = None) -> str:
-    """The full prompt for (a, b) (in the chat template for chat suites); `op` replaces the
-    question's operator (the solved examples keep the suite's)."""
-    text = suite.text(a, b)
-    if op is not None and op != suite.op:
-        head, _, _ = text.rpartition(suite.question(a, b))
-        text = head + f"{a}{op}{b}="
-    return loaded.tokenizer.chat(text) if suite.template == "chat" else text
+    """The full prompt for (a, b); `op` replaces the question's operator (the solved examples
+    keep the suite's). A chat suite's question ('What is 7*8?') goes into the model's chat
+    template and the assistant's reply is prefilled with '7*8=', so in both templates the
+    next token starts the answer (unprefilled, SmolLM2 mostly restates the question or
+    writes 'The answer is' first)."""
+    text = suite.text(a, b, op)
+    return loaded.tokenizer.chat(text) + suite.question(a, b, op) if suite.template == "chat" \
+        else text
 
 
 def _labels(loaded: LoadedModel, ids: list[int], a: int, b: int, op: str) -> list[str]:
@@ -125,11 +126,11 @@ def group_by_length(loaded: LoadedModel, suite: PromptSuite, problems: list[tupl
 
 
 # ---- evaluation -------------------------------------------------------------------------------
-def parse_answer(text: str, template: str) -> int | None:
-    """The model's answer in its continuation: the integer it starts with (few-shot), or the
-    first integer anywhere in it (chat); None when there is none."""
-    m = re.match(r"\s*(-?\d+)", text) if template == "few-shot" else _INT.search(text)
-    return None if m is None else int(m.group(1) if template == "few-shot" else m.group(0))
+def parse_answer(text: str) -> int | None:
+    """The model's answer: the integer its continuation starts with (None when it does not
+    start with one)."""
+    m = re.match(r"\s*(-?\d+)", text)
+    return None if m is None else int(m.group(1))
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def evaluate_llm(loaded: LoadedModel, suite: PromptSuite, n: int, *, seed: int =
     """Greedy answers to `n` of the suite's problems (drawn with `seed`), scored exactly."""
     problems = suite.problems(n, seed)
     longest = max(len(loaded.tokenizer.encode(str(suite.answer(a, b)))) for a, b in problems)
-    n_new = longest + (1 if suite.template == "few-shot" else 8)  # room for a chat's words
+    n_new = longest + 1  # the answer and what follows it
     rows = []
     groups = group_by_length(loaded, suite, problems)
     bar = tqdm(total=len(problems), desc=f"evaluate {suite.name}", unit="prompt",
@@ -171,7 +172,7 @@ def evaluate_llm(loaded: LoadedModel, suite: PromptSuite, n: int, *, seed: int =
             for (a, b), answer, text, gen in zip(part.problems, part.answers, part.texts,
                                                  generated, strict=True):
                 out = loaded.tokenizer.decode(gen.tolist())
-                parsed = parse_answer(out, suite.template)
+                parsed = parse_answer(out)
                 rows.append({"a": a, "b": b, "answer": answer, "prompt": text,
                              "generated": out, "parsed": parsed, "correct": parsed == answer,
                              "n_tokens": int(part.tokens.shape[1])})
@@ -303,7 +304,7 @@ def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeCon
     ranking = rank_components(exact, value="effect")
     dla = compute_dla(model, pairs.clean, metric, batch_size=8)
     steps.update()
-    lens = _logit_lens(loaded, pairs.clean)
+    lens = compute_logit_lens(model, pairs.clean, batch_size=8)
     attention = _operand_attention(loaded, pairs.clean)
     steps.update()
     heads = [Component.parse(c) for c in ranking[ranking["kind"] == "head"]["component"]]
@@ -373,31 +374,6 @@ def _exact_table(candidates: list[Component], patched: torch.Tensor, clean: torc
     table["head"] = table["head"].astype("Int64")
     table["pos"] = table["pos"].astype("Int64")
     return table
-
-
-@torch.inference_mode()
-def _logit_lens(loaded: LoadedModel, prompts: TokenPrompts) -> pd.DataFrame:
-    """At the last position, after each layer: accuracy, mean rank and probability of the
-    answer's first token through the final norm and unembedding."""
-    model = loaded.model
-    n_layers = facts(model).n_layers
-    names = [hook_name("resid_post", layer) for layer in range(n_layers)]
-    _, cache = model.run_with_cache(prompts.tokens.to(device_of(model)),
-                                    names_filter=lambda n: n in names)
-    target = prompts.target.to(device_of(model))
-    rows = []
-    for layer, name in enumerate(names):
-        logits = run_readout(model, cache[name][:, -1]).float()
-        correct = logits.gather(-1, target[:, None])
-        rank = (logits > correct).sum(-1).double()
-        rows.append({"stage": "resid_post", "layer": layer, "digit": 0,
-                     "pos": int(prompts.tokens.shape[1]) - 1, "token": prompts.labels[-1],
-                     "target": "first answer token",
-                     "accuracy": float((logits.argmax(-1) == target).double().mean()),
-                     "mean_rank": float(rank.mean()),
-                     "mean_prob": float(logits.softmax(-1).gather(-1, target[:, None])
-                                        .double().mean())})
-    return pd.DataFrame(rows)
 
 
 @torch.inference_mode()

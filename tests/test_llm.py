@@ -51,17 +51,15 @@ def test_evaluation_scores_parsed_answers_against_python(tiny):
     assert len(ex) == 12 and (ex["answer"] == ex["a"] + ex["b"]).all()
     assert (ex["correct"] == (ex["parsed"] == ex["answer"]).fillna(False)).all()
     for row in ex.itertuples():  # parsed is the integer the continuation starts with
-        assert (None if pd.isna(row.parsed) else row.parsed) == llm.parse_answer(
-            row.generated, "few-shot")
+        assert (None if pd.isna(row.parsed) else row.parsed) == llm.parse_answer(row.generated)
     assert result.summary()["n"] == 12 and 0 <= result.exact_match <= 1
 
 
-@pytest.mark.parametrize("text, template, expected", [
-    ("47\n12", "few-shot", 47), (" -3\n", "few-shot", -3), ("x47", "few-shot", None),
-    ("The answer is 56.", "chat", 56), ("no idea", "chat", None),
+@pytest.mark.parametrize("text, expected", [
+    ("47\n12", 47), (" -3\n", -3), ("x47", None), ("56<|im_end|>", 56), ("", None),
 ])
-def test_parse_answer(text, template, expected):
-    assert llm.parse_answer(text, template) == expected
+def test_parse_answer(text, expected):
+    assert llm.parse_answer(text) == expected
 
 
 def test_pairs_change_one_digit_keep_length_and_differ_in_the_first_answer_token(tiny):
@@ -149,3 +147,7 @@ def test_smollm2_answers_one_digit_addition_and_localizes(smollm2):
                                                                  n_random=1))
     assert len(out["attribution"][out["attribution"]["site"] == "z"]) == 30 * 9
     assert list(out["knockout"]["condition"]) == ["none", "selected", "random_0"]
+    chat = PromptSuite(op="*", template="chat", n_shots=0)  # the reply is prefilled
+    text = llm.prompt_text(smollm2, chat, 7, 8)
+    assert text.endswith("What is 7*8?<|im_end|>\n<|im_start|>assistant\n7*8=")
+    assert llm.evaluate_llm(smollm2, chat, 8).exact_match > 0.3

@@ -184,17 +184,22 @@ def _lens_stages(model: HookedModel) -> list[tuple[str, int | None, str]]:
 
 
 @torch.inference_mode()
-def compute_logit_lens(model: HookedModel, data: Dataset, *, batch_size: int = 256) -> pd.DataFrame:
+def compute_logit_lens(model: HookedModel, data: Prompts, *, batch_size: int = 256
+                       ) -> pd.DataFrame:
     """Accuracy, mean rank (0 = top) and mean probability of the correct answer digit token.
 
-    One row per (stage, answer digit k), read at position answer_positions()[k] - 1.
+    One row per (stage, answer digit k), read at position answer_positions()[k] - 1; for an
+    LLM's `TokenPrompts`, one per stage for the answer's first token at the last position.
     Columns: stage, layer, digit, pos, token (label of pos), target, accuracy, mean_rank,
     mean_prob.
     """
     check_batch_size(batch_size)
-    spec = data.spec
-    targets = spec.answer_positions()
-    queries = [p - 1 for p in targets]
+    labels = data.position_labels()
+    if isinstance(data, Dataset):
+        targets = data.spec.answer_positions()
+        queries, names = [p - 1 for p in targets], [labels[t] for t in targets]
+    else:
+        queries, names = [int(data.tokens.shape[1]) - 1], ["first answer token"]
     stages = _lens_stages(model)
     hooks = {s[2] for s in stages}
     device = device_of(model)
@@ -202,7 +207,8 @@ def compute_logit_lens(model: HookedModel, data: Dataset, *, batch_size: int = 2
     for start in range(0, len(data), batch_size):
         tokens = data.tokens[start : start + batch_size].to(device)
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
-        correct = tokens[:, targets]
+        correct = tokens[:, targets] if isinstance(data, Dataset) else \
+            data.target[start : start + batch_size, None].to(device)
         logits = torch.stack([run_readout(model, cache[s[2]][:, queries]) for s in stages])
         picked = logits.gather(-1, correct.expand(len(stages), -1, -1)[..., None])
         acc.append((logits.argmax(-1) == correct).float().cpu())
@@ -210,10 +216,9 @@ def compute_logit_lens(model: HookedModel, data: Dataset, *, batch_size: int = 2
         prob.append(logits.float().softmax(-1).gather(
             -1, correct.expand(len(stages), -1, -1)[..., None])[..., 0].cpu())
     acc_m, rank_m, prob_m = (torch.cat(x, dim=1).double().mean(1) for x in (acc, rank, prob))
-    labels = spec.position_labels()
     rows = [
         {"stage": stage, "layer": layer, "digit": k, "pos": q, "token": labels[q],
-         "target": labels[targets[k]], "accuracy": float(acc_m[i, k]),
+         "target": names[k], "accuracy": float(acc_m[i, k]),
          "mean_rank": float(rank_m[i, k]), "mean_prob": float(prob_m[i, k])}
         for i, (stage, layer, _) in enumerate(stages) for k, q in enumerate(queries)
     ]

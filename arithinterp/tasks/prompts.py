@@ -4,8 +4,9 @@ tokenized prompts the analyses run on.
 A `PromptSuite` draws problems (both operands with exactly `digits` digits; subtraction keeps
 a >= b) and writes them as text: ``few-shot`` puts `n_shots` solved examples (drawn once from
 the suite's seed, the same for every prompt, so prompts of one suite tokenize to equal
-lengths when numbers do) before ``a+b=``; ``chat`` asks the question as one user turn, which
-the model's chat template wraps (see `pretrained.HFTokenizer.chat`). Tokenization belongs to
+lengths when numbers do) before ``a+b=``; ``chat`` asks ``What is a+b?`` as one user turn,
+which the model's chat template wraps, with the reply prefilled ``a+b=`` (see
+`llm.prompt_text`): in both the next token starts the answer. Tokenization belongs to
 the model: `TokenPrompts` holds the result, aligned with the problems.
 """
 
@@ -65,21 +66,22 @@ class PromptSuite:
         lo, hi = self.bounds
         return lo <= a <= hi and lo <= b <= hi and (self.op != "-" or a >= b)
 
-    def question(self, a: int, b: int) -> str:
-        """'12+35='."""
-        return f"{a}{self.op}{b}="
+    def question(self, a: int, b: int, op: str | None = None) -> str:
+        """'12+35=' (`op` replaces the suite's operator)."""
+        return f"{a}{op or self.op}{b}="
 
     def shots(self) -> list[tuple[int, int]]:
         """The solved examples of the few-shot template (fixed by the seed)."""
         return _draw(self, self.n_shots, random.Random(f"shots-{self.seed}"), set())
 
-    def text(self, a: int, b: int) -> str:
+    def text(self, a: int, b: int, op: str | None = None) -> str:
         """The prompt for (a, b) before any chat template: the solved examples, then the
-        question (in a chat, after a request for the bare number)."""
+        question ('12+35=' few-shot; 'What is 12+35?' in a chat, whose reply the model's
+        adapter prefills with '12+35='). `op` replaces the question's operator only."""
         lines = [f"{self.question(x, y)}{self.answer(x, y)}" for x, y in self.shots()]
-        if self.template == "chat":
-            lines.insert(0, "Answer with the number only.")
-        return "\n".join([*lines, self.question(a, b)])
+        last = f"What is {a}{op or self.op}{b}?" if self.template == "chat" else \
+            self.question(a, b, op)
+        return "\n".join([*lines, last])
 
     def problems(self, n: int, seed: int = 0) -> list[tuple[int, int]]:
         """`n` distinct problems (fewer if the suite has fewer), none of them a shot."""

@@ -28,9 +28,11 @@ def test_subtraction_keeps_answers_non_negative_and_one_digit_includes_zero():
     assert len(PromptSuite(op="*", digits=1).problems(1000)) == 100 - 3  # all but the shots
 
 
-def test_chat_text_asks_for_the_bare_number():
-    text = PromptSuite(op="*", template="chat", n_shots=0).text(7, 8)
-    assert text == "Answer with the number only.\n7*8="
+def test_chat_text_asks_the_question_and_an_operator_can_be_swapped():
+    assert PromptSuite(op="*", template="chat", n_shots=0).text(7, 8) == "What is 7*8?"
+    few = PromptSuite(op="+", n_shots=1)
+    assert few.text(7, 8, op="-").endswith("\n7-8=") and few.text(7, 8).endswith("\n7+8=")
+    assert few.text(7, 8, op="-").split("\n")[0] == few.text(7, 8).split("\n")[0]
 
 
 @pytest.mark.parametrize("kwargs, field", [
