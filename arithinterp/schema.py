@@ -181,6 +181,8 @@ PAIRS = Artifact("pairs.safetensors", "tensors")  # the clean / corrupt prompts 
 LOCALIZE_SUMMARY = Artifact("summary.json", "json")
 LLM_EXAMPLES = Artifact("llm_examples.parquet", "table", (  # a pretrained LLM's answers
     "a", "b", "answer", "prompt", "generated", "parsed", "correct", "n_tokens"))
+LLM_FOURIER = Artifact("llm_fourier.parquet", "table", (
+    "source", "layer", "grouped_by", "freqs", "median_r2", "shuffled_r2", "n_features"))
 
 # probes/<name>/
 PROBE_SCORES = Artifact("scores.parquet", "table", (

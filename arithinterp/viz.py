@@ -548,6 +548,25 @@ def attention_tokens_html(
                                "data": data.replace("</", "<\\/")}
 
 
+def llm_fourier_figure(table: pd.DataFrame) -> go.Figure:
+    """Median R² of the Fourier fit per layer (residual stream grouped by digit) against the
+    same tables with shuffled rows, with the embedding's and unembedding's as flat lines."""
+    acts = table[table["source"] == "resid_post"].sort_values("layer")
+    fig = go.Figure([
+        go.Scatter(x=acts["layer"], y=acts["median_r2"], mode="lines+markers",
+                   name="residual stream"),
+        go.Scatter(x=acts["layer"], y=acts["shuffled_r2"], mode="lines", name="shuffled rows",
+                   line={"dash": "dot", "color": "grey"}),
+    ])
+    for row in table[table["source"] != "resid_post"].itertuples():
+        fig.add_hline(y=row.median_r2, line_dash="dash", annotation_text=str(row.source),
+                      line_color="black", line_width=1)
+    freqs = table["freqs"].iloc[0] if len(table) else ""
+    fig.update_layout(title=f"Fourier fit with frequencies {{{freqs}}} over the ten digits",
+                      xaxis_title="layer", yaxis_title="median R²", yaxis_range=[0, 1])
+    return fig
+
+
 def operand_attention_figure(table: pd.DataFrame, *, value: str = "attention") -> go.Figure:
     """Attention of each head (rows) on each operand digit (columns), one panel per answer digit.
 

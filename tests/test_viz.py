@@ -376,3 +376,14 @@ def test_cosine_heatmap_on_a_fixed_scale():
     assert list(fig.data[0].x) == ["a", "b"]
     with pytest.raises(ValueError, match="labels give"):
         viz.cosine_figure(np.eye(2), ["0"], ["a", "b"], x_title="x", y_title="y")
+
+
+def test_llm_fourier_against_its_control():
+    table = pd.DataFrame({"source": ["W_E", "W_U", "resid_post", "resid_post"],
+                          "layer": pd.array([None, None, 0, 1], dtype="Int64"),
+                          "grouped_by": [None, None, "d", "d"], "freqs": "0,1,2,5",
+                          "median_r2": [0.9, 0.8, 0.5, 0.7], "shuffled_r2": [0.4] * 4,
+                          "n_features": 8})
+    fig = viz.llm_fourier_figure(table)
+    assert list(fig.data[0].y) == [0.5, 0.7] and list(fig.data[1].y) == [0.4, 0.4]
+    assert [s.y0 for s in fig.layout.shapes] == [0.9, 0.8]

@@ -106,3 +106,16 @@ if attention is not None and len(attention):
         attention[attention["component"].isin(strongest)]), key="llm_attention")
     st.caption(f"The {TOP} heads that attend most from the last position to the question's "
                "operands (a: all of a's tokens; b: all of b's).")
+
+st.subheader("Fourier features of the digits")
+fourier = common.read(run, schema.LLM_FOURIER, stage, quiet=True)
+if fourier is None:
+    st.info("This experiment has no Fourier table (it needs answers starting with each of the "
+            "ten digits: a 1-digit addition suite has them).")
+else:
+    common.chart(st, viz.llm_fourier_figure(fourier), key="llm_fourier")
+    st.caption("Each table has one row per digit 0–9: the digit tokens' embedding and "
+               "unembedding rows, and the mean residual stream at the last position over the "
+               "prompts whose answer starts with that digit. Zhou et al. (2024) find periods "
+               "2, 5 and 10 in pretrained LLMs' number representations; the dotted line fits "
+               "the same tables with their rows shuffled.")

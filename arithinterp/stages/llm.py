@@ -1,9 +1,10 @@
 """Stage `llm`: arithmetic in the run's pretrained LLM (`arithinterp.llm`) into
 ``localize/<experiment>/``: greedy evaluation on a prompt suite (every answer in
 ``llm_examples.parquet``), minimal pairs from the correctly answered problems (or, with
-keep 'all', from every evaluated one), and the
-localization pipeline's tables, in the same artifacts as a task localization (so the
-explorer's pages read them), with the evaluation in the summary."""
+keep 'all', from every evaluated one), the Fourier picture of the digits (Zhou et al. 2024:
+``llm_fourier.parquet``, skipped with a warning when the answers do not start with all ten
+digits), and the localization pipeline's tables, in the same artifacts as a task
+localization (so the explorer's pages read them), with the evaluation in the summary."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from arithinterp import schema
-from arithinterp.llm import CHANGES, LLMLocalizeConfig, evaluate_llm, localize_llm, make_llm_pairs
+from arithinterp.llm import (
+    CHANGES,
+    LLMLocalizeConfig,
+    evaluate_llm,
+    group_by_length,
+    llm_fourier,
+    localize_llm,
+    make_llm_pairs,
+)
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, run_model
 from arithinterp.tasks import PromptSuite
@@ -76,6 +85,14 @@ def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
                            digit=config.digit, n=config.n_pairs, seed=config.seed)
     out = localize_llm(loaded, pairs, config.localize, progress=ctx.progress)
     stage = key(config)
+    warnings = list(out["summary"]["warnings"])
+    try:  # the evaluated problems of the most common prompt length
+        prompts = max(group_by_length(loaded, config.suite, list(zip(
+            result.examples["a"], result.examples["b"], strict=True))), key=len)
+        run.save(schema.LLM_FOURIER, stage, llm_fourier(loaded, prompts,
+                                                        batch_size=config.batch_size))
+    except ValueError as e:
+        warnings.append(f"no Fourier table: {e}")
     for artifact, name in ((schema.ATTRIBUTION, "attribution"), (schema.PATCHING, "patching"),
                            (schema.RANKING, "ranking"), (schema.DLA, "dla"),
                            (schema.LOGIT_LENS, "logit_lens"),
@@ -85,7 +102,8 @@ def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
     run.save(schema.LLM_EXAMPLES, stage, result.examples)
     run.save(schema.PAIRS, stage, {"clean_tokens": pairs.clean.tokens,
                                    "corrupt_tokens": pairs.corrupt.tokens})
-    summary = {**out["summary"], "experiment": config.experiment, "model": loaded.source,
+    summary = {**out["summary"], "warnings": warnings, "experiment": config.experiment,
+               "model": loaded.source,
                "suite": config.suite.name, "evaluation": result.summary(),
                "n_pairs_asked": config.n_pairs,
                "kept": f"{len(correct)} of {len(result.examples)} problems answered "

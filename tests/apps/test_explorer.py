@@ -823,5 +823,6 @@ def test_the_llm_page_shows_answers_heads_positions_and_the_knockout(tiny_llm_ru
     assert {"selected", "random_0", "random_1"} <= set(knockout["data"][0]["x"])
     for key_ in ("llm_scatter", "llm_dla", "llm_lens", "llm_attention"):
         assert key_ in figs, key_
+    assert any("has no Fourier table" in m for m in texts(at.info))
     at = open_page("llm")  # a run without an LLM experiment says what makes one
     assert any("arithinterp llm run" in m for m in texts(at.info))

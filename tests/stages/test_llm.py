@@ -25,6 +25,9 @@ def test_an_llm_run_records_its_source_and_writes_every_table(tiny_llm_run, tiny
     assert summary["n_pairs"] == 6 and summary["kept"].endswith("6 pairs from all of them")
     assert len(summary["position_labels"]) == run.load(schema.PAIRS, key)["clean_tokens"].shape[1]
     assert len(run.load(schema.PATCHING, key)) == 4 + 2  # 4 heads, both MLPs
+    # 2-digit sums start with 1..9 only: no Fourier table over ten digits, and it says so
+    assert not run.has(schema.LLM_FOURIER, key)
+    assert any("no Fourier table" in w for w in summary["warnings"])
     config = read_job(run.manifest["config"])[1]
     assert holds_job(run, llm_job(f"hf:{tiny_llama_dir}", config)) and config.keep == "all"
 
