@@ -40,12 +40,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(demo_runs, tiny_sweep, tmp_path_factory):
+def server(demo_runs, tiny_sweep, tiny_llm_run, tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian chromium is missing: `make browser` installs it (make test does)")
     runs = tmp_path_factory.mktemp("browser") / "runs"
     shutil.copytree(demo_runs[0], runs)
     shutil.copytree(tiny_sweep[0], runs, dirs_exist_ok=True)
+    shutil.copytree(tiny_llm_run[1].dir, runs / tiny_llm_run[1].name)
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
@@ -251,6 +252,16 @@ def test_hovering_a_token_shows_where_it_attends(page, server):
     assert np.allclose(frame.eval_on_selector_all("span.token", TOKEN_VALUES_JS),
                        patterns[0, :, i], atol=1e-4)
     _no_exception(page, "attention tokens")
+
+
+def test_the_llm_page_draws_an_llm_run(page, server):
+    started = time.perf_counter()
+    _open(page, server, "llm", "run=llm")
+    _until(page, f"{_one_figure('llm_heads', 'Every head')} && "
+                 f"{_one_figure('llm_knockout', 'Knockout')}")
+    _timed("open /llm", started)
+    _no_exception(page, "llm")
+    page.screenshot(path=str(ARTIFACTS / "llm.png"), full_page=True)
 
 
 def test_playground_takes_a_typed_problem(page, server):
