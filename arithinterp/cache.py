@@ -46,8 +46,34 @@ def run_cached(
     parts: dict[str, list[Tensor]] = {}
     starts = range(0, tokens.shape[0], batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
-        _, cache = model.run_with_cache(tokens[start : start + batch_size].to(device),
-                                        names_filter=wanted)
+        batch = tokens[start : start + batch_size]
+        _, cache = model.run_with_cache(batch.to(device), names_filter=wanted)
+        if start == 0:  # the first batch tells what the whole cache will take
+            per_prompt = sum(a[0].numel() * a.element_size() for a in cache.values())
+            check_fits(per_prompt * tokens.shape[0], f"caching {len(cache)} hooks over "
+                                                     f"{tokens.shape[0]} prompts")
         for name, act in cache.items():
             parts.setdefault(name, []).append(act.detach().cpu())
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM the system reports available (Linux /proc/meminfo), None elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_fits(n_bytes: int, what: str, *, share: float = 0.8) -> None:
+    """Refuse, with one line naming the sizes, work whose result would take more than `share`
+    of the available RAM, before it is made: a clear error instead of an out-of-memory kill."""
+    free = available_memory()
+    if free is not None and n_bytes > share * free:
+        raise ValueError(f"{what} needs {n_bytes / 2**30:.1f} GiB and {free / 2**30:.1f} GiB "
+                          "of RAM is available: cache fewer hooks (names_filter), positions or "
+                          "prompts")

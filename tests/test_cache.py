@@ -25,3 +25,18 @@ def test_bad_names_are_refused(tiny_model, tiny_task):
         run_cached(tiny_model, tokens, ["blocks.9.hook_resid_post"])
     with pytest.raises(ValueError, match="batch_size"):
         run_cached(tiny_model, tokens, [hook_name("z", 0)], batch_size=0)
+
+
+def test_a_cache_that_would_not_fit_in_ram_is_refused_after_one_batch(tiny_model, tiny_task,
+                                                                         monkeypatch):
+    from arithinterp import cache as cache_module
+
+    assert cache_module.available_memory() > 0  # this machine reports it (Linux)
+    tokens = torch.randint(0, 20, (64, tiny_task.seq_len))
+    names = act_names(tiny_model, ["resid_post"])
+    need = len(names) * 64 * tiny_task.seq_len * tiny_model.cfg.d_model * 4  # float32
+    monkeypatch.setattr(cache_module, "available_memory", lambda: need)  # 80% of it is short
+    with pytest.raises(ValueError, match=r"caching 2 hooks over 64 prompts needs .* GiB"):
+        run_cached(tiny_model, tokens, names, batch_size=16)
+    monkeypatch.setattr(cache_module, "available_memory", lambda: 2 * need)
+    assert run_cached(tiny_model, tokens, names, batch_size=16)[names[0]].shape[0] == 64
