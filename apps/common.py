@@ -24,7 +24,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from arithinterp import schema
+from arithinterp import schema, viz
 from arithinterp.runs import RunDir, list_runs
 from arithinterp.schema import Artifact
 from arithinterp.stages.job import read_job, stage_key
@@ -220,6 +220,15 @@ def read(run: RunDir, artifact: Artifact, stage: str, *, quiet: bool = False) ->
         return None
 
 
+def logit_lens(run: RunDir, stage: str, *, key: str) -> None:
+    """An experiment's logit lens with its value switch (nothing when the run lacks it)."""
+    lens = read(run, schema.LOGIT_LENS, stage)
+    if lens is not None and len(lens):
+        value = st.radio("Value", ["accuracy", "mean_prob", "mean_rank"], horizontal=True,
+                         key=f"{key}_value")
+        chart(st, viz.logit_lens_figure(lens, value=value), key=key)
+
+
 def stages_of(run: RunDir, family: str) -> list[str]:
     """The run's stage keys of one family, e.g. every 'probes/<name>'."""
     return [k for k in run.manifest["stages"] if schema.stage_family(k) == family]
@@ -383,14 +392,13 @@ def layer_patterns(_loaded, model_key: str, task_json: str, problems: tuple, lay
     from arithinterp.analysis.attention import compute_attention_patterns
     from arithinterp.models import facts
     from arithinterp.tasks import make_dataset
-    from arithinterp.viz import token_labels
 
     task = task_from_key(task_json)
     data = make_dataset(task, torch.tensor([a for a, _ in problems]),
                         torch.tensor([b for _, b in problems]))
     patterns = np.stack([compute_attention_patterns(_loaded.model, data.tokens, layer, h)
                          .mean(0).numpy() for h in range(facts(_loaded.model).n_heads)])
-    return patterns, token_labels(task.vocab.token_strings(data.tokens[0]),
+    return patterns, viz.token_labels(task.vocab.token_strings(data.tokens[0]),
                                   task.position_labels())
 
 

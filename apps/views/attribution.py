@@ -25,11 +25,7 @@ if dla is not None:
         st.caption(f"Components sum to the mean logit difference: {dla['value'].sum():.3f}.")
 
 st.subheader("Logit lens")
-lens = common.read(run, schema.LOGIT_LENS, stage)
-if lens is not None and len(lens):
-    value = st.radio("Value", ["accuracy", "mean_prob", "mean_rank"], horizontal=True,
-                     key="attribution_lens_value")
-    common.chart(st, viz.logit_lens_figure(lens, value=value), key="attribution_lens")
+common.logit_lens(run, stage, key="attribution_lens")
 
 st.subheader("Attribution patching vs exact patching")
 attribution = common.read(run, schema.ATTRIBUTION, stage)

@@ -91,11 +91,7 @@ with left:
         st.caption(f"The {TOP} largest of {len(dla)} contributions; all of them sum to "
                    f"{dla['value'].sum():.2f}, the mean logit difference.")
 with right:
-    lens = common.read(run, schema.LOGIT_LENS, stage)
-    if lens is not None and len(lens):
-        value = st.radio("Value", ["accuracy", "mean_prob", "mean_rank"], horizontal=True,
-                         key="llm_lens_value")
-        common.chart(st, viz.logit_lens_figure(lens, value=value), key="llm_lens")
+    common.logit_lens(run, stage, key="llm_lens")
 
 st.subheader("Attention to the operands")
 attention = common.read(run, schema.OPERAND_ATTENTION, stage)

@@ -62,6 +62,23 @@ def open_page(runs_dir, monkeypatch):
     return _open
 
 
+@pytest.fixture
+def open_run(monkeypatch):
+    """AppTest of one page of run `name` in the runs folder `runs` (fresh caches)."""
+
+    def _open(runs, name: str, page: str) -> AppTest:
+        monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(runs))
+        st.cache_data.clear()
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.query_params["run"] = name
+        at.run()
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return _open
+
+
 def figures(at: AppTest) -> dict[str, dict]:
     """Plotly figures on the page by chart key (their element id ends in the key)."""
     return {el.proto.id.split("-", 2)[-1]: _decode(json.loads(el.proto.spec))
@@ -546,15 +563,8 @@ def test_the_multiplication_page_on_an_arm_run_and_elsewhere(open_study, open_pa
 
 
 
-def test_the_finetune_page_shows_gain_against_forgetting(quick_scenario, monkeypatch,
-                                                          open_page):
-    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(quick_scenario.dir.parent))
-    st.cache_data.clear()
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.query_params["run"] = quick_scenario.name
-    at.run()
-    at.switch_page("views/finetune.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+def test_the_finetune_page_shows_gain_against_forgetting(quick_scenario, open_page, open_run):
+    at = open_run(quick_scenario.dir.parent, quick_scenario.name, "finetune")
     figs = figures(at)
     gain = figs["ft_gain"]
     arms = {t["name"] for t in gain["data"] if t.get("showlegend") is not False}
@@ -568,15 +578,8 @@ def test_the_finetune_page_shows_gain_against_forgetting(quick_scenario, monkeyp
     assert any("arithinterp finetune" in m for m in texts(at.info))
 
 
-def test_the_modular_page_shows_grokking_and_the_fourier_picture(modular_run, monkeypatch,
-                                                                 open_page):
-    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(modular_run.dir.parent))
-    st.cache_data.clear()
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.query_params["run"] = modular_run.name
-    at.run()
-    at.switch_page("views/modular.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+def test_the_modular_page_shows_grokking_and_the_fourier_picture(modular_run, open_page, open_run):
+    at = open_run(modular_run.dir.parent, modular_run.name, "modular")
     figs = figures(at)
     curves = figs["mod_curves"]
     layout = curves["layout"]
@@ -595,16 +598,9 @@ def test_the_modular_page_shows_grokking_and_the_fourier_picture(modular_run, mo
     assert any("arithinterp modular RUN" in m for m in texts(at.info))
 
 
-def test_the_sweeps_page_draws_the_phase_transition_plot(tiny_sweep, monkeypatch,
-                                                         common_module):
+def test_the_sweeps_page_draws_the_phase_transition_plot(tiny_sweep, common_module, open_run):
     runs, table = tiny_sweep
-    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(runs))
-    st.cache_data.clear()
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.query_params["run"] = "sw.n_train-40.seed-1"  # a trial: its sweep is picked
-    at.run()
-    at.switch_page("views/sweeps.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_run(runs, "sw.n_train-40.seed-1", "sweeps")  # a trial: its sweep is picked
     assert at.selectbox(key="sweep_pick").value == "sw-sweep"
     assert "4 trials" in at.caption[0].value and "4 done" in at.caption[0].value
     fig = figures(at)["sweep_plot"]
@@ -695,8 +691,8 @@ def test_the_pairs_behind_a_cell_are_written_out_and_one_opens_its_own_heatmap(o
         first["corrupted"])
 
 
-def test_two_runs_side_by_side_and_their_difference_on_one_scale(demo_runs, tmp_path,
-                                                                 monkeypatch, ctx):
+def test_two_runs_side_by_side_and_their_difference_on_one_scale(demo_runs, tmp_path, ctx,
+                                                                 open_run):
     from arithinterp.analysis.suite import LocalizeConfig
     from arithinterp.stages.job import demo_job, run_job
 
@@ -706,13 +702,7 @@ def test_two_runs_side_by_side_and_their_difference_on_one_scale(demo_runs, tmp_
     other = LocalizeConfig(n_pairs=32, n_eval=32, n_random=1, seed=1)  # other minimal pairs
     run_job(compare, "tiny-seed1", demo_job(str(trained), n_eval=64, localize=(other,),
                                             n_probe=None), ctx=ctx)
-    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(compare))
-    st.cache_data.clear()
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.query_params["run"] = "tiny"
-    at.run()
-    at.switch_page("views/compare.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_run(compare, "tiny", "compare")
     assert at.selectbox(key="compare_run_b").value == "tiny-seed1"
     figs = figures(at)
     a, b, diff = (figs[k] for k in ("compare_a", "compare_b", "compare_difference"))
@@ -795,17 +785,11 @@ def test_probe_weights_as_cosines_between_classes_and_to_the_unembedding(open_pa
     assert len(figs["probes_weights_unembed"]["data"][0]["x"]) == 10  # the ten digits
 
 
-def test_the_llm_page_shows_answers_heads_positions_and_the_knockout(tiny_llm_run, monkeypatch,
-                                                                    open_page):
+def test_the_llm_page_shows_answers_heads_positions_and_the_knockout(tiny_llm_run, open_page,
+                                                                     open_run):
     runs, run = tiny_llm_run
     key = "localize/add2-few-shot-a1"
-    monkeypatch.setenv("ARITHINTERP_RUNS_DIR", str(runs))
-    st.cache_data.clear()
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.query_params["run"] = run.name
-    at.run()
-    at.switch_page("views/llm.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_run(runs, run.name, "llm")
     examples = next(d.value for d in at.dataframe if "question" in d.value.columns)
     assert len(examples) == 10 and examples["question"].str.endswith("=").all()
     figs = figures(at)
