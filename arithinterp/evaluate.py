@@ -92,6 +92,14 @@ def evaluate(model: HookedModel, data: Dataset, *, batch_size: int = 512) -> Eva
     )
 
 
+def _token_scores(at: Float[Tensor, "batch k d_vocab"], target: Int[Tensor, "batch k"]
+                  ) -> tuple[Bool[Tensor, "batch k"], Float[Tensor, "batch k"]]:
+    """Per scored position: argmax right, and margin = logit(target) - max logit(any other)."""
+    correct_logit = at.gather(-1, target[..., None])[..., 0]
+    others = at.scatter(-1, target[..., None], float("-inf"))
+    return at.argmax(-1) == target, correct_logit - others.max(-1).values
+
+
 def score_answers(spec: Task, logits: Float[Tensor, "batch pos d_vocab"],
                   tokens: Int[Tensor, "batch pos"]) -> tuple[Bool[Tensor, " batch"],
                                                              Bool[Tensor, "batch answer_digit"],
@@ -101,12 +109,7 @@ def score_answers(spec: Task, logits: Float[Tensor, "batch pos d_vocab"],
     formats the first is the greedy exact match (the first forced mistake is the first
     greedy one)."""
     positions = torch.tensor(spec.answer_positions(), device=logits.device)
-    at = logits[:, positions - 1].float()  # [batch digit d_vocab]
-    target = tokens[:, positions]
-    correct_logit = at.gather(-1, target[..., None])[..., 0]
-    others = at.scatter(-1, target[..., None], float("-inf"))
-    margin = correct_logit - others.max(-1).values
-    digit_ok = at.argmax(-1) == target
+    digit_ok, margin = _token_scores(logits[:, positions - 1].float(), tokens[:, positions])
     exact = digit_ok.all(-1)
     if spec.signed:
         s = spec.sign_position()
@@ -119,11 +122,7 @@ def score_first_token(logits: Float[Tensor, "batch pos d_vocab"], target: Int[Te
                                  Float[Tensor, "batch 1"]]:
     """`score_answers` for prompts that end where the answer starts (an LLM's): whether the
     last position's argmax is the answer's first token, and its margin over any other."""
-    at = logits[:, -1].float()
-    target = target.to(at.device)
-    correct = at.gather(-1, target[:, None])
-    margin = correct - at.scatter(-1, target[:, None], float("-inf")).max(-1, keepdim=True).values
-    ok = at.argmax(-1, keepdim=True) == target[:, None]
+    ok, margin = _token_scores(logits[:, -1:].float(), target.to(logits.device)[:, None])
     return ok[:, 0], ok, margin
 
 

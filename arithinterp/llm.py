@@ -93,14 +93,13 @@ def _question_span(loaded: LoadedModel, ids: list[int], a: int, b: int, op: str
 def _encode(loaded: LoadedModel, suite: PromptSuite, a: int, b: int, op: str | None = None
             ) -> tuple[list[int], int, int]:
     """(prompt tokens, the answer's first token, the answer)."""
-    op = op or suite.op
     text = prompt_text(loaded, suite, a, b, op)
-    answer = a + b if op == "+" else a - b if op == "-" else a * b
+    answer = suite.answer(a, b, op)
     ids = loaded.tokenizer.encode(text)
     full = loaded.tokenizer.encode(text + str(answer))
     if full[:len(ids)] != ids or len(full) == len(ids):
-        raise ValueError(f"the answer of {a}{op}{b} does not start a new token after the "
-                         "prompt with this tokenizer")
+        raise ValueError(f"the answer of {a}{op or suite.op}{b} does not start a new token "
+                         "after the prompt with this tokenizer")
     return ids, full[len(ids)], answer
 
 
@@ -152,9 +151,13 @@ class LLMEval:
     def exact_match(self) -> float:
         return float(self.examples["correct"].mean())
 
-    def correct_problems(self) -> list[tuple[int, int]]:
-        rows = self.examples[self.examples["correct"]]
+    def problems(self, *, correct_only: bool = False) -> list[tuple[int, int]]:
+        """The evaluated problems (only those answered correctly with `correct_only`)."""
+        rows = self.examples[self.examples["correct"]] if correct_only else self.examples
         return list(zip(rows["a"].tolist(), rows["b"].tolist(), strict=True))
+
+    def correct_problems(self) -> list[tuple[int, int]]:
+        return self.problems(correct_only=True)
 
     def summary(self) -> dict:
         return {"suite": self.suite.name, "n": len(self.examples),
@@ -304,8 +307,11 @@ def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeCon
              for c in candidates]
     patched = patch_each(model, pairs.corrupt.tokens, pairs.clean.tokens, cells, metric,
                          progress=progress)
-    clean = metric(_logits(model, pairs.clean.tokens))
-    corrupted = metric(_logits(model, pairs.corrupt.tokens))
+    clean_logits = _logits(model, pairs.clean.tokens)
+    clean, corrupted = metric(clean_logits), metric(_logits(model, pairs.corrupt.tokens))
+    accuracy = float((clean_logits[:, -1].argmax(-1).cpu() == pairs.clean.target).double()
+                     .mean())
+    del clean_logits  # [pairs pos d_vocab]: large for an LLM
     exact = _exact_table(candidates, patched, clean, corrupted, metric.label)
     steps.update()
     ranking = rank_components(exact, value="effect")
@@ -325,7 +331,7 @@ def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeCon
         "change": pairs.change, "metric": metric.label, "metric_pos": metric.pos,
         "n_pairs": len(pairs), "clean_metric": float(clean.mean()),
         "corrupted_metric": float(corrupted.mean()),
-        "clean_first_token_accuracy": _first_token_accuracy(model, pairs.clean),
+        "clean_first_token_accuracy": accuracy,
         "position_labels": list(pairs.position_labels()),
         "attribution_exact_pearson": float(pd.Series(estimate).corr(exact["normalized"]))
         if len(candidates) > 1 else float("nan"),
@@ -357,11 +363,6 @@ def _estimate(attribution: pd.DataFrame, comp: Component) -> float:
 @torch.inference_mode()
 def _logits(model, tokens: torch.Tensor) -> torch.Tensor:
     return model(tokens.to(device_of(model)))
-
-
-def _first_token_accuracy(model, prompts: TokenPrompts) -> float:
-    logits = _logits(model, prompts.tokens)[:, -1]
-    return float((logits.argmax(-1).cpu() == prompts.target).double().mean())
 
 
 def _exact_table(candidates: list[Component], patched: torch.Tensor, clean: torch.Tensor,

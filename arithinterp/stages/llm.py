@@ -76,8 +76,7 @@ def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
     result = evaluate_llm(loaded, config.suite, config.n_eval, seed=config.seed,
                           batch_size=config.batch_size, progress=ctx.progress)
     correct = result.correct_problems()
-    kept = correct if config.keep == "correct" else \
-        list(zip(result.examples["a"], result.examples["b"], strict=True))
+    kept = correct if config.keep == "correct" else result.problems()
     if not kept:
         raise ValueError(f"{loaded.source} answers none of {config.n_eval} {config.suite.name} "
                          "problems: nothing to localize (try another suite, or keep all)")
@@ -87,8 +86,7 @@ def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
     stage = key(config)
     warnings = list(out["summary"]["warnings"])
     try:  # the evaluated problems of the most common prompt length
-        prompts = max(group_by_length(loaded, config.suite, list(zip(
-            result.examples["a"], result.examples["b"], strict=True))), key=len)
+        prompts = max(group_by_length(loaded, config.suite, result.problems()), key=len)
         run.save(schema.LLM_FOURIER, stage, llm_fourier(loaded, prompts,
                                                         batch_size=config.batch_size))
     except ValueError as e:

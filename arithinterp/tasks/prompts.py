@@ -59,8 +59,10 @@ class PromptSuite:
         """The smallest and largest operand (1 digit: 0..9; k digits: 10^(k-1)..10^k - 1)."""
         return (0 if self.digits == 1 else 10 ** (self.digits - 1)), 10 ** self.digits - 1
 
-    def answer(self, a: int, b: int) -> int:
-        return a + b if self.op == "+" else a - b if self.op == "-" else a * b
+    def answer(self, a: int, b: int, op: str | None = None) -> int:
+        """The answer of a op b (`op` defaults to the suite's)."""
+        op = op or self.op
+        return a + b if op == "+" else a - b if op == "-" else a * b
 
     def valid(self, a: int, b: int) -> bool:
         lo, hi = self.bounds
