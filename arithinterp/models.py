@@ -433,14 +433,19 @@ def load_model(source: str | Path, device: Device = "cpu") -> LoadedModel:
 
 @dataclass(frozen=True)
 class NativeWeights:
-    """The weights of a from-scratch model in TransformerLens's shapes, detached.
+    """A model's weights in TransformerLens's shapes, detached, for engines that recompute
+    parts of the forward pass themselves (`analysis.forward`).
 
-    W_Q/W_K/W_V: [layer head d_model d_head], W_O: [layer head d_head d_model],
-    W_in: [layer d_model d_mlp], W_out: [layer d_mlp d_model]; norm weights per layer.
+    W_Q: [layer head d_model d_head]; W_K/W_V: [layer kv_head d_model d_head] (kv_head =
+    head without grouped-query attention); W_O: [layer head d_head d_model]; W_in, W_gate:
+    [layer d_model d_mlp] (W_gate None unless the MLP is gated: act(x W_gate) * (x W_in));
+    W_out: [layer d_mlp d_model]; norm weights per layer. Positions are either learned
+    (W_pos) or rotary (`rotary`: cos and sin tables [n_ctx d_head], rotating the two halves
+    of each query and key, as Llama does).
     """
 
     W_E: torch.Tensor
-    W_pos: torch.Tensor
+    W_pos: torch.Tensor | None
     W_Q: torch.Tensor
     b_Q: torch.Tensor
     W_K: torch.Tensor
@@ -461,62 +466,105 @@ class NativeWeights:
     eps: float
     act_fn: str
     attn_scale: float
+    b_U: torch.Tensor | None = None
+    W_gate: torch.Tensor | None = None
+    b_gate: torch.Tensor | None = None
+    rotary: tuple[torch.Tensor, torch.Tensor] | None = None  # (cos, sin) [n_ctx d_head]
+
+    @property
+    def group(self) -> int:
+        """Query heads per key/value head (1 without grouped-query attention)."""
+        return self.W_Q.shape[1] // self.W_K.shape[1]
+
+
+FAST_FAMILIES = ("native", "llama")  # what `native_weights` covers
 
 
 def native_weights(model: HookedModel) -> NativeWeights | None:
-    """Weights of a boot_native model with learned positions, or None for other models.
+    """The weights of a model the recomputing engines cover, or None for the others.
 
-    Engines that recompute parts of the forward pass themselves use these; models they do
-    not cover (rotary, grouped-query, gated MLPs, wrapped Hugging Face models) get None.
+    Covered: models built here with learned positions (LayerNorm, RMSNorm or none), and
+    Hugging Face Llama-family models wrapped by the bridge (rotary positions, RMSNorm, gated
+    MLP, grouped-query attention; SmolLM2 is one). Anything else (native rotary models,
+    parallel attention and MLP, soft caps, other families) gets None and goes through hooks.
     """
     cfg = model.cfg
-    if (getattr(cfg, "architecture", None) != "TransformerLensNative"
-            or cfg.positional_embedding_type != "standard" or cfg.gated_mlp
-            or (cfg.n_key_value_heads not in (None, cfg.n_heads))
-            or cfg.parallel_attn_mlp or cfg.final_rms or cfg.attn_scores_soft_cap > 0
-            or cfg.output_logits_soft_cap > 0
+    family = facts(model).family
+    native = getattr(cfg, "architecture", None) == "TransformerLensNative"
+    if (family not in FAST_FAMILIES or cfg.parallel_attn_mlp
+            or getattr(cfg, "attn_scores_soft_cap", -1) > 0
+            or getattr(cfg, "output_logits_soft_cap", -1) > 0
             or cfg.normalization_type not in ("LN", "RMS", None)):
         return None
+    if native and (cfg.positional_embedding_type != "standard" or cfg.gated_mlp
+                   or cfg.n_key_value_heads not in (None, cfg.n_heads) or cfg.final_rms):
+        return None
+    if not native and (cfg.positional_embedding_type != "rotary" or not cfg.gated_mlp
+                       or cfg.normalization_type != "RMS" or cfg.attn_only
+                       or getattr(cfg, "rmsnorm_uses_offset", False)):
+        return None
     sd = {k: v.detach() for k, v in model.state_dict().items()}
-    if "pos_embed.weight" not in sd:
+    if native and "pos_embed.weight" not in sd:
         return None
     n_layers, n_heads, d_head = cfg.n_layers, cfg.n_heads, cfg.d_head
+    n_kv = cfg.n_key_value_heads or n_heads
     norm = cfg.normalization_type
 
     def per_layer(name: str) -> torch.Tensor:
         return torch.stack([sd[f"blocks.{i}.{name}"] for i in range(n_layers)])
 
-    def heads_in(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def bias(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A per-layer bias, or zeros where the model has none (Llama's projections)."""
+        if f"blocks.0.{name}" in sd:
+            return per_layer(name).view(n_layers, *shape)
+        return sd["embed.weight"].new_zeros(n_layers, *shape)
+
+    def heads_in(name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         w = per_layer(f"attn.{name}.weight")  # [layer, head*d_head, d_model]
-        b = per_layer(f"attn.{name}.bias")
-        return (w.view(n_layers, n_heads, d_head, -1).transpose(-1, -2),
-                b.view(n_layers, n_heads, d_head))
+        return (w.view(n_layers, n, d_head, -1).transpose(-1, -2),
+                bias(f"attn.{name}.bias", (n, d_head)))
 
     def norm_of(prefix: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         if norm is None:
             return None
         return sd[f"{prefix}.weight"], sd.get(f"{prefix}.bias")
 
-    W_Q, b_Q = heads_in("q")
-    W_K, b_K = heads_in("k")
-    W_V, b_V = heads_in("v")
+    W_Q, b_Q = heads_in("q", n_heads)
+    W_K, b_K = heads_in("k", n_kv)
+    W_V, b_V = heads_in("v", n_kv)
     W_O = per_layer("attn.o.weight").view(n_layers, -1, n_heads, d_head).permute(0, 2, 3, 1)
     mlp = not cfg.attn_only
+    d_model = cfg.d_model
+    d_mlp = cfg.d_mlp
     scale = cfg.attn_scale if cfg.use_attn_scale and cfg.attn_scale > 0 else d_head**0.5
     return NativeWeights(
-        W_E=sd["embed.weight"], W_pos=sd["pos_embed.weight"],
+        W_E=sd["embed.weight"], W_pos=sd.get("pos_embed.weight") if native else None,
         W_Q=W_Q, b_Q=b_Q, W_K=W_K, b_K=b_K, W_V=W_V, b_V=b_V, W_O=W_O,
-        b_O=per_layer("attn.o.bias"),
+        b_O=bias("attn.o.bias", (d_model,)),
         W_in=per_layer("mlp.in.weight").transpose(1, 2) if mlp else None,
-        b_in=per_layer("mlp.in.bias") if mlp else None,
+        b_in=bias("mlp.in.bias", (d_mlp,)) if mlp else None,
         W_out=per_layer("mlp.out.weight").transpose(1, 2) if mlp else None,
-        b_out=per_layer("mlp.out.bias") if mlp else None,
+        b_out=bias("mlp.out.bias", (d_model,)) if mlp else None,
         ln1=[norm_of(f"blocks.{i}.ln1") for i in range(n_layers)] if norm else [],
         ln2=[norm_of(f"blocks.{i}.ln2") for i in range(n_layers)] if norm and mlp else [],
         ln_final=norm_of("ln_final"),
         W_U=sd["unembed.weight"].T, normalization=norm, eps=float(cfg.eps),
-        act_fn=cfg.act_fn, attn_scale=float(scale),
+        act_fn=cfg.act_fn, attn_scale=float(scale), b_U=sd.get("unembed.bias"),
+        W_gate=per_layer("mlp.gate.weight").transpose(1, 2) if cfg.gated_mlp else None,
+        b_gate=bias("mlp.gate.bias", (d_mlp,)) if cfg.gated_mlp else None,
+        rotary=None if native else _rotary_tables(model, cfg.n_ctx, d_head),
     )
+
+
+@torch.inference_mode()
+def _rotary_tables(model: HookedModel, n_ctx: int, d_head: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) [n_ctx d_head] of a wrapped Hugging Face model, from its own rotary
+    module (so any scaling its config asks for is the one it runs)."""
+    rotary = model.rotary_emb._original_component
+    x = model.W_E.new_zeros(1, n_ctx, d_head)
+    cos, sin = rotary(x, torch.arange(n_ctx, device=x.device)[None])
+    return cos[0].detach().float(), sin[0].detach().float()
 
 
 # ---- the zoo -------------------------------------------------------------------------------

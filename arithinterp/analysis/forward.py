@@ -63,16 +63,36 @@ def _norm(w: NativeWeights, kind: str, layer: int) -> tuple[Tensor, Tensor | Non
     return table[layer] if table else None
 
 
-def qkv(w: NativeWeights, layer: int, resid: Float[Tensor, "*b pos d_model"]):
-    """Queries, keys and values [*b pos head d_head] of a residual stream at `layer`."""
+def qkv(w: NativeWeights, layer: int, resid: Float[Tensor, "*b pos d_model"], offset: int = 0):
+    """Queries, keys and values [*b pos head d_head] of a residual stream at `layer` whose
+    first position is `offset`: rotary models rotate queries and keys by position, and under
+    grouped-query attention each query head gets its key/value head's keys and values."""
     x = normalize(w, resid, _norm(w, "ln1", layer))
     n_heads, d_model, d_head = w.W_Q.shape[1:]
-    # one GEMM for all three: [d_model, 3 * head * d_head]
+    n_kv = w.W_K.shape[1]
+    # one GEMM for all three: [d_model, (head + 2 kv_head) * d_head]
     weight = torch.cat([W[layer].permute(1, 0, 2).reshape(d_model, -1)
                         for W in (w.W_Q, w.W_K, w.W_V)], dim=1)
     bias = torch.cat([b[layer].reshape(-1) for b in (w.b_Q, w.b_K, w.b_V)])
-    out = (x @ weight + bias).unflatten(-1, (3, n_heads, d_head))
-    return out[..., 0, :, :], out[..., 1, :, :], out[..., 2, :, :]
+    q, k, v = (x @ weight + bias).split([n_heads * d_head, n_kv * d_head, n_kv * d_head], -1)
+    q, k, v = q.unflatten(-1, (n_heads, d_head)), *(t.unflatten(-1, (n_kv, d_head))
+                                                   for t in (k, v))
+    if w.rotary is not None:
+        q, k = rotate(w, q, offset), rotate(w, k, offset)
+    if w.group > 1:
+        k, v = k.repeat_interleave(w.group, dim=-2), v.repeat_interleave(w.group, dim=-2)
+    return q, k, v
+
+
+def rotate(w: NativeWeights, x: Float[Tensor, "*b pos head d_head"], offset: int
+           ) -> Float[Tensor, "*b pos head d_head"]:
+    """Rotary position embedding of positions offset.. (the two halves of d_head rotate
+    together, as in Llama: x cos + rotate_half(x) sin)."""
+    cos, sin = w.rotary
+    n, half = x.shape[-3], x.shape[-1] // 2
+    cos, sin = cos[offset : offset + n, None, :], sin[offset : offset + n, None, :]
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
 
 
 def attend(w: NativeWeights, q: Tensor, k: Tensor, v: Tensor, q_offset: int):
@@ -99,13 +119,18 @@ def mlp(w: NativeWeights, layer: int, resid_mid: Float[Tensor, "*b pos d_model"]
     if w.W_in is None:
         return torch.zeros_like(resid_mid)
     x = normalize(w, resid_mid, _norm(w, "ln2", layer))
-    hidden = ACTIVATIONS[w.act_fn](x @ w.W_in[layer] + w.b_in[layer])
+    if w.W_gate is None:
+        hidden = ACTIVATIONS[w.act_fn](x @ w.W_in[layer] + w.b_in[layer])
+    else:  # gated: act(x W_gate) * (x W_in)
+        hidden = (ACTIVATIONS[w.act_fn](x @ w.W_gate[layer] + w.b_gate[layer])
+                  * (x @ w.W_in[layer] + w.b_in[layer]))
     return hidden @ w.W_out[layer] + w.b_out[layer]
 
 
 def unembed(w: NativeWeights, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
     """Logits from the final residual stream."""
-    return normalize(w, resid, w.ln_final) @ w.W_U
+    logits = normalize(w, resid, w.ln_final) @ w.W_U
+    return logits if w.b_U is None else logits + w.b_U
 
 
 @torch.inference_mode()
@@ -114,7 +139,9 @@ def run_trace(w: NativeWeights, tokens: Int[Tensor, "batch pos"]) -> Trace:
     n_layers = w.W_Q.shape[0]
     acts: dict[str, list[Tensor]] = {name: [] for name in Trace.__dataclass_fields__
                                      if name != "logits"}
-    resid = w.W_E[tokens] + w.W_pos[: tokens.shape[1]]
+    resid = w.W_E[tokens]
+    if w.W_pos is not None:
+        resid = resid + w.W_pos[: tokens.shape[1]]
     for layer in range(n_layers):
         q, k, v = qkv(w, layer, resid)
         pattern, z = attend(w, q, k, v, 0)
@@ -182,7 +209,7 @@ def run_suffix(
         resid = resid + mlp(w, layer, resid)
         layer += 1
     for ell in range(layer, n_layers):
-        q, k, v = qkv(w, ell, resid)
+        q, k, v = qkv(w, ell, resid, lo)
         if c_hi < hi:  # later positions keep their base inputs but may attend to changed ones
             q = torch.cat([q, _expand(base.q[ell][:, c_hi + 1 : hi + 1], n_var)], dim=2)
             resid = torch.cat([resid, _expand(base.resid_pre[ell][:, c_hi + 1 : hi + 1], n_var)],

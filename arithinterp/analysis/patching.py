@@ -4,8 +4,11 @@ Denoising copies each clean activation into the corrupted run; noising copies co
 activations into the clean run. A cell's patch can only change the network from its layer
 on, at positions from the first patched one up to the metric's position, so the fast
 engine resumes the forward pass there (`forward.run_suffix`) for all the heads of a
-(layer, position) group at once. Models it does not cover (rotary, grouped-query, wrapped
-Hugging Face models) go through the hook engine: one hooked forward pass per cell.
+(layer, position) group at once. It covers the models `models.native_weights` reads: those
+built here with learned positions, and Llama-family LLMs (rotary, RMSNorm, gated MLP,
+grouped-query attention). Other models go through the hook engine: one hooked forward pass
+per cell. Under grouped-query attention k and v belong to key/value heads shared by several
+query heads, so their per-head grids are refused.
 TransformerLens's own patching functions (`reference_patching`) are the oracle the tests
 hold both engines to.
 
@@ -196,10 +199,16 @@ def sweep_patching(
     check_request(model, pairs, metric, direction)
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    f = facts(model)
+    if spec.site in ("k", "v") and f.n_kv_heads != f.n_heads:
+        raise ValueError(f"this model shares {f.n_kv_heads} key/value heads among {f.n_heads} "
+                         f"query heads (grouped-query attention), so {spec.site} has no "
+                         "per-head grid: patch z, q or pattern")
     weights = native_weights(model) if engine != "hooks" else None
     if engine == "fast" and weights is None:
-        raise ValueError("the fast engine covers from-scratch models with learned positions; "
-                         "use engine='auto' or 'hooks' for this model")
+        raise ValueError(f"the fast engine covers from-scratch models with learned positions "
+                         f"and Llama-family models, not this {f.family} model; use "
+                         "engine='auto' or 'hooks'")
     device = device_of(model)
     clean_tokens = pairs.clean.tokens.to(device)
     corrupt_tokens = pairs.corrupt.tokens.to(device)

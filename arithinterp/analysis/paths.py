@@ -86,7 +86,8 @@ def sweep_paths(
         _check(model, s, receiver, receiver_input)
     weights = native_weights(model) if engine != "hooks" else None
     if engine == "fast" and weights is None:
-        raise ValueError("the fast engine covers from-scratch models with learned positions")
+        raise ValueError(f"the fast engine covers from-scratch models with learned positions "
+                         f"and Llama-family models, not this {facts(model).family} model")
     device = device_of(model)
     clean, corrupt = pairs.clean.tokens.to(device), pairs.corrupt.tokens.to(device)
     base_tokens, donor_tokens = (corrupt, clean) if direction == "denoise" else (clean, corrupt)

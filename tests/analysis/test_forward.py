@@ -36,3 +36,25 @@ def test_trace_equals_the_bridge_and_an_unchanged_suffix_its_logits(spec):
 def test_native_weights_refuse_models_the_engine_does_not_cover():
     rotary = build_model(ModelSpec(n_layers=1, d_model=16, n_heads=2, positional="rotary"), TASK)
     assert native_weights(rotary) is None
+
+
+def test_trace_equals_a_wrapped_llama(tiny_llama_dir):
+    """Rotary positions, RMSNorm, a gated MLP and grouped-query attention (4 query heads, 2
+    key/value heads), read from a Hugging Face Llama through the bridge."""
+    from arithinterp.pretrained import load_pretrained
+
+    model = load_pretrained(tiny_llama_dir).model
+    w = native_weights(model)
+    assert w is not None and w.group == 2 and w.W_gate is not None and w.rotary is not None
+    tokens = torch.randint(0, 48, (4, 14), generator=torch.Generator().manual_seed(0))
+    trace = fw.run_trace(w, tokens)
+    logits, cache = model.run_with_cache(tokens)
+    torch.testing.assert_close(trace.logits, logits, atol=1e-4, rtol=0)
+    for site in ("resid_pre", "z", "pattern", "attn_out", "mlp_out", "resid_post"):
+        for layer in range(2):
+            torch.testing.assert_close(trace.get(site, layer), cache[hook_name(site, layer)],
+                                       atol=1e-4, rtol=0)
+    hi = 11
+    start = trace.resid_pre[1][None, :, 3:]  # resume mid-network, rotated from position 3
+    out = fw.run_suffix(w, trace, 1, "pre", start[:, :, : hi - 2], 3, hi)
+    torch.testing.assert_close(out[0], logits[:, hi], atol=1e-4, rtol=0)

@@ -221,3 +221,60 @@ def test_non_finite_metric_values_are_refused_naming_the_prompts(pairs):
     for engine in ("fast", "hooks"):
         with pytest.raises(ValueError, match=r"NaN or infinite for 2 of 12 prompts .*\[2, 5\]"):
             sweep_patching(model, pairs, PatchSpec("resid_pre"), nan, engine=engine)
+
+
+# ---- Llama-family LLMs: rotary, RMSNorm, gated MLP, grouped-query attention ---------------
+LLAMA_GRIDS = [PatchSpec(s) for s in ("resid_pre", "resid_mid", "resid_post", "attn_out",
+                                      "mlp_out")] + [
+    PatchSpec(s, by_pos) for s in ("z", "q", "pattern") for by_pos in (True, False)]
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama_dir):
+    from arithinterp.llm import make_llm_pairs
+    from arithinterp.pretrained import load_llm
+    from arithinterp.tasks import PromptSuite
+
+    loaded = load_llm(tiny_llama_dir)
+    suite = PromptSuite(digits=2, n_shots=1)
+    pairs = make_llm_pairs(loaded, suite, suite.problems(30), change="a", digit=1, n=6)
+    metric = AnswerMetric(pos=pairs.clean.tokens.shape[1] - 1, correct=pairs.clean.target,
+                          wrong=pairs.corrupt.target)
+    return loaded.model, pairs, metric
+
+
+@pytest.mark.parametrize("spec", LLAMA_GRIDS, ids=[f"{s.site}-{'pos' if s.by_pos else 'all'}"
+                                                   for s in LLAMA_GRIDS])
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_fast_engine_on_a_llama_equals_the_hook_engine_and_transformer_lens(spec, direction,
+                                                                            llama):
+    model, pairs, metric = llama
+    fast = sweep_patching(model, pairs, spec, metric, direction=direction, engine="fast")
+    hooks = sweep_patching(model, pairs, spec, metric, direction=direction, engine="hooks")
+    torch.testing.assert_close(fast.values, hooks.values, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fast.clean, hooks.clean, atol=1e-4, rtol=0)
+    assert fast.values.std() > 1e-3  # the grid is not flat: the comparison means something
+    if spec.site != "resid_post":  # TransformerLens has no resid_post grid
+        base, donor = ((pairs.corrupt.tokens, pairs.clean.tokens) if direction == "denoise"
+                       else (pairs.clean.tokens, pairs.corrupt.tokens))
+        expected = reference_patching(model, base, donor, spec, metric)
+        torch.testing.assert_close(fast.mean(), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("site", ["k", "v"])
+def test_key_value_grids_are_refused_under_grouped_query_attention(site, llama):
+    model, pairs, metric = llama
+    with pytest.raises(ValueError, match="grouped-query attention"):
+        sweep_patching(model, pairs, PatchSpec(site), metric)
+
+
+@pytest.mark.parametrize("receiver, receiver_input", [("logits", None), ("L1H1", "q"),
+                                                      ("L1H2", "q")])
+def test_path_patching_on_a_llama_fast_equals_brute_force(receiver, receiver_input, llama):
+    model, pairs, metric = llama
+    fast = sweep_paths(model, pairs, metric, receiver=receiver, receiver_input=receiver_input,
+                       engine="fast")
+    hooks = sweep_paths(model, pairs, metric, receiver=receiver, receiver_input=receiver_input,
+                        engine="hooks")
+    assert list(fast["sender"]) == list(hooks["sender"])
+    np.testing.assert_allclose(fast["value"], hooks["value"], atol=1e-4, rtol=0)
