@@ -90,9 +90,10 @@ def _question_span(loaded: LoadedModel, ids: list[int], a: int, b: int, op: str
     return None
 
 
-def _encode(loaded: LoadedModel, suite: PromptSuite, a: int, b: int, op: str | None = None
-            ) -> tuple[list[int], int, int]:
-    """(prompt tokens, the answer's first token, the answer)."""
+def encode_answer(loaded: LoadedModel, suite: PromptSuite, a: int, b: int,
+                  op: str | None = None) -> tuple[list[int], list[int], int]:
+    """(prompt tokens, the answer's tokens after them, the answer); an error when the answer
+    does not start a new token after the prompt."""
     text = prompt_text(loaded, suite, a, b, op)
     answer = suite.answer(a, b, op)
     ids = loaded.tokenizer.encode(text)
@@ -100,7 +101,14 @@ def _encode(loaded: LoadedModel, suite: PromptSuite, a: int, b: int, op: str | N
     if full[:len(ids)] != ids or len(full) == len(ids):
         raise ValueError(f"the answer of {a}{op or suite.op}{b} does not start a new token "
                          "after the prompt with this tokenizer")
-    return ids, full[len(ids)], answer
+    return ids, full[len(ids):], answer
+
+
+def _encode(loaded: LoadedModel, suite: PromptSuite, a: int, b: int, op: str | None = None
+            ) -> tuple[list[int], int, int]:
+    """(prompt tokens, the answer's first token, the answer)."""
+    ids, answer_ids, answer = encode_answer(loaded, suite, a, b, op)
+    return ids, answer_ids[0], answer
 
 
 def make_prompts(loaded: LoadedModel, suite: PromptSuite, problems: list[tuple[int, int]],

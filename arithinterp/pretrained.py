@@ -61,6 +61,7 @@ class HFTokenizer:
     def __init__(self, tokenizer) -> None:
         self.hf = tokenizer
         self.size = len(tokenizer)
+        self.eos_id: int | None = tokenizer.eos_token_id  # None when it has none
 
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))

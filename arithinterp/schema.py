@@ -241,7 +241,8 @@ MOD_SUMMARY = Artifact("summary.json", "json")
 # finetune/<name>/
 FINETUNE_COMPARISON = Artifact("comparison.parquet", "table", (
     "arm", "draw", "seed", "components", "n_params", "seconds", "task", "role",
-    "exact_before", "exact_after", "change"), extra=r"acc_c\d+")
+    "exact_before", "exact_after", "change"),
+    extra=r"acc_c\d+|ppl_(before|after)")  # per-digit accuracy (tasks), perplexity (LLMs)
 FINETUNE_CURVES = Artifact("curves.parquet", "table", (
     "step", "loss", "exact_match", "arm", "draw", "seed", "components"))
 FINETUNE_WEIGHTS = Artifact("weights.safetensors", "tensors")

@@ -13,7 +13,7 @@ LAYERS = {
     "tasks": 0, "components": 0, "schema": 0, "runs": 0, "viz": 0,
     "models": 1, "pretrained": 1,
     "cache": 2, "evaluate": 2, "train": 2, "analysis": 2, "probes": 2, "fourier": 2, "llm": 2,
-    "finetune": 2, "grokking": 2,
+    "finetune": 2, "llm_finetune": 2, "grokking": 2,
     "stages": 3,
     "studies": 4, "sweeps": 4,
     "cli": 5,
@@ -25,7 +25,8 @@ INNER = {  # order of the modules inside a subpackage
                  "neurons": 2,
                  "suite": 3},
     "stages": {"base": 0, "train": 1, "evaluate": 1, "localize": 1, "probes": 1, "fourier": 1,
-               "multiplication": 1, "finetune": 1, "modular": 1, "llm": 1, "model": 2, "job": 3},
+               "multiplication": 1, "finetune": 1, "modular": 1, "llm": 1, "llm_finetune": 1,
+               "model": 2, "job": 3},
     "tasks": {"vocab": 0, "spec": 1, "modular": 2, "data": 3, "prompts": 3, "corrupt": 4},
     "cli": {"common": 0, "llm": 1, "core": 2, "studies": 1, "sweeps": 1},
 }

@@ -97,12 +97,11 @@ def key(config: FinetuneConfig) -> str:
     return schema.finetune_key(config.name)
 
 
-def selected_components(config: FinetuneConfig, run: RunDir | None, loaded: LoadedModel
+def selected_components(sel: Selection, run: RunDir | None, loaded: LoadedModel
                         ) -> list[Component]:
     """The selection, checked against the model (and the run's localization, if used; a
     model outside a run can only have its components named)."""
     f = facts(loaded.model)
-    sel = config.select
     if sel.components:
         return parse_components(sel.components, f)
     stage = schema.localize_key(sel.experiment)
@@ -129,23 +128,25 @@ def check(config: FinetuneConfig, run: RunDir | None, loaded: LoadedModel
     for task in (config.task, *config.other_tasks):
         if task is not None:
             loaded.with_task(task)  # same vocabulary, enough positions
-    chosen = selected_components(config, run, loaded)
+    chosen = selected_components(config.select, run, loaded)
     if "random" in config.arms and max_random_sets(loaded.model, chosen) < config.n_random:
         raise ValueError(f"only {max_random_sets(loaded.model, chosen)} distinct random sets "
                          f"exist for {[c.name for c in chosen]}; lower n_random")
     return chosen
 
 
-def _arms(config: FinetuneConfig, chosen: list[Component], loaded: LoadedModel, seed: int):
-    """(arm, draw, components or None for full) of one seed."""
+def arm_components(arms: tuple[str, ...], n_random: int, chosen: list[Component],
+                   loaded: LoadedModel, seed: int) -> list[tuple[str, int, list | None]]:
+    """(arm, draw, components: None for full, [] for none) of one seed; the `n_random`
+    random draws are seeded by `seed`."""
     out = []
-    for arm in config.arms:
+    for arm in arms:
         if arm == "selected":
             out.append((arm, 0, chosen))
         elif arm == "random":
             gen = torch.Generator().manual_seed(seed)
             for i, draw in enumerate(draw_random_components(loaded.model, chosen,
-                                                            config.n_random, gen)):
+                                                            n_random, gen)):
                 out.append((arm, i, draw))
         elif arm == "full":
             out.append((arm, 0, None))
@@ -170,7 +171,8 @@ def run(config: FinetuneConfig, run: RunDir, ctx: Context) -> dict:
         a, b = sample_problems(target, config.n_train, torch.Generator().manual_seed(
             10_000 + seed), exclude=held_out)  # never the problems it is scored on
         train_set = make_dataset(target, a, b)
-        for arm, draw, comps in _arms(config, chosen, base_t, seed):
+        for arm, draw, comps in arm_components(config.arms, config.n_random, chosen, base_t,
+                                               seed):
             model = copy_model(base.model)
             probe = evals[target.name][:200]
 

@@ -26,6 +26,7 @@ from arithinterp.stages import (
     finetune,
     fourier,
     llm,
+    llm_finetune,
     localize,
     model,
     modular,
@@ -38,6 +39,7 @@ from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.finetune import FinetuneConfig, Selection
 from arithinterp.stages.fourier import FourierConfig
 from arithinterp.stages.llm import LLMConfig
+from arithinterp.stages.llm_finetune import LLMFinetuneConfig
 from arithinterp.stages.model import ModelSource
 from arithinterp.stages.modular import ModularConfig
 from arithinterp.stages.multiplication import MultiplicationConfig
@@ -52,7 +54,7 @@ STAGES: dict[str, tuple[ModuleType, type]] = {
     probes.NAME: (probes, ProbesConfig), fourier.NAME: (fourier, FourierConfig),
     multiplication.NAME: (multiplication, MultiplicationConfig),
     finetune.NAME: (finetune, FinetuneConfig), modular.NAME: (modular, ModularConfig),
-    llm.NAME: (llm, LLMConfig),
+    llm.NAME: (llm, LLMConfig), llm_finetune.NAME: (llm_finetune, LLMFinetuneConfig),
 }
 
 

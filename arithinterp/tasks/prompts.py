@@ -13,6 +13,7 @@ the model: `TokenPrompts` holds the result, aligned with the problems.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -53,6 +54,17 @@ class PromptSuite:
     def name(self) -> str:
         """'add2-few-shot', 'mul1-chat'."""
         return f"{LLM_OPS[self.op]}{self.digits}-{self.template}"
+
+    @classmethod
+    def from_name(cls, name: str, *, n_shots: int = 3) -> PromptSuite:
+        """The suite a name like 'add1-few-shot' or 'mul2-chat' stands for."""
+        ops = {word: op for op, word in LLM_OPS.items()}
+        m = re.fullmatch(rf"({'|'.join(ops)})(\d+)-({'|'.join(TEMPLATES)})", name)
+        if m is None:
+            raise ValueError(f"suite name {name!r} is not of the form <op><digits>-<template>, "
+                             f"e.g. 'add1-few-shot' (ops {list(ops)}, templates "
+                             f"{list(TEMPLATES)})")
+        return cls(op=ops[m[1]], digits=int(m[2]), template=m[3], n_shots=n_shots)
 
     @property
     def bounds(self) -> tuple[int, int]:

@@ -1,0 +1,255 @@
+"""Stage `llm_finetune`: selective fine-tuning of a pretrained LLM's components on an
+arithmetic prompt suite, against random components, full fine-tuning and none, into
+``finetune/<name>/`` (the artifacts of the `finetune` stage, read by the same explorer page).
+
+Every arm starts from the run's LLM and trains on the same problems of the target suite
+(never its held-out evaluation problems) with the same schedule and seeds: ``selected`` (the
+heads an llm localization of the run ranked highest, or named components), ``random`` (as
+many components of the same kinds outside the selection, `n_random` distinct sets),
+``full`` and ``none``. The training data is each prompt followed by its answer's tokens
+(and end-of-sequence), the loss on the answer only (`llm_finetune.make_answer_data`). Each
+arm is scored before and after by greedy exact match on held-out problems of the target
+suite and of the other suites (forgetting of other arithmetic), and by the token-level
+perplexity of a held-out English text (forgetting of language).
+
+Writes ``comparison.parquet`` (one row per arm, draw, seed and suite, with the perplexity
+before and after), ``curves.parquet`` (training loss, and the target's exact match on the
+first `n_probe` held-out problems every `eval_every` steps), ``weights.safetensors`` (only
+the tensors each arm changed; the base is the run's model source) and ``summary.json``
+(with the time of one training step, one evaluation and one perplexity pass).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import pandas as pd
+import torch
+
+from arithinterp import schema
+from arithinterp.analysis.localize import max_random_sets
+from arithinterp.components import Component
+from arithinterp.finetune import Schedule, copy_model, finetune
+from arithinterp.llm import evaluate_llm
+from arithinterp.llm_finetune import (
+    DEFAULT_TEXT,
+    compute_perplexity,
+    make_answer_data,
+    make_text_windows,
+    read_text,
+)
+from arithinterp.models import LoadedModel
+from arithinterp.runs import RunDir
+from arithinterp.stages.base import Context, run_model
+from arithinterp.stages.finetune import ARMS, Arm, Selection, arm_components, selected_components
+from arithinterp.tasks import PromptSuite
+
+NAME = "llm_finetune"
+MAX_TRAIN = 2_000  # training problems when n_train is unset (fewer if the suite has fewer)
+
+
+@dataclass(frozen=True)
+class LLMFinetuneConfig:
+    """The selection, the target suite (default: the suite of the llm localization the
+    selection comes from, else add1-few-shot), the other suites and the text forgetting is
+    measured on, the arms, and the shared budget: steps, problems, seeds."""
+
+    select: Selection
+    name: str = "ft"
+    suite: PromptSuite | None = None
+    other_suites: tuple[PromptSuite, ...] = ()
+    text: str = DEFAULT_TEXT  # or a UTF-8 text file
+    window: int = 128  # tokens per perplexity window
+    n_windows: int = 32
+    text_seed: int = 0  # draws the windows
+    arms: tuple[Arm, ...] = ARMS
+    n_random: int = 3
+    seeds: tuple[int, ...] = (0,)
+    schedule: Schedule = field(default_factory=lambda: Schedule(
+        max_steps=100, lr=1e-4, warmup_steps=10, batch_size=16))
+    n_train: int | None = None  # None: every problem outside the held-out ones, <= MAX_TRAIN
+    n_eval: int = 100
+    eval_seed: int = 0  # draws the held-out problems
+    eval_every: int = 25  # 0: no exact match along the curve
+    n_probe: int = 32  # held-out target problems scored along the curve
+    batch_size: int = 16  # prompts per evaluation forward
+    rescale: bool = False
+
+    def __post_init__(self) -> None:
+        schema.finetune_key(self.name)  # validates the name
+        if not self.arms or set(self.arms) - set(ARMS) or len(set(self.arms)) < len(self.arms):
+            raise ValueError(f"arms must be distinct and among {ARMS}, got {self.arms}")
+        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
+        for name in ("window", "n_windows", "n_eval", "n_probe", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.window < 2:
+            raise ValueError(f"window must be >= 2 tokens (one predicts the next), got "
+                             f"{self.window}")
+        if self.n_train is not None and (isinstance(self.n_train, bool) or self.n_train < 1):
+            raise ValueError(f"n_train must be a positive integer or None, got {self.n_train!r}")
+        if isinstance(self.eval_every, bool) or self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every!r}")
+        if self.n_random < 1 and "random" in self.arms:
+            raise ValueError("the random arm needs n_random >= 1")
+        suites = [s for s in (self.suite, *self.other_suites) if s is not None]
+        if len(set(suites)) < len(suites):
+            raise ValueError("other_suites must differ from each other and from the suite")
+
+
+def key(config: LLMFinetuneConfig) -> str:
+    return schema.finetune_key(config.name)
+
+
+def target_suite(config: LLMFinetuneConfig, run: RunDir | None) -> PromptSuite:
+    """The suite given, else the one the selection's llm localization asked, else the
+    llm stage's default; an error when the selection's experiment is not an llm
+    localization of the run."""
+    experiment = config.select.experiment if not config.select.components else None
+    if experiment is None:
+        return config.suite or PromptSuite()
+    stage = schema.localize_key(experiment)
+    if run is None:
+        raise ValueError(f"experiment {experiment!r} needs a run: the model is not one, so it "
+                         "has no localization to select from (name the components)")
+    if not run.stage_done(stage) or not run.has(schema.RANKING, stage):
+        raise ValueError(f"run {run.dir} has no llm localization {experiment!r} to select from: "
+                         "run `arithinterp llm run` on the model first (or name the components)")
+    entry = run.load_json(f"{stage}/{schema.STAGE_CONFIG}")
+    if entry.get("stage") != "llm":
+        raise ValueError(f"{stage} of run {run.dir} is not an llm localization")
+    return config.suite or schema.from_json(PromptSuite, entry["config"]["suite"], stage)
+
+
+def training_problems(config: LLMFinetuneConfig, suite: PromptSuite, seed: int
+                      ) -> list[tuple[int, int]]:
+    """The training problems of one seed: none of them held out for evaluation (nor a
+    few-shot example); an error when the suite has fewer than n_train (or than a batch)."""
+    held_out = set(suite.problems(config.n_eval, config.eval_seed))
+    want = config.n_train or MAX_TRAIN
+    pool = suite.problems(want + len(held_out), 10_000 + seed)
+    train = [p for p in pool if p not in held_out][:want]
+    need = config.n_train or config.schedule.batch_size
+    if len(train) < need:
+        raise ValueError(f"{suite.name} has {len(train)} problems outside the {len(held_out)} "
+                         f"held out, fewer than {'n_train' if config.n_train else 'batch_size'} "
+                         f"({need})")
+    return train
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `check` resolved: the selection, the target suite and the perplexity windows."""
+
+    components: list[Component]
+    suite: PromptSuite
+    windows: torch.Tensor
+
+
+def check(config: LLMFinetuneConfig, run: RunDir | None, loaded: LoadedModel) -> Plan:
+    """Refuse what cannot run before anything trains or is written."""
+    if loaded.task is not None:
+        raise ValueError(f"llm fine-tuning needs a pretrained LLM; {loaded.source} is a model "
+                         "trained on a task: use the finetune stage")
+    suite = target_suite(config, run)
+    if suite in config.other_suites:
+        raise ValueError(f"other_suites repeat the target suite {suite.name}")
+    chosen = selected_components(config.select, run, loaded)
+    if "random" in config.arms and max_random_sets(loaded.model, chosen) < config.n_random:
+        raise ValueError(f"only {max_random_sets(loaded.model, chosen)} distinct random sets "
+                         f"exist for {[c.name for c in chosen]}; lower n_random")
+    for seed in config.seeds:
+        make_answer_data(loaded, suite, training_problems(config, suite, seed)[:1])
+    if config.window > loaded.facts.n_ctx:
+        raise ValueError(f"window ({config.window}) exceeds the model's context of "
+                         f"{loaded.facts.n_ctx} tokens")
+    windows = make_text_windows(loaded, read_text(config.text), window=config.window,
+                                n=config.n_windows, seed=config.text_seed)
+    return Plan(chosen, suite, windows)
+
+
+def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
+    """Fine-tune every arm and seed from the run's LLM; score before and after."""
+    base = run_model(run, ctx)
+    plan = check(config, run, base)
+    suites = [("target", plan.suite)] + [("other", s) for s in config.other_suites]
+
+    def score(loaded: LoadedModel) -> dict[str, float]:
+        return {s.name: evaluate_llm(loaded, s, config.n_eval, seed=config.eval_seed,
+                                     batch_size=config.batch_size,
+                                     progress=ctx.progress).exact_match for _, s in suites}
+
+    started = time.perf_counter()
+    before = score(base)
+    eval_seconds = (time.perf_counter() - started) / len(suites)
+    started = time.perf_counter()
+    ppl_before = compute_perplexity(base.model, plan.windows, batch_size=config.batch_size)
+    ppl_seconds = time.perf_counter() - started
+    rows, curves, weights, step_seconds = [], [], {}, []
+    for seed in config.seeds:
+        data = make_answer_data(base, plan.suite, training_problems(config, plan.suite, seed))
+        for arm, draw, comps in arm_components(config.arms, config.n_random,
+                                                    plan.components, base, seed):
+            tuned = replace(base, model=copy_model(base.model)) if comps != [] else base
+
+            def probe(step, tuned=tuned):
+                return {"exact_match": evaluate_llm(
+                    tuned, plan.suite, min(config.n_probe, config.n_eval),
+                    seed=config.eval_seed, batch_size=config.batch_size).exact_match}
+
+            if comps == []:  # the no-training baseline
+                n_params, seconds, changed, curve = 0, 0.0, {}, pd.DataFrame()
+                after, ppl_after = before, ppl_before
+            else:
+                result = finetune(tuned.model, data, replace(config.schedule, seed=seed),
+                                  components=comps, rescale=config.rescale,
+                                  every=config.eval_every, callback=probe,
+                                  progress=ctx.progress)
+                n_params, seconds, changed = result.n_params, result.seconds, result.changed
+                curve = result.curve
+                step_seconds.append(seconds / config.schedule.max_steps)
+                after = score(tuned)
+                ppl_after = compute_perplexity(tuned.model, plan.windows,
+                                               batch_size=config.batch_size)
+            label = {"arm": arm, "draw": draw, "seed": seed,
+                     "components": "all" if comps is None else ",".join(c.name for c in comps)}
+            if len(curve):
+                curves.append(curve.assign(**label))
+            weights.update({f"{arm}.{draw}.s{seed}/{k}": v for k, v in changed.items()})
+            for role, suite in suites:
+                rows.append({**label, "n_params": n_params, "seconds": seconds,
+                             "task": suite.name, "role": role,
+                             "exact_before": before[suite.name],
+                             "exact_after": after[suite.name],
+                             "change": after[suite.name] - before[suite.name],
+                             "ppl_before": ppl_before, "ppl_after": ppl_after})
+    stage = key(config)
+    table = pd.DataFrame(rows)
+    run.save(schema.FINETUNE_COMPARISON, stage, table)
+    columns = list(schema.FINETUNE_CURVES.columns)
+    curve_table = (pd.concat(curves, ignore_index=True) if curves
+                   else pd.DataFrame(columns=columns)).reindex(columns=columns)
+    run.save(schema.FINETUNE_CURVES, stage, curve_table)
+    run.save(schema.FINETUNE_WEIGHTS, stage, weights,
+             metadata={"base": base.source,
+                       "keys": "<arm>.<draw>.s<seed>/<weight>: the tensors that arm changed"})
+    target = table[table["role"] == "target"]
+    summary = {
+        "model": base.source, "selected": [c.name for c in plan.components],
+        "experiment": None if config.select.components else config.select.experiment,
+        "target": plan.suite.name, "other_tasks": [s.name for s in config.other_suites],
+        "exact_before": before, "perplexity_before": ppl_before,
+        "text": config.text, "window": config.window, "n_windows": config.n_windows,
+        "n_train": len(data), "n_eval": config.n_eval,
+        "mean_change": {f"{arm}/{role}": float(g["change"].mean())
+                        for (arm, role), g in table.groupby(["arm", "role"])},
+        "mean_perplexity_change": {arm: float((g["ppl_after"] - g["ppl_before"]).mean())
+                                   for arm, g in target.groupby("arm")},
+        "seconds": {"train_step": sum(step_seconds) / len(step_seconds) if step_seconds
+                    else None, "evaluate": eval_seconds, "perplexity": ppl_seconds}}
+    run.save(schema.FINETUNE_SUMMARY, stage, summary)
+    return {"selected": summary["selected"], "target": plan.suite.name,
+            "mean_change": summary["mean_change"]}
