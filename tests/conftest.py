@@ -212,3 +212,29 @@ def modular_run(tmp_path_factory, ctx):
                      eval_every=50)
     runs = tmp_path_factory.mktemp("modular")
     return run_job(runs, "mod23", [config, ModularConfig()], ctx=ctx).run
+
+
+LLM_FT_SELECTION = ("L0H3", "L1.mlp")  # a head whose key/value head is shared, and an MLP
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_finetune(tmp_path_factory, tiny_llm_run, ctx):
+    """The llm_finetune stage on a copy of `tiny_llm_run`: every arm, two seeds, another
+    suite, named components, a few steps at a high learning rate: (runs_dir, run, config)."""
+    import shutil
+
+    from arithinterp.finetune import Schedule
+    from arithinterp.stages.finetune import Selection
+    from arithinterp.stages.job import run_on
+    from arithinterp.stages.llm_finetune import LLMFinetuneConfig
+    from arithinterp.tasks import PromptSuite
+
+    runs = tmp_path_factory.mktemp("llm-ft")
+    shutil.copytree(tiny_llm_run[1].dir, runs / "llm")
+    config = LLMFinetuneConfig(
+        select=Selection(components=LLM_FT_SELECTION), suite=PromptSuite(digits=2, n_shots=2),
+        other_suites=(PromptSuite(op="*", n_shots=2),), window=32, n_windows=4, n_random=2,
+        seeds=(0, 1), schedule=Schedule(max_steps=6, lr=1e-2, warmup_steps=0, batch_size=8),
+        n_train=40, n_eval=12, eval_every=3, n_probe=6)
+    run = run_on(runs / "llm", [config], runs_dir=runs, ctx=ctx).run
+    return runs, run, config

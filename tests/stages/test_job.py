@@ -24,6 +24,7 @@ from arithinterp.stages.job import (
     run_on,
 )
 from arithinterp.stages.llm import LLMConfig
+from arithinterp.stages.llm_finetune import LLMFinetuneConfig
 from arithinterp.stages.modular import ModularConfig
 from arithinterp.stages.multiplication import MultiplicationConfig
 from arithinterp.stages.probes import ProbesConfig
@@ -128,6 +129,10 @@ EVERY_STAGE = [
     ModularConfig(freqs=(3, 24), probes=False),
     LLMConfig(suite=PromptSuite(op="*", digits=2, template="chat", n_shots=0), change="op",
               keep="all", localize=LLMLocalizeConfig(n_exact=5)),
+    LLMFinetuneConfig(select=Selection(components=("L3H1", "L0.mlp")), name="llm",
+                      suite=PromptSuite(op="-", digits=2), other_suites=(
+                          PromptSuite(op="*", template="chat"),), text="/tmp/text.txt",
+                      n_train=None, arms=("selected", "none"), seeds=(0, 2), rescale=True),
 ]
 
 

@@ -54,3 +54,13 @@ def test_token_prompts_check_their_alignment_and_slice():
     with pytest.raises(ValueError, match="labels"):
         TokenPrompts(torch.zeros(1, 4, dtype=torch.long), torch.tensor([1]), ((1, 2),), (3,),
                      ("a",))
+
+
+def test_a_suite_is_named_and_read_back_by_its_name():
+    for suite in (PromptSuite(), PromptSuite(op="*", digits=2, template="chat"),
+                  PromptSuite(op="-", digits=3, n_shots=5)):
+        assert PromptSuite.from_name(suite.name, n_shots=suite.n_shots) == suite
+    for name, message in (("div1-chat", "is not of the form"), ("add1", "is not of the form"),
+                          ("add9-few-shot", "digits must be in 1..6")):
+        with pytest.raises(ValueError, match=message):
+            PromptSuite.from_name(name)
