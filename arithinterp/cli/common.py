@@ -97,9 +97,11 @@ def rich_table(title: str, df) -> Table:
 
 def print_finetune(run, key: str) -> None:
     table = run.load(schema.FINETUNE_COMPARISON, key)
+    ppl = {"ppl_before": ("ppl_before", "mean"), "ppl_after": ("ppl_after", "mean")} \
+        if "ppl_after" in table.columns else {}  # a pretrained LLM's perplexity on text
     summary = (table.groupby(["arm", "role", "task"])
                .agg(n=("change", "size"), exact_after=("exact_after", "mean"),
-                    change=("change", "mean"), change_std=("change", "std"),
+                    change=("change", "mean"), change_std=("change", "std"), **ppl,
                     params=("n_params", "mean"), seconds=("seconds", "mean"))
                .reset_index())
     out.print(rich_table(f"{key}: held-out exact match after fine-tuning (mean over draws and "

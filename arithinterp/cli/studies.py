@@ -26,11 +26,13 @@ from arithinterp.cli.common import (
 @app.command("finetune")
 def finetune_cmd(
     target: Annotated[str, typer.Argument(help="A run (its model, and its localization for "
-                                               "--experiment), a zoo name or a model folder.")],
+                                               "--experiment), a zoo name, a model folder, or "
+                                               "a pretrained LLM (llm:smollm2, hf:<folder>).")],
     components: Annotated[str | None, typer.Option(
         help="Components to fine-tune, by name: L1H3,L0.mlp (instead of --experiment).")] = None,
     experiment: Annotated[str | None, typer.Option(
-        help="Select from this localization experiment of the run (e.g. a1).")] = None,
+        help="Select from this localization experiment of the run (e.g. a1, or an llm run's "
+             "add1-few-shot-a0).")] = None,
     top_k: Annotated[int | None, typer.Option(help="The top K ranked components.")] = None,
     threshold: Annotated[float | None, typer.Option(
         help="Every component with |normalized effect| >= this (instead of --top-k).")] = None,
@@ -40,14 +42,37 @@ def finetune_cmd(
         help="Target task such as add3x3-plain (default: the model's own).")] = None,
     other_task: Annotated[list[str] | None, typer.Option(
         help="Tasks forgetting is measured on (repeatable).")] = None,
+    suite: Annotated[str | None, typer.Option(
+        help="LLMs: the target prompt suite, e.g. add1-few-shot, mul2-chat (default: the "
+             "suite of --experiment, else add1-few-shot).")] = None,
+    other_suite: Annotated[list[str] | None, typer.Option(
+        help="LLMs: suites forgetting of other arithmetic is measured on (repeatable).")
+    ] = None,
+    shots: Annotated[int | None, typer.Option(
+        help="LLMs: solved examples in the named suites' prompts (default 3).")] = None,
+    text: Annotated[str | None, typer.Option(
+        help="LLMs: a UTF-8 text file for the perplexity (default: CPython's pydoc topics).")
+    ] = None,
+    window: Annotated[int | None, typer.Option(
+        help="LLMs: tokens per perplexity window (default 128).")] = None,
+    text_windows: Annotated[int | None, typer.Option(
+        help="LLMs: perplexity windows, a seeded selection (default 32).")] = None,
     arms: Annotated[list[str] | None, typer.Option(
         help="Arms (repeatable): selected, random, full, none (default: all).")] = None,
     n_random: Annotated[int, typer.Option(help="Random component sets (distinct).")] = 3,
     seeds: Annotated[list[int] | None, typer.Option(help="Seeds (repeatable; default 0).")
                      ] = None,
-    steps: Annotated[int, typer.Option(help="Steps per fine-tune.")] = 200,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(help="Problems per step.")] = 128,
+    steps: Annotated[int | None, typer.Option(
+        help="Steps per fine-tune (default 200; LLMs 100).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Peak learning rate (default 1e-3; LLMs 1e-4).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Problems per step (default 128; LLMs 16).")] = None,
+    n_train: Annotated[int | None, typer.Option(
+        help="Training problems (default 5000; LLMs every problem outside the held-out ones, "
+             "at most 2000).")] = None,
+    n_eval: Annotated[int | None, typer.Option(
+        help="Held-out problems scored (default 1000; LLMs 50).")] = None,
     rescale: Annotated[bool, typer.Option(
         help="Multiply the selected heads' gradients by H/h (Zhang et al.).")] = False,
     name: Annotated[str, typer.Option(help="The comparison's name: finetune/<name>.")] = "ft",
@@ -58,15 +83,19 @@ def finetune_cmd(
     progress: Progress = True,
 ) -> None:
     """Fine-tune only chosen components (heads, MLPs) against random components, full
-    fine-tuning and none: gain on the target task, forgetting on the others."""
-    from arithinterp.finetune import Schedule
+    fine-tuning and none: gain on the target task, forgetting on the others (for a pretrained
+    LLM: gain on a prompt suite, forgetting on other suites and perplexity on English text)."""
+    from dataclasses import replace
+
     from arithinterp.models import load_model
     from arithinterp.runs import RunDir, is_run
-    from arithinterp.stages.finetune import ARMS, FinetuneConfig, Selection, check
+    from arithinterp.stages import finetune, llm_finetune
+    from arithinterp.stages.base import Context, run_model
     from arithinterp.stages.job import run_on
-    from arithinterp.tasks import TaskSpec
+    from arithinterp.tasks import PromptSuite, TaskSpec
 
     with user_errors():
+        ctx = make_ctx(device, progress)
         if components is not None and (experiment or top_k or threshold):
             raise ValueError("give --components or --experiment (with --top-k/--threshold), "
                              "not both")
@@ -74,21 +103,69 @@ def finetune_cmd(
             if components is not None else ()
         if components is not None and not names:
             raise ValueError("--components is empty: name at least one, e.g. L1H3,L0.mlp")
-        select = Selection(components=names) if names else Selection(
+        select = finetune.Selection(components=names) if names else finetune.Selection(
             experiment=experiment, top_k=top_k if threshold is None and top_k is not None
             else (3 if threshold is None else None), threshold=threshold,
             kinds=tuple(kinds or ("head",)))
-        config = FinetuneConfig(
-            name=name, task=TaskSpec.from_name(task) if task else None,
-            other_tasks=tuple(TaskSpec.from_name(t) for t in other_task or ()), select=select,
-            arms=choices("--arms", arms, ARMS), n_random=n_random,
-            seeds=tuple(seeds or (0,)),
-            schedule=Schedule(max_steps=steps, lr=lr, batch_size=batch_size), rescale=rescale)
-        check(config, RunDir.open(target) if is_run(target) else None, load_model(target))
-        result = run_on(target, [config], runs_dir=runs_dir, name=run_name,
-                        ctx=make_ctx(device, progress))
-    print_finetune(result.run, f"{schema.FINETUNE}/{name}")
+        llm_options = {"--suite": suite, "--other-suite": other_suite, "--shots": shots,
+                       "--text": text, "--window": window, "--text-windows": text_windows}
+        run = RunDir.open(target) if is_run(target) else None
+        if not _is_llm(target, run):
+            if given := [k for k, v in llm_options.items() if v]:
+                raise ValueError(f"{', '.join(given)}: for pretrained LLMs; {target} is a model "
+                                 "trained on a task (use --task, --other-task)")
+            config = finetune.FinetuneConfig(
+                name=name, task=TaskSpec.from_name(task) if task else None,
+                other_tasks=tuple(TaskSpec.from_name(t) for t in other_task or ()),
+                select=select, arms=choices("--arms", arms, finetune.ARMS), n_random=n_random,
+                seeds=tuple(seeds or (0,)), rescale=rescale)
+            config = replace(config, **_budget(config, steps, lr, batch_size, n_train, n_eval))
+            finetune.check(config, run, load_model(target))
+        else:
+            if task or other_task:
+                raise ValueError("--task, --other-task: for models trained on a task; "
+                                 f"{target} is a pretrained LLM (use --suite, --other-suite)")
+            n_shots = {} if shots is None else {"n_shots": shots}
+            config = llm_finetune.LLMFinetuneConfig(
+                select=select, name=name,
+                suite=PromptSuite.from_name(suite, **n_shots) if suite else None,
+                other_suites=tuple(PromptSuite.from_name(s, **n_shots)
+                                   for s in other_suite or ()),
+                arms=choices("--arms", arms, finetune.ARMS), n_random=n_random,
+                seeds=tuple(seeds or (0,)), rescale=rescale,
+                **{k: v for k, v in (("text", text), ("window", window),
+                                     ("n_windows", text_windows)) if v is not None})
+            config = replace(config, **_budget(config, steps, lr, batch_size, n_train, n_eval))
+            here = Context(device="cpu", progress=False)
+            llm_finetune.check(config, run, run_model(run, here) if run else
+                               _load_llm(target))
+        result = run_on(target, [config], runs_dir=runs_dir, name=run_name, ctx=ctx)
+    print_finetune(result.run, schema.finetune_key(name))
     out.print(f"run written to {result.run.dir}")
+
+
+def _is_llm(target: str, run) -> bool:
+    """Whether TARGET is a pretrained LLM: a source such as llm:smollm2, or a run of one."""
+    from arithinterp.pretrained import is_llm_source
+
+    return is_llm_source(target) or (run is not None and run.has(schema.SOURCE, schema.MODEL))
+
+
+def _load_llm(source: str):
+    from arithinterp.pretrained import check_llm_source, load_llm
+
+    check_llm_source(source)
+    return load_llm(source)
+
+
+def _budget(config, steps, lr, batch_size, n_train, n_eval) -> dict:
+    """The config fields the budget options replace (unset options keep the config's)."""
+    from dataclasses import replace
+
+    schedule = {k: v for k, v in (("max_steps", steps), ("lr", lr),
+                                  ("batch_size", batch_size)) if v is not None}
+    out = {k: v for k, v in (("n_train", n_train), ("n_eval", n_eval)) if v is not None}
+    return {**out, "schedule": replace(config.schedule, **schedule)}
 
 
 @app.command("finetune-scenario")

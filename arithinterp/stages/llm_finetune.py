@@ -69,7 +69,7 @@ class LLMFinetuneConfig:
     schedule: Schedule = field(default_factory=lambda: Schedule(
         max_steps=100, lr=1e-4, warmup_steps=10, batch_size=16))
     n_train: int | None = None  # None: every problem outside the held-out ones, <= MAX_TRAIN
-    n_eval: int = 100
+    n_eval: int = 50  # of add1's 97 problems, 47 are left to train on
     eval_seed: int = 0  # draws the held-out problems
     eval_every: int = 25  # 0: no exact match along the curve
     n_probe: int = 32  # held-out target problems scored along the curve
@@ -134,9 +134,10 @@ def training_problems(config: LLMFinetuneConfig, suite: PromptSuite, seed: int
     train = [p for p in pool if p not in held_out][:want]
     need = config.n_train or config.schedule.batch_size
     if len(train) < need:
+        what = "n_train" if config.n_train else "batch_size"
         raise ValueError(f"{suite.name} has {len(train)} problems outside the {len(held_out)} "
-                         f"held out, fewer than {'n_train' if config.n_train else 'batch_size'} "
-                         f"({need})")
+                         f"held out, fewer than {what} ({need}): lower n_eval or {what}, or "
+                         "take a suite with more digits")
     return train
 
 

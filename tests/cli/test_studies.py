@@ -1,9 +1,12 @@
 """The study commands end to end at smoke size, and their bad input."""
 
+import shutil
+
 import pytest
 
 from arithinterp import schema
 from arithinterp.runs import RunDir
+from arithinterp.stages.job import read_job
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -13,6 +16,9 @@ from arithinterp.runs import RunDir
     (["finetune", "add3-reversed", "--components", "L0H0", "--experiment", "a1"],
      "not both"),
     (["finetune", "add3-reversed", "--components", "L0H0", "--arms", "bogus"], "arms"),
+    (["finetune", "add3-reversed", "--components", "L0H0", "--suite", "add1-few-shot"],
+     "--suite: for pretrained LLMs"),
+    (["finetune", "llm:gpt5", "--components", "L0H0"], "unknown embedded LLM 'gpt5'"),
     (["multiply", "--scale", "huge"], "'--scale'"),
     (["multiply", "--quick", "--arms", "nope"], "arms"),
     (["finetune-scenario", "--quick", "--steps", "0"], "steps must be an integer >= 1"),
@@ -83,3 +89,62 @@ def test_finetune_scenario_quick(tmp_path, cli):
     assert set(table["arm"]) == {"selected", "random", "full", "none"}
     assert set(table["role"]) == {"target", "other"} and table["seed"].tolist().count(0) == 10
     assert "finetune/sub" in out and f"run written to {run.dir}" in out
+
+
+LLM_BUDGET = ["--steps", "2", "--batch-size", "4", "--n-eval", "4", "--n-train", "20",
+              "--window", "16", "--text-windows", "2", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture
+def llm_run(tiny_llm_run, tmp_path):
+    """A copy of the tiny Llama's run with its llm localization."""
+    path = tmp_path / "llm"
+    shutil.copytree(tiny_llm_run[1].dir, path)
+    return path
+
+
+def test_finetune_an_llm_run_from_its_localization(cli, llm_run):
+    code, out, err = cli(["finetune", str(llm_run), "--experiment", "add2-few-shot-a1",
+                          "--top-k", "2", "--n-random", "1", "--other-suite", "mul1-few-shot",
+                          "--shots", "2", *LLM_BUDGET])
+    assert code == 0, err
+    run = RunDir.open(llm_run)
+    table = run.load(schema.FINETUNE_COMPARISON, "finetune/ft")
+    assert set(table["arm"]) == {"selected", "random", "full", "none"}
+    assert set(zip(table["task"], table["role"], strict=True)) == {
+        ("add2-few-shot", "target"), ("mul1-few-shot", "other")}  # the localization's suite
+    ranked = run.load(schema.RANKING, "localize/add2-few-shot-a1")
+    top = ranked[ranked["kind"] == "head"]["component"].head(2).tolist()
+    assert set(table[table["arm"] == "selected"]["components"]) == {",".join(top)}
+    assert "ppl_after" in out and "run written to" in out
+    assert [type(c).__name__ for c in read_job(run.manifest["config"])] == [
+        "ModelSource", "LLMConfig", "LLMFinetuneConfig"]
+
+
+def test_finetune_an_llm_source_by_named_components(cli, tiny_llama_dir, tmp_path):
+    code, _, err = cli(["finetune", f"hf:{tiny_llama_dir}", "--components", "L0H3,L1.mlp",
+                        "--arms", "selected", "--arms", "none", "--suite", "add1-few-shot",
+                        "--shots", "2", "--runs-dir", str(tmp_path), "--run-name", "x",
+                        *LLM_BUDGET])
+    assert code == 0, err
+    table = RunDir.open(tmp_path / "x").load(schema.FINETUNE_COMPARISON, "finetune/ft")
+    assert table["task"].tolist() == ["add1-few-shot"] * 2
+    assert table["components"].tolist() == ["L0H3,L1.mlp", ""]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--components", "L9H0"], "L9H0"),
+    (["--experiment", "nope"], "no llm localization 'nope'"),
+    (["--components", "L0H0", "--task", "add1x1-plain"],
+     "--task, --other-task: for models trained on a task"),
+    (["--components", "L0H0", "--suite", "div1-chat"], "is not of the form"),
+    (["--components", "L0H0", "--window", "1000"], "exceeds the model's context"),
+    (["--components", "L0H0", "--text", "/no/such/text"], "neither"),
+    (["--components", "L0H0", "--n-eval", "100"], "0 problems outside the 97 held out"),
+])
+def test_bad_llm_finetune_input_is_one_line_and_writes_nothing(cli, llm_run, argv, message):
+    before = {p: p.read_bytes() for p in llm_run.rglob("*") if p.is_file()}
+    code, out, err = cli(["finetune", str(llm_run), *argv, "--no-progress"])
+    assert code == 2 and err.startswith("error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + out
+    assert {p: p.read_bytes() for p in llm_run.rglob("*") if p.is_file()} == before
