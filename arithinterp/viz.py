@@ -854,24 +854,45 @@ def gain_forgetting_figure(comparison: pd.DataFrame) -> go.Figure:
     both = pd.DataFrame({"gain": target, "other": other}).reset_index()
     if both["other"].isna().all():
         both["other"] = 0.0  # no other task: forgetting is not measured
+    return _arm_points(both, "other", title="Gain on the target task vs change on the others "
+                       "(forgetting < 0)", yaxis_title="Δ exact match, other tasks")
+
+
+def gain_perplexity_figure(comparison: pd.DataFrame) -> go.Figure:
+    """A pretrained LLM's change of held-out exact match on the target suite (x, the gain)
+    against the relative change of its perplexity on held-out text (y, in %; positive:
+    language forgotten): one point per arm, draw and seed, a large marker at each arm's mean.
+
+    `comparison`: an LLM's ``schema.FINETUNE_COMPARISON`` table (with ppl_before/ppl_after).
+    """
+    target = comparison[comparison["role"] == "target"]
+    both = target[["arm", "draw", "seed", "components"]].assign(
+        gain=target["change"],
+        ppl=100 * (target["ppl_after"] / target["ppl_before"] - 1))
+    return _arm_points(both, "ppl", title="Gain on the target suite vs change of perplexity "
+                       "on held-out text (forgetting > 0)",
+                       yaxis_title="perplexity change, %")
+
+
+def _arm_points(points: pd.DataFrame, y: str, *, title: str, yaxis_title: str) -> go.Figure:
+    """Columns gain (x) and `y` per arm, draw and seed; a diamond at each arm's mean."""
     fig = go.Figure()
-    for arm, g in both.groupby("arm", sort=False):
+    for arm, g in points.groupby("arm", sort=False):
         color = FT_COLORS.get(str(arm))
-        fig.add_trace(go.Scatter(x=g["gain"], y=g["other"], mode="markers", name=str(arm),
+        fig.add_trace(go.Scatter(x=g["gain"], y=g[y], mode="markers", name=str(arm),
                                  marker={"color": color, "size": 8, "opacity": 0.6},
                                  customdata=g[["components", "seed"]].to_numpy(),
                                  hovertemplate=f"{arm}: %{{customdata[0]}} (seed "
-                                               "%{customdata[1]})<br>gain %{x:.3f}, other "
-                                               "%{y:.3f}<extra></extra>"))
-        fig.add_trace(go.Scatter(x=[g["gain"].mean()], y=[g["other"].mean()], mode="markers",
+                                               "%{customdata[1]})<br>gain %{x:.3f}, "
+                                               f"{y} %{{y:.3f}}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=[g["gain"].mean()], y=[g[y].mean()], mode="markers",
                                  name=f"{arm} mean", showlegend=False,
                                  marker={"color": color, "size": 16, "symbol": "diamond",
                                          "line": {"width": 1, "color": "black"}}))
     fig.add_hline(y=0, line_dash="dot", line_color="grey")
     fig.add_vline(x=0, line_dash="dot", line_color="grey")
-    fig.update_layout(title="Gain on the target task vs change on the others (forgetting < 0)",
-                      xaxis_title="Δ exact match, target task",
-                      yaxis_title="Δ exact match, other tasks", height=420)
+    fig.update_layout(title=title, xaxis_title="Δ exact match, target",
+                      yaxis_title=yaxis_title, height=420)
     return fig
 
 

@@ -387,3 +387,25 @@ def test_llm_fourier_against_its_control():
     fig = viz.llm_fourier_figure(table)
     assert list(fig.data[0].y) == [0.5, 0.7] and list(fig.data[1].y) == [0.4, 0.4]
     assert [s.y0 for s in fig.layout.shapes] == [0.9, 0.8]
+
+
+def test_gain_against_perplexity_and_against_forgetting():
+    rows = []
+    for arm, draw, gain, ppl_after, other in (("selected", 0, 0.4, 11.0, -0.1),
+                                              ("random", 0, 0.1, 10.0, 0.0),
+                                              ("random", 1, 0.3, 12.0, -0.2),
+                                              ("none", 0, 0.0, 10.0, 0.0)):
+        for role, change in (("target", gain), ("other", other)):
+            rows.append({"arm": arm, "draw": draw, "seed": 0, "components": f"{arm}{draw}",
+                         "role": role, "change": change, "ppl_before": 10.0,
+                         "ppl_after": ppl_after})
+    table = pd.DataFrame(rows)
+    fig = viz.gain_perplexity_figure(table)
+    points = {t.name: t for t in fig.data}
+    assert list(points["selected"].x) == [0.4] and list(points["selected"].y) == \
+        pytest.approx([10.0])  # perplexity 10 -> 11: +10 %
+    assert list(points["random mean"].x) == pytest.approx([0.2])
+    assert list(points["random mean"].y) == pytest.approx([10.0])  # mean of 0 % and 20 %
+    assert list(points["none"].y) == [0.0] and "perplexity" in fig.layout.yaxis.title.text
+    forgetting = {t.name: t for t in viz.gain_forgetting_figure(table).data}
+    assert list(forgetting["random"].y) == pytest.approx([0.0, -0.2])

@@ -1,6 +1,8 @@
 """Fine-tuning: gain on the target task against forgetting on the others, per arm (the
 localized components, random components of the same kinds, everything, nothing), with
-every draw and seed, the components each arm trained, and the curves."""
+every draw and seed, the components each arm trained, and the curves. For a pretrained LLM
+the forgetting is, first, the change of its perplexity on held-out English text, then the
+change on the other arithmetic suites."""
 
 import common
 import streamlit as st
@@ -19,19 +21,38 @@ table = common.read(run, schema.FINETUNE_COMPARISON, stage)
 summary = common.read(run, schema.FINETUNE_SUMMARY, stage, quiet=True) or {}
 if table is None:
     st.stop()
-st.caption(f"Target **{summary.get('target', '?')}**; forgetting on "
-           f"**{', '.join(summary.get('other_tasks', [])) or 'no other task'}**; selected "
-           f"components **{', '.join(summary.get('selected', []))}**. Every arm starts from the "
-           "run's model with the same problems, steps and seeds; exact match on held-out "
-           "problems.")
-common.chart(st, viz.gain_forgetting_figure(table), key="ft_gain")
+llm = "ppl_after" in table.columns  # a pretrained LLM: perplexity on held-out text
+others = ", ".join(summary.get("other_tasks", [])) or f"no other {'suite' if llm else 'task'}"
+selected = ", ".join(summary.get("selected", []))
+if llm:
+    st.caption(f"**{summary.get('model', '?')}** fine-tuned on **{summary.get('target', '?')}** "
+               f"({summary.get('n_train', '?')} problems); exact match on "
+               f"{summary.get('n_eval', '?')} held-out problems of it and of **{others}**; "
+               f"perplexity on {summary.get('n_windows', '?')} windows of "
+               f"{summary.get('window', '?')} tokens of `{summary.get('text', '?')}` (before: "
+               f"{summary.get('perplexity_before', float('nan')):.2f}); selected components "
+               f"**{selected}**. Every arm starts from the same model with the same problems, "
+               "steps and seeds.")
+    common.chart(st, viz.gain_perplexity_figure(table), key="ft_gain_ppl")
+    if (table["role"] == "other").any():
+        common.chart(st, viz.gain_forgetting_figure(table), key="ft_gain")
+else:
+    st.caption(f"Target **{summary.get('target', '?')}**; forgetting on **{others}**; selected "
+               f"components **{selected}**. Every arm starts from the run's model with the same "
+               "problems, steps and seeds; exact match on held-out problems.")
+    common.chart(st, viz.gain_forgetting_figure(table), key="ft_gain")
+ppl = {"ppl_before": ("ppl_before", "mean"), "ppl_after": ("ppl_after", "mean")} if llm else {}
 means = (table.groupby(["arm", "role", "task"])
          .agg(runs=("change", "size"), before=("exact_before", "mean"),
               after=("exact_after", "mean"), change=("change", "mean"),
-              spread=("change", "std"), params=("n_params", "mean"),
+              spread=("change", "std"), **ppl, params=("n_params", "mean"),
               seconds=("seconds", "mean")).reset_index())
 st.dataframe(means, hide_index=True, key="ft_means")
-with st.expander("Every arm, draw and seed"):
+tuned = table.drop_duplicates(["arm", "draw", "seed"])[
+    ["arm", "draw", "seed", "components", "n_params", "seconds"]]
+st.subheader("Components each arm trained")
+st.dataframe(tuned, hide_index=True, key="ft_components")
+with st.expander("Every arm, draw, seed and " + ("suite" if llm else "task")):
     st.dataframe(table, hide_index=True, key="ft_table")
 curves = common.read(run, schema.FINETUNE_CURVES, stage, quiet=True)
 if curves is not None and len(curves):

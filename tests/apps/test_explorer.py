@@ -578,6 +578,30 @@ def test_the_finetune_page_shows_gain_against_forgetting(quick_scenario, open_pa
     assert any("arithinterp finetune" in m for m in texts(at.info))
 
 
+def test_the_finetune_page_shows_an_llms_gain_against_perplexity(tiny_llm_finetune, open_run):
+    runs, run, _ = tiny_llm_finetune
+    at = open_run(runs, run.name, "finetune")
+    figs = figures(at)
+    table = run.load(schema.FINETUNE_COMPARISON, "finetune/ft")
+    target = table[table["role"] == "target"]
+    points = {t["name"]: t for t in figs["ft_gain_ppl"]["data"]}
+    assert {"selected", "random", "full", "none"} <= set(points)
+    selected = target[target["arm"] == "selected"]
+    assert points["selected"]["x"] == pytest.approx(selected["change"].tolist())
+    assert points["selected"]["y"] == pytest.approx(
+        (100 * (selected["ppl_after"] / selected["ppl_before"] - 1)).tolist())
+    assert points["none"]["y"] == [0.0, 0.0]
+    assert "ft_gain" in figs  # the other suite: forgetting of other arithmetic too
+    assert {t["name"] for t in figs["ft_curves"]["data"]} == {"selected", "random", "full"}
+    tuned = next(d.value for d in at.dataframe if "components" in d.value.columns
+                 and "task" not in d.value.columns)
+    assert len(tuned) == 10 and "L0H3,L1.mlp" in set(tuned["components"])
+    means = next(d.value for d in at.dataframe if "ppl_after" in d.value.columns)
+    assert set(means["task"]) == {"add2-few-shot", "mul1-few-shot"}
+    caption = " ".join(c.value for c in at.caption)
+    assert "add2-few-shot" in caption and "pydoc_data.topics" in caption
+
+
 def test_the_modular_page_shows_grokking_and_the_fourier_picture(modular_run, open_page, open_run):
     at = open_run(modular_run.dir.parent, modular_run.name, "modular")
     figs = figures(at)
