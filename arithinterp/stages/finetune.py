@@ -81,16 +81,22 @@ class FinetuneConfig:
     rescale: bool = False
 
     def __post_init__(self) -> None:
-        schema.finetune_key(self.name)  # validates the name
-        if not self.arms or set(self.arms) - set(ARMS) or len(set(self.arms)) < len(self.arms):
-            raise ValueError(f"arms must be distinct and among {ARMS}, got {self.arms}")
-        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
-            raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
+        check_comparison(self.name, self.arms, self.n_random, self.seeds)
         for name in ("n_train", "n_eval"):
             if getattr(self, name) < 10:
                 raise ValueError(f"{name} must be >= 10, got {getattr(self, name)}")
-        if self.n_random < 1 and "random" in self.arms:
-            raise ValueError("the random arm needs n_random >= 1")
+
+
+def check_comparison(name: str, arms: tuple[str, ...], n_random: int,
+                     seeds: tuple[int, ...]) -> None:
+    """Refuse a comparison's bad name, arms, random draws or seeds (naming the field)."""
+    schema.finetune_key(name)  # validates the name
+    if not arms or set(arms) - set(ARMS) or len(set(arms)) < len(arms):
+        raise ValueError(f"arms must be distinct and among {ARMS}, got {arms}")
+    if not seeds or len(set(seeds)) < len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    if n_random < 1 and "random" in arms:
+        raise ValueError("the random arm needs n_random >= 1")
 
 
 def key(config: FinetuneConfig) -> str:
@@ -155,6 +161,34 @@ def arm_components(arms: tuple[str, ...], n_random: int, chosen: list[Component]
     return out
 
 
+@dataclass
+class ArmRecords:
+    """The training curves and changed tensors of a comparison's arms, as they are saved."""
+
+    curves: list[pd.DataFrame] = field(default_factory=list)
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def add(self, arm: str, draw: int, seed: int, comps: list[Component] | None,
+            curve: pd.DataFrame, changed: dict[str, torch.Tensor]) -> dict:
+        """Keep one arm's curve and changed tensors; returns its label columns."""
+        label = {"arm": arm, "draw": draw, "seed": seed,
+                 "components": "all" if comps is None else ",".join(c.name for c in comps)}
+        if len(curve):
+            self.curves.append(curve.assign(**label))
+        self.weights.update({f"{arm}.{draw}.s{seed}/{k}": v for k, v in changed.items()})
+        return label
+
+    def save(self, run: RunDir, stage: str, base: str) -> None:
+        """Write the curves and the changed tensors (`base`: where the unchanged ones are)."""
+        columns = list(schema.FINETUNE_CURVES.columns)
+        table = pd.concat(self.curves, ignore_index=True) if self.curves else pd.DataFrame(
+            columns=columns)
+        run.save(schema.FINETUNE_CURVES, stage, table.reindex(columns=columns))
+        run.save(schema.FINETUNE_WEIGHTS, stage, self.weights,
+                 metadata={"base": base, "keys": "<arm>.<draw>.s<seed>/<weight>: the tensors "
+                                                 "that arm changed"})
+
+
 def run(config: FinetuneConfig, run: RunDir, ctx: Context) -> dict:
     """Fine-tune every arm and seed from the run's model; score before and after."""
     base = run_model(run, ctx)
@@ -166,7 +200,7 @@ def run(config: FinetuneConfig, run: RunDir, ctx: Context) -> dict:
     before = {t.name: evaluate(base.model, evals[t.name]) for _, t in tasks}
     held_out = set(zip(evals[target.name].a.tolist(), evals[target.name].b.tolist(),
                        strict=True))
-    rows, curves, weights = [], [], {}
+    rows, records = [], ArmRecords()
     for seed in config.seeds:
         a, b = sample_problems(target, config.n_train, torch.Generator().manual_seed(
             10_000 + seed), exclude=held_out)  # never the problems it is scored on
@@ -188,11 +222,7 @@ def run(config: FinetuneConfig, run: RunDir, ctx: Context) -> dict:
                                   callback=score, progress=ctx.progress)
                 n_params, seconds, changed = result.n_params, result.seconds, result.changed
                 curve = result.curve
-            label = {"arm": arm, "draw": draw, "seed": seed,
-                     "components": "all" if comps is None else ",".join(c.name for c in comps)}
-            if len(curve):
-                curves.append(curve.assign(**label))
-            weights.update({f"{arm}.{draw}.s{seed}/{k}": v for k, v in changed.items()})
+            label = records.add(arm, draw, seed, comps, curve, changed)
             for role, task in tasks:
                 after = evaluate(model, evals[task.name]) if comps != [] else before[task.name]
                 row = {**label, "n_params": n_params, "seconds": seconds, "task": task.name,
@@ -204,12 +234,7 @@ def run(config: FinetuneConfig, run: RunDir, ctx: Context) -> dict:
     stage = key(config)
     table = pd.DataFrame(rows)
     run.save(schema.FINETUNE_COMPARISON, stage, table)
-    curve_table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
-        columns=list(schema.FINETUNE_CURVES.columns))
-    run.save(schema.FINETUNE_CURVES, stage, curve_table[list(schema.FINETUNE_CURVES.columns)])
-    run.save(schema.FINETUNE_WEIGHTS, stage, weights,
-             metadata={"base": schema.WEIGHTS.at(schema.MODEL),
-                       "keys": "<arm>.<draw>.s<seed>/<weight>: the tensors that arm changed"})
+    records.save(run, stage, schema.WEIGHTS.at(schema.MODEL))
     summary = {"selected": [c.name for c in chosen], "target": target.name,
                "other_tasks": [t.name for t in config.other_tasks],
                "mean_change": {f"{arm}/{role}": float(g["change"].mean())

@@ -42,7 +42,15 @@ from arithinterp.llm_finetune import (
 from arithinterp.models import LoadedModel
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, run_model
-from arithinterp.stages.finetune import ARMS, Arm, Selection, arm_components, selected_components
+from arithinterp.stages.finetune import (
+    ARMS,
+    Arm,
+    ArmRecords,
+    Selection,
+    arm_components,
+    check_comparison,
+    selected_components,
+)
 from arithinterp.tasks import PromptSuite
 
 NAME = "llm_finetune"
@@ -77,11 +85,7 @@ class LLMFinetuneConfig:
     rescale: bool = False
 
     def __post_init__(self) -> None:
-        schema.finetune_key(self.name)  # validates the name
-        if not self.arms or set(self.arms) - set(ARMS) or len(set(self.arms)) < len(self.arms):
-            raise ValueError(f"arms must be distinct and among {ARMS}, got {self.arms}")
-        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
-            raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
+        check_comparison(self.name, self.arms, self.n_random, self.seeds)
         for name in ("window", "n_windows", "n_eval", "n_probe", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -93,8 +97,6 @@ class LLMFinetuneConfig:
             raise ValueError(f"n_train must be a positive integer or None, got {self.n_train!r}")
         if isinstance(self.eval_every, bool) or self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every!r}")
-        if self.n_random < 1 and "random" in self.arms:
-            raise ValueError("the random arm needs n_random >= 1")
         suites = [s for s in (self.suite, *self.other_suites) if s is not None]
         if len(set(suites)) < len(suites):
             raise ValueError("other_suites must differ from each other and from the suite")
@@ -189,7 +191,7 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
     started = time.perf_counter()
     ppl_before = compute_perplexity(base.model, plan.windows, batch_size=config.batch_size)
     ppl_seconds = time.perf_counter() - started
-    rows, curves, weights, step_seconds = [], [], {}, []
+    rows, records, step_seconds = [], ArmRecords(), []
     for seed in config.seeds:
         data = make_answer_data(base, plan.suite, training_problems(config, plan.suite, seed))
         for arm, draw, comps in arm_components(config.arms, config.n_random,
@@ -215,11 +217,7 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
                 after = score(tuned)
                 ppl_after = compute_perplexity(tuned.model, plan.windows,
                                                batch_size=config.batch_size)
-            label = {"arm": arm, "draw": draw, "seed": seed,
-                     "components": "all" if comps is None else ",".join(c.name for c in comps)}
-            if len(curve):
-                curves.append(curve.assign(**label))
-            weights.update({f"{arm}.{draw}.s{seed}/{k}": v for k, v in changed.items()})
+            label = records.add(arm, draw, seed, comps, curve, changed)
             for role, suite in suites:
                 rows.append({**label, "n_params": n_params, "seconds": seconds,
                              "task": suite.name, "role": role,
@@ -230,13 +228,7 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
     stage = key(config)
     table = pd.DataFrame(rows)
     run.save(schema.FINETUNE_COMPARISON, stage, table)
-    columns = list(schema.FINETUNE_CURVES.columns)
-    curve_table = (pd.concat(curves, ignore_index=True) if curves
-                   else pd.DataFrame(columns=columns)).reindex(columns=columns)
-    run.save(schema.FINETUNE_CURVES, stage, curve_table)
-    run.save(schema.FINETUNE_WEIGHTS, stage, weights,
-             metadata={"base": base.source,
-                       "keys": "<arm>.<draw>.s<seed>/<weight>: the tensors that arm changed"})
+    records.save(run, stage, base.source)
     target = table[table["role"] == "target"]
     summary = {
         "model": base.source, "selected": [c.name for c in plan.components],
