@@ -10,11 +10,13 @@ question's operator, with equal token lengths and a different first answer token
 metric — the logit difference between the clean and the corrupt answer's first token at the
 last position — is read where both answers start. `localize_llm` then runs, on the pairs:
 attribution patching of every head (all positions) and of the MLP outputs and residual
-stream by position, in one forward and backward each; exact patching of the top heads and
-the top MLPs by that estimate; direct logit attribution; the logit lens at the last
-position; the attention of every head from the last position to the operand tokens; and the
-knockout of the top-k heads against k random heads over several draws (mean ablation,
-first-token accuracy).
+stream by position, in one forward and backward each; exact patching — of every head and of
+the residual stream by layer x position where the fast engine covers the model (Llama
+family), else of the top heads by the estimate — and of the top MLPs; path patching of the
+top heads to the logits (their direct effect); direct logit attribution; the logit lens at
+the last position; the attention of every head from the last position to the operand
+tokens; and the knockout of the top-k heads against k random heads over several draws
+(mean ablation, first-token accuracy).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from arithinterp.analysis.attribution import compute_dla, compute_logit_lens
 from arithinterp.analysis.attribution_patching import sweep_attribution
 from arithinterp.analysis.localize import compute_knockout, rank_components
 from arithinterp.analysis.metrics import AnswerMetric
-from arithinterp.analysis.patching import Cell, PatchSpec, patch_each
+from arithinterp.analysis.patching import Cell, PatchSpec, patch_each, sweep_patching
+from arithinterp.analysis.paths import sweep_paths
 from arithinterp.cache import run_cached
 from arithinterp.components import Component, hook_name
 from arithinterp.evaluate import run_greedy
@@ -40,7 +43,7 @@ from arithinterp.fourier import (
     compute_fourier_r2,
     compute_weight_tables,
 )
-from arithinterp.models import LoadedModel, device_of, facts
+from arithinterp.models import LoadedModel, device_of, facts, native_weights
 from arithinterp.tasks import PromptPairs, PromptSuite, TokenPrompts
 from arithinterp.tasks.prompts import LLM_OPS
 
@@ -300,17 +303,21 @@ GRIDS = (PatchSpec("z", by_pos=False), PatchSpec("mlp_out"), PatchSpec("resid_pr
 def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeConfig, *,
                  progress: bool = False) -> dict[str, pd.DataFrame | dict]:
     """Every analysis of the pipeline on `pairs`: tables keyed 'attribution', 'patching',
-    'ranking', 'dla', 'logit_lens', 'operand_attention', 'knockout', and a 'summary'."""
+    'ranking', 'paths', 'dla', 'logit_lens', 'operand_attention', 'knockout', and a
+    'summary'."""
     model, metric = loaded.model, pair_metric(pairs)
     f = facts(model)
     if config.top_k > f.n_heads * f.n_layers:
         raise ValueError(f"top_k must be at most {f.n_heads * f.n_layers} (the model's heads), "
                          f"got {config.top_k}")
-    steps = tqdm(total=6, desc="localize llm", unit="step", disable=not progress)
+    fast = native_weights(model) is not None
+    steps = tqdm(total=7, desc="localize llm", unit="step", disable=not progress)
     attribution = pd.concat([sweep_attribution(model, pairs, spec, metric).to_frame()
                              for spec in GRIDS], ignore_index=True)
     steps.update()
     candidates = _candidates(attribution, config.n_exact)
+    if fast:  # every head exactly below: the fast engine makes the whole grid cheap
+        candidates = [c for c in candidates if c.kind == "mlp"]
     cells = [Cell("z", c.layer, c.head) if c.kind == "head" else Cell("mlp_out", c.layer)
              for c in candidates]
     patched = patch_each(model, pairs.corrupt.tokens, pairs.clean.tokens, cells, metric,
@@ -321,8 +328,13 @@ def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeCon
                      .mean())
     del clean_logits  # [pairs pos d_vocab]: large for an LLM
     exact = _exact_table(candidates, patched, clean, corrupted, metric.label)
+    if fast:
+        grids = [sweep_patching(model, pairs, spec, metric).to_frame(allow_unnormalized=True)
+                 for spec in (PatchSpec("z", by_pos=False), PatchSpec("resid_pre"))]
+        exact = pd.concat([grids[0], exact, grids[1]], ignore_index=True)
     steps.update()
-    ranking = rank_components(exact, value="effect")
+    whole = exact[~exact["by_pos"].astype(bool)].reset_index(drop=True)  # whole components
+    ranking = rank_components(whole, value="effect")
     dla = compute_dla(model, pairs.clean, metric, batch_size=8)
     steps.update()
     lens = compute_logit_lens(model, pairs.clean, batch_size=8)
@@ -330,22 +342,26 @@ def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeCon
     steps.update()
     heads = [Component.parse(c) for c in ranking[ranking["kind"] == "head"]["component"]]
     top = heads[:config.top_k]
+    paths = sweep_paths(model, pairs, metric, senders=top) if top else pd.DataFrame()
+    steps.update()
     knockout = compute_knockout(model, pairs.clean, top, n_random=config.n_random,
                                 seed=config.seed) if top else pd.DataFrame()
     steps.update()
     steps.close()
-    estimate = [_estimate(attribution, c) for c in candidates]
+    estimate = [_estimate(attribution, Component.parse(c)) for c in whole["component"]]
     summary = {
         "change": pairs.change, "metric": metric.label, "metric_pos": metric.pos,
         "n_pairs": len(pairs), "clean_metric": float(clean.mean()),
         "corrupted_metric": float(corrupted.mean()),
         "clean_first_token_accuracy": accuracy,
         "position_labels": list(pairs.position_labels()),
-        "attribution_exact_pearson": float(pd.Series(estimate).corr(exact["normalized"]))
-        if len(candidates) > 1 else float("nan"),
+        "attribution_exact_pearson": float(pd.Series(estimate).corr(whole["normalized"]))
+        if len(whole) > 1 else float("nan"),
+        "exact_engine": "fast" if fast else "hooks",
         "top_heads": [c.name for c in top], "warnings": [],
     }
-    return {"attribution": attribution, "patching": exact, "ranking": ranking, "dla": dla,
+    return {"attribution": attribution, "patching": exact, "ranking": ranking, "paths": paths,
+            "dla": dla,
             "logit_lens": lens, "operand_attention": attention, "knockout": knockout,
             "summary": summary}
 

@@ -6,6 +6,11 @@ time includes the clean run_with_cache its functions need; ours includes both tr
 Grids: heads by position (TL's `get_act_patch_attn_head_out_by_pos`, the headline), the
 residual stream by layer x position, heads over all positions; on the shipped 2-layer
 add3-reversed model and on a 4-layer model of the same width, to show scaling with depth.
+Then the embedded LLM (SmolLM2-135M: rotary, RMSNorm, gated MLP, grouped-query attention;
+`--no-llm` skips it): heads over all positions and the residual stream by layer x position
+in its last `--llm-layers` layers (TL's own patching loop over exactly those cells), on
+`--llm-pairs` minimal pairs of 3-shot one-digit additions (a changed), and our engine's
+time for the whole 30-layer grids, which TL's would take minutes for.
 Then attribution patching: ours (one batched forward + backward) vs TL's
 `tools.analysis.attribution_patch` (node granularity, one call per pair), checked equal on
 the z cells, and how well the estimate tracks exact patching per grid (Pearson, Spearman,
@@ -52,10 +57,11 @@ def timed(fn, repeats: int, device: torch.device):
     return statistics.median(times), out
 
 
-def bench_model(label: str, model, pairs, metric, repeats: int, device) -> list[str]:
+def bench_model(label: str, model, pairs, metric, repeats: int, device, grids=GRIDS
+                ) -> list[str]:
     lines = []
     base, donor = pairs.corrupt.tokens.to(device), pairs.clean.tokens.to(device)
-    for name, spec in GRIDS:
+    for name, spec in grids:
         t_ours, ours = timed(lambda spec=spec: sweep_patching(model, pairs, spec, metric), repeats,
                              device)
         t_tl, ref = timed(lambda spec=spec: reference_patching(model, base, donor, spec, metric),
@@ -63,6 +69,31 @@ def bench_model(label: str, model, pairs, metric, repeats: int, device) -> list[
         diff = (ours.mean() - ref.cpu()).abs().max().item()
         lines.append(f"{label:<26} {name:<24} TL {t_tl:7.3f} s  ours {t_ours:7.3f} s  "
                      f"speed-up {t_tl / t_ours:6.1f}x  max|diff| {diff:.1e}")
+    return lines
+
+
+def bench_llm(n_pairs: int, n_last: int, repeats: int, device: torch.device,
+              seed: int) -> list[str]:
+    """SmolLM2: ours vs TL on its last n_last layers; ours alone on the full grids."""
+    from arithinterp.llm import make_llm_pairs, pair_metric
+    from arithinterp.pretrained import load_llm
+    from arithinterp.tasks import PromptSuite
+
+    loaded = load_llm("llm:smollm2", device=str(device))
+    suite = PromptSuite(op="+", digits=1, n_shots=3)
+    pairs = make_llm_pairs(loaded, suite, suite.problems(45, seed=seed), change="a", digit=0,
+                           n=n_pairs, seed=seed)
+    metric = pair_metric(pairs)
+    n_layers = loaded.facts.n_layers
+    last = tuple(range(n_layers - n_last, n_layers))
+    label = f"SmolLM2 ({len(pairs)} pairs x {pairs.clean.tokens.shape[1]} tokens)"
+    specs = [("heads all-pos (z)", "z", False), ("resid_pre layer x pos", "resid_pre", True)]
+    lines = bench_model(f"{label} L{last[0]}-{last[-1]}", loaded.model, pairs, metric, repeats,
+                        device, [(n, PatchSpec(s, by_pos, layers=last)) for n, s, by_pos in specs])
+    for name, site, by_pos in specs:
+        t, _ = timed(lambda s=site, b=by_pos: sweep_patching(loaded.model, pairs, PatchSpec(s, b),
+                                                             metric), 1, device)
+        lines.append(f"{label} all {n_layers} layers {name:<24} ours {t:7.3f} s")
     return lines
 
 
@@ -120,6 +151,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-llm", dest="llm", action="store_false")
+    parser.add_argument("--llm-pairs", type=int, default=8)
+    parser.add_argument("--llm-layers", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -136,7 +170,10 @@ def main() -> None:
                              args.repeats, device)
                  + bench_model("random 4-layer d128", deep, pairs, metric, args.repeats, device)
                  + bench_attribution(loaded.model, pairs, metric, args.repeats, device)):
-        print(line)
+        print(line, flush=True)
+    if args.llm:
+        for line in bench_llm(args.llm_pairs, args.llm_layers, args.repeats, device, args.seed):
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from arithinterp import llm
+from arithinterp.analysis.paths import sweep_paths
 from arithinterp.components import hook_name
 from arithinterp.evaluate import run_greedy
 from arithinterp.pretrained import load_llm
@@ -104,9 +105,22 @@ def test_the_pipeline_on_a_grouped_query_llama(tiny):
     att = out["attribution"]
     assert len(att[att["site"] == "z"]) == 2 * 4
     assert len(att[att["site"] == "resid_pre"]) == 2 * pairs.clean.tokens.shape[1]
-    # exact patching of the candidates equals a brute-force hook, head by head
+    # the fast engine covers a Llama: every head exactly (equal to a brute-force hook, head
+    # by head), the top MLPs, and the residual stream by layer x position
     exact = out["patching"]
-    assert (exact["site"] == "z").sum() == 6 and (exact["site"] == "mlp_out").sum() == 2
+    n_pos = pairs.clean.tokens.shape[1]
+    assert (exact["site"] == "z").sum() == 2 * 4 and (exact["site"] == "mlp_out").sum() == 2
+    assert (exact["site"] == "resid_pre").sum() == 2 * n_pos and out["summary"][
+        "exact_engine"] == "fast"
+    resid = exact[exact["site"] == "resid_pre"].set_index(["layer", "pos"])["value"]
+    with torch.no_grad():
+        clean_metric = float(metric(tiny.model(pairs.clean.tokens)).mean())
+        corrupt_metric = float(metric(tiny.model(pairs.corrupt.tokens)).mean())
+    assert resid[(0, n_pos - 1)] != pytest.approx(clean_metric, abs=1e-3)  # one position
+    first = int((pairs.clean.tokens != pairs.corrupt.tokens).any(0).nonzero()[0])
+    assert resid[(0, first - 1)] == pytest.approx(corrupt_metric, abs=1e-5)  # nothing to restore
+    assert set(out["ranking"]["component"]) == set(exact[~exact["by_pos"].astype(bool)][
+        "component"])
     for row in exact[exact["site"] == "z"].itertuples():
         ref = _brute_force_head_patch(tiny.model, pairs.corrupt.tokens, pairs.clean.tokens,
                                       row.layer, row.head, metric)
@@ -121,6 +135,11 @@ def test_the_pipeline_on_a_grouped_query_llama(tiny):
     assert list(ko["condition"]) == ["none", "selected", "random_0", "random_1", "random_2"]
     assert ko["components"].iloc[1] == ",".join(s["top_heads"]) and len(s["top_heads"]) == 2
     assert len(set(ko["components"].iloc[2:])) == 3
+    # path patching of the top heads to the logits: their direct effect, brute force equal
+    paths = out["paths"]
+    assert list(paths["sender"]) == s["top_heads"] and set(paths["receiver"]) == {"logits"}
+    brute = sweep_paths(tiny.model, pairs, metric, senders=s["top_heads"], engine="hooks")
+    assert paths["value"].to_numpy() == pytest.approx(brute["value"].to_numpy(), abs=1e-4)
     att_rows = out["operand_attention"]
     sums = att_rows.groupby("component")["attention"].sum()
     assert sums.to_numpy() == pytest.approx(1.0, abs=1e-5)  # a + b + other

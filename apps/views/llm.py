@@ -1,8 +1,9 @@
 """LLM: a pretrained model's arithmetic — its greedy answers on the suite, and the
 localization on the problems it answered: attribution over every head (layer × head) and by
-position with the prompt's tokens on the axis, exact patching of the top candidates against
-the estimate, the knockout of the top heads against random heads, DLA, the logit lens and
-the heads' attention to the operands."""
+position with the prompt's tokens on the axis, exact patching (every head and the residual
+stream by layer × position where the fast engine covers the model) against the estimate,
+the top heads' direct paths to the logits, the knockout of the top heads against random
+heads, DLA, the logit lens and the heads' attention to the operands."""
 
 import common
 import streamlit as st
@@ -60,6 +61,27 @@ if attribution is not None and len(attribution):
         mark_pos=summary.get("metric_pos"), mark_label="answer read here",
         title=f"{site} by layer × position (attribution estimate)"), "llm_positions", part, run)
 exact = common.read(run, schema.PATCHING, stage)
+if exact is not None and (exact["site"] == "resid_pre").any():
+    st.caption("The fast exact engine patched every head and the residual stream at every "
+               "layer and position, one patched run per cell, no estimate.")
+    left, right = st.columns(2)
+    with left:
+        heads = exact[exact["site"] == "z"]
+        common.heatmap(viz.patching_figure(heads, rows="layer", cols="head", value="normalized",
+                                           zrange=(-1.0, 1.0), title="Every head, all positions "
+                                           "(exact)"), "llm_heads_exact", heads, run)
+    with right:
+        part = exact[exact["site"] == "resid_pre"]
+        common.heatmap(viz.patching_figure(
+            part, rows="layer", cols="pos", value="normalized", zrange=(-1.0, 1.0),
+            mark_pos=summary.get("metric_pos"), mark_label="answer read here",
+            title="resid_pre by layer × position (exact)"), "llm_positions_exact", part, run)
+paths = common.read(run, schema.PATHS, stage, quiet=True)
+if paths is not None and len(paths):
+    common.chart(st, viz.paths_figure(paths), key="llm_paths")
+    st.caption("Path patching of the top heads to the logits: each head's clean output "
+               "difference reaches the final norm and unembedding only, not the later layers "
+               "(its direct effect; 1 = the clean metric).")
 if exact is not None and attribution is not None and len(exact):
     left, right = st.columns(2)
     with left:

@@ -58,7 +58,7 @@ def sweep_attribution(
     corrupt_tokens = pairs.corrupt.tokens.to(device)
     base_tokens, donor_tokens = ((corrupt_tokens, clean_tokens) if direction == "denoise"
                                  else (clean_tokens, corrupt_tokens))
-    layers = range(facts(model).n_layers)
+    layers = spec.layer_list(facts(model).n_layers)
     mid = spec.site == "resid_mid"
     sites = ("resid_pre", "attn_out") if mid else (spec.site,)
     names = [hook_name(site, layer) for layer in layers for site in sites]

@@ -40,7 +40,7 @@ class Trace:
     resid_mid: list[Tensor]
     mlp_out: list[Tensor]
     resid_post: list[Tensor]
-    logits: Tensor  # [batch pos d_vocab]
+    logits: Tensor  # [batch d_vocab]: at the last position (the only one engines read)
 
     def get(self, site: str, layer: int) -> Tensor:
         """Activation of `site` ('z', 'resid_pre', ...) at `layer`."""
@@ -135,7 +135,8 @@ def unembed(w: NativeWeights, resid: Float[Tensor, "... d_model"]) -> Float[Tens
 
 @torch.inference_mode()
 def run_trace(w: NativeWeights, tokens: Int[Tensor, "batch pos"]) -> Trace:
-    """A full forward pass keeping every activation."""
+    """A full forward pass keeping every activation (logits at the last position only: an
+    LLM's unembedding costs several layers' worth of compute per position)."""
     n_layers = w.W_Q.shape[0]
     acts: dict[str, list[Tensor]] = {name: [] for name in Trace.__dataclass_fields__
                                      if name != "logits"}
@@ -154,7 +155,7 @@ def run_trace(w: NativeWeights, tokens: Int[Tensor, "batch pos"]) -> Trace:
                           ("resid_mid", mid), ("mlp_out", mlp_out), ("resid_post", post)):
             acts[name].append(val)
         resid = post
-    return Trace(**acts, logits=unembed(w, resid))
+    return Trace(**acts, logits=unembed(w, resid[:, -1]))
 
 
 def _expand(t: Tensor, n_var: int) -> Tensor:

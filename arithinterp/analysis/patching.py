@@ -24,6 +24,7 @@ patched position (the destination position for pattern); without: (layer, head).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -61,16 +62,32 @@ MAX_ROWS = 1 << 16  # variant x prompt x position rows per recomputation chunk
 
 @dataclass(frozen=True)
 class PatchSpec:
-    """Which activations to patch: one site, per position or all positions at once."""
+    """Which activations to patch: one site, per position or all positions at once, in every
+    layer or in the given ones (a 30-layer LLM's last few, say)."""
 
     site: Site
     by_pos: bool = True  # head sites only; residual-type sites are always by position
+    layers: tuple[int, ...] | None = None  # None: every layer; else these, ascending
 
     def __post_init__(self) -> None:
         if self.site not in RESID_SITES + HEAD_SITES:
             raise ValueError(f"site must be one of {RESID_SITES + HEAD_SITES}, got {self.site!r}")
         if self.site in RESID_SITES and not self.by_pos:
             raise ValueError(f"site {self.site!r} is patched by position (by_pos=True)")
+        if self.layers is not None:
+            ok = all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                     for x in self.layers)
+            if not self.layers or not ok or list(self.layers) != sorted(set(self.layers)):
+                raise ValueError(f"layers must be None or distinct ascending layer indices >= 0, "
+                                 f"got {self.layers!r}")
+
+    def layer_list(self, n_layers: int) -> list[int]:
+        """The layers of the grid's first axis, checked against a model of n_layers."""
+        if self.layers is None:
+            return list(range(n_layers))
+        if self.layers[-1] >= n_layers:
+            raise ValueError(f"layers must be in 0..{n_layers - 1}, got {list(self.layers)}")
+        return list(self.layers)
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -131,10 +148,11 @@ class PatchResult:
             norm = torch.full_like(mean, torch.nan)
         effect = directed_effect(norm, self.direction)
         rows = []
+        layers = list(self.spec.layers or range(mean.shape[0]))
         for idx in torch.cartesian_prod(*(torch.arange(n) for n in mean.shape)).reshape(
                 -1, mean.ndim).tolist():
             cell = dict(zip(self.spec.axes, idx, strict=True))
-            layer, head, pos = cell["layer"], cell.get("head"), cell.get("pos")
+            layer, head, pos = layers[cell["layer"]], cell.get("head"), cell.get("pos")
             rows.append({
                 "method": self.method, "site": self.spec.site, "by_pos": self.spec.by_pos,
                 "direction": self.direction, "layer": layer, "head": head, "pos": pos,
@@ -200,6 +218,7 @@ def sweep_patching(
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     f = facts(model)
+    spec.layer_list(f.n_layers)  # layers in range
     if spec.site in ("k", "v") and f.n_kv_heads != f.n_heads:
         raise ValueError(f"this model shares {f.n_kv_heads} key/value heads among {f.n_heads} "
                          f"query heads (grouped-query attention), so {spec.site} has no "
@@ -226,8 +245,8 @@ def sweep_patching(
         end = metric.pos + 1
         clean_trace = fw.run_trace(weights, clean_tokens[:, :end])
         corrupt_trace = fw.run_trace(weights, corrupt_tokens[:, :end])
-        clean = metric.score(clean_trace.logits[:, metric.pos])
-        corrupted = metric.score(corrupt_trace.logits[:, metric.pos])
+        clean = metric.score(clean_trace.logits)
+        corrupted = metric.score(corrupt_trace.logits)
         check_finite(torch.stack([clean, corrupted]), "the unpatched runs")
         base, donor = ((corrupt_trace, clean_trace) if direction == "denoise"
                        else (clean_trace, corrupt_trace))
@@ -335,10 +354,11 @@ def _sweep_hooks(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, 
     f = facts(model)
     n_pos = base_tokens.shape[1]
     heads = spec.site in HEAD_SITES
-    grid = (f.n_layers, f.n_heads, n_pos) if heads and spec.by_pos else (
-        (f.n_layers, f.n_heads) if heads else (f.n_layers, n_pos))
+    layers = spec.layer_list(f.n_layers)
+    grid = (len(layers), f.n_heads, n_pos) if heads and spec.by_pos else (
+        (len(layers), f.n_heads) if heads else (len(layers), n_pos))
     cells = [Cell(spec.site, layer, h, p)
-             for layer in range(f.n_layers)
+             for layer in layers
              for h in (range(f.n_heads) if heads else [None])
              for p in (range(n_pos) if spec.by_pos else [None])]
     donor = _cached(model, donor_tokens, cells)
@@ -348,7 +368,7 @@ def _sweep_hooks(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, 
         if c.pos is not None and c.pos > metric.pos:
             continue
         logits = model.run_with_hooks(base_tokens, fwd_hooks=_hooks_for([c], donor, base))
-        key = tuple(x for x in (c.layer, c.head, c.pos) if x is not None)
+        key = tuple(x for x in (layers.index(c.layer), c.head, c.pos) if x is not None)
         out[key] = metric(logits)
     return out
 
@@ -368,13 +388,14 @@ def _sweep_fast(w: NativeWeights, base: fw.Trace, donor: fw.Trace, spec: PatchSp
     n_layers, n_heads = w.W_Q.shape[:2]
     batch = base.resid_pre[0].shape[0]
     hi = metric.pos
-    base_score = metric.score(base.logits[:, hi])
+    base_score = metric.score(base.logits)
     heads = spec.site in HEAD_SITES
-    grid = (n_layers, n_heads, n_pos) if heads and spec.by_pos else (
-        (n_layers, n_heads) if heads else (n_layers, n_pos))
+    layers = spec.layer_list(n_layers)
+    grid = (len(layers), n_heads, n_pos) if heads and spec.by_pos else (
+        (len(layers), n_heads) if heads else (len(layers), n_pos))
     out = base_score.expand(*grid, batch).clone()  # cells after the metric position: no effect
     positions = list(range(hi + 1)) if spec.by_pos else [None]
-    for layer in range(n_layers):
+    for row, layer in enumerate(layers):
         start_layer, stage, resid_name = _start(spec.site, layer)
         for p in positions:
             lo = 0 if p is None else p
@@ -384,11 +405,12 @@ def _sweep_fast(w: NativeWeights, base: fw.Trace, donor: fw.Trace, spec: PatchSp
                       else _resid_delta(base, donor, spec.site, layer, p)[None])
             if not deltas.any():
                 continue  # donor and base agree here (e.g. before the first differing token)
+            deltas, lo = _trim(deltas, lo)
             start = base.get(resid_name, start_layer - (resid_name == "resid_post"))
             start = start[:, lo : lo + deltas.shape[2]]
             scores = _run_chunked(w, base, start_layer, stage, start, deltas, lo, hi, metric)
             for v, score in enumerate(scores):
-                cell = (layer, v) if heads else (layer,)
+                cell = (row, v) if heads else (row,)
                 out[(*cell, p) if p is not None else cell] = score
     return out
 
@@ -398,6 +420,14 @@ def _only_here(spec: PatchSpec, start_layer: int, stage: fw.Stage, n_layers: int
     after the last attention layer, positions no longer mix."""
     past_attention = start_layer >= n_layers or (start_layer == n_layers - 1 and stage == "mid")
     return spec.by_pos and past_attention and spec.site not in ("k", "v")
+
+
+def _trim(deltas: Tensor, lo: int) -> tuple[Tensor, int]:
+    """Drop the leading positions no variant changes (a shared prompt prefix before the first
+    differing token): they keep their base keys and values, so recomputing them is waste."""
+    changed = deltas.flatten(0, 1).ne(0).any(-1).any(0)  # [pos]
+    first = int(changed.nonzero()[0, 0])
+    return deltas[:, :, first:], lo + first
 
 
 def _resid_delta(base: fw.Trace, donor: fw.Trace, site: str, layer: int, p: int) -> Tensor:
@@ -480,7 +510,19 @@ def reference_patching(model: HookedModel, base_tokens: Tensor, donor_tokens: Te
         raise ValueError("TransformerLens has no resid_post grid; it equals resid_pre of the "
                          "next layer")
     name, to_ours = _TL_FUNCS[(spec.site, spec.by_pos)]
+    func = getattr(patching, name)
+    f = facts(model)
+    extra, shape = {}, None
+    if spec.layers is not None:  # TL's own loop over exactly these cells, in its axis order
+        sizes = {"layer": spec.layer_list(f.n_layers), "pos": range(base_tokens.shape[1]),
+                 "dest_pos": range(base_tokens.shape[1]), "head_index": range(f.n_heads),
+                 "head": range(f.n_heads)}
+        axes = func.keywords["index_axis_names"]
+        rows = list(itertools.product(*(sizes[a] for a in axes)))
+        extra = {"index_df": pd.DataFrame(rows, columns=list(axes)), "index_axis_names": None}
+        shape = [len(sizes[a]) for a in axes]
     _, donor_cache = model.run_with_cache(donor_tokens)
     with torch.inference_mode():
-        return to_ours(getattr(patching, name)(model, base_tokens, donor_cache,
-                                               lambda logits: metric(logits).mean()))
+        out = func(model, base_tokens, donor_cache, lambda logits: metric(logits).mean(),
+                   **extra)
+    return to_ours(out if shape is None else out.reshape(shape))

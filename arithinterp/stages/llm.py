@@ -92,7 +92,8 @@ def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
     except ValueError as e:
         warnings.append(f"no Fourier table: {e}")
     for artifact, name in ((schema.ATTRIBUTION, "attribution"), (schema.PATCHING, "patching"),
-                           (schema.RANKING, "ranking"), (schema.DLA, "dla"),
+                           (schema.RANKING, "ranking"), (schema.PATHS, "paths"),
+                           (schema.DLA, "dla"),
                            (schema.LOGIT_LENS, "logit_lens"),
                            (schema.OPERAND_ATTENTION, "operand_attention"),
                            (schema.KNOCKOUT, "knockout")):

@@ -278,3 +278,40 @@ def test_path_patching_on_a_llama_fast_equals_brute_force(receiver, receiver_inp
                         engine="hooks")
     assert list(fast["sender"]) == list(hooks["sender"])
     np.testing.assert_allclose(fast["value"], hooks["value"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("spec", [PatchSpec("resid_pre", layers=(1, 2)),
+                                  PatchSpec("z", layers=(2,)),
+                                  PatchSpec("pattern", by_pos=False, layers=(0, 2))],
+                         ids=["resid_pre", "z-pos", "pattern-all"])
+def test_a_layer_subset_is_the_full_grid_s_rows(spec, pairs):
+    model = random_model("3L-RMS-relu")
+    metric = answer_metric(pairs, 0)
+    rows = list(spec.layers)
+    full = sweep_patching(model, pairs, PatchSpec(spec.site, spec.by_pos), metric)
+    for engine in ("fast", "hooks"):
+        part = sweep_patching(model, pairs, spec, metric, engine=engine)
+        torch.testing.assert_close(part.values, full.values[rows], atol=1e-5, rtol=0)
+    expected = reference_patching(model, pairs.corrupt.tokens, pairs.clean.tokens, spec, metric)
+    torch.testing.assert_close(part.mean(), expected, atol=1e-5, rtol=0)
+    frame = part.to_frame()
+    assert sorted(frame["layer"].unique()) == rows
+    merged = frame.merge(full.to_frame(), on=["layer", "head", "pos"], suffixes=("", "_full"))
+    assert len(merged) == len(frame)
+    np.testing.assert_allclose(merged["value"], merged["value_full"], atol=1e-5)
+    est = sweep_attribution(model, pairs, spec, metric)
+    torch.testing.assert_close(est.values, sweep_attribution(
+        model, pairs, PatchSpec(spec.site, spec.by_pos), metric).values[rows], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layers, match", [((), "layers must be"), ((2, 1), "layers must be"),
+                                           ((1, 1), "layers must be"), ((-1,), "layers must be")])
+def test_bad_layer_subsets_are_refused(layers, match):
+    with pytest.raises(ValueError, match=match):
+        PatchSpec("resid_pre", layers=layers)
+
+
+def test_a_layer_beyond_the_model_is_refused(pairs):
+    model = random_model("2L-LN")
+    with pytest.raises(ValueError, match=r"layers must be in 0\.\.1"):
+        sweep_patching(model, pairs, PatchSpec("z", layers=(2,)), answer_metric(pairs, 0))

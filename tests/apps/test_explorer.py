@@ -831,6 +831,15 @@ def test_the_llm_page_shows_answers_heads_positions_and_the_knockout(tiny_llm_ru
     assert {"selected", "random_0", "random_1"} <= set(knockout["data"][0]["x"])
     for key_ in ("llm_scatter", "llm_dla", "llm_lens", "llm_attention"):
         assert key_ in figs, key_
+    exact = run.load(schema.PATCHING, key)
+    grid = np.asarray(figs["llm_positions_exact"]["data"][0]["z"], dtype=float)
+    resid = exact[exact["site"] == "resid_pre"].sort_values(["layer", "pos"])["normalized"]
+    assert grid.shape == (2, len(summary["position_labels"]))
+    assert np.allclose(grid.ravel(), resid.to_numpy(), equal_nan=True)
+    assert np.asarray(figs["llm_heads_exact"]["data"][0]["z"], dtype=float).shape == (2, 4)
+    paths = run.load(schema.PATHS, key)
+    bars = figs["llm_paths"]["data"]
+    assert sorted(x for b in bars for x in b["x"]) == sorted(paths["sender"])
     assert any("has no Fourier table" in m for m in texts(at.info))
     at = open_page("llm")  # a run without an LLM experiment says what makes one
     assert any("arithinterp llm run" in m for m in texts(at.info))

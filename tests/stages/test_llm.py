@@ -15,7 +15,8 @@ def test_an_llm_run_records_its_source_and_writes_every_table(tiny_llm_run, tiny
     assert run.is_complete
     assert run.load(schema.SOURCE, schema.MODEL) == {"source": f"hf:{tiny_llama_dir}"}
     key = "localize/add2-few-shot-a1"
-    for artifact in (schema.ATTRIBUTION, schema.PATCHING, schema.RANKING, schema.DLA,
+    for artifact in (schema.ATTRIBUTION, schema.PATCHING, schema.RANKING, schema.PATHS,
+                     schema.DLA,
                      schema.LOGIT_LENS, schema.OPERAND_ATTENTION, schema.KNOCKOUT,
                      schema.LLM_EXAMPLES, schema.PAIRS):
         assert run.has(artifact, key), artifact.file
@@ -24,7 +25,10 @@ def test_an_llm_run_records_its_source_and_writes_every_table(tiny_llm_run, tiny
     assert len(examples) == 10 and summary["evaluation"]["n"] == 10
     assert summary["n_pairs"] == 6 and summary["kept"].endswith("6 pairs from all of them")
     assert len(summary["position_labels"]) == run.load(schema.PAIRS, key)["clean_tokens"].shape[1]
-    assert len(run.load(schema.PATCHING, key)) == 4 + 2  # 4 heads, both MLPs
+    n_pos = run.load(schema.PAIRS, key)["clean_tokens"].shape[1]
+    # every head, both MLPs, and the residual stream by layer x position (the fast engine)
+    assert len(run.load(schema.PATCHING, key)) == 8 + 2 + 2 * n_pos
+    assert len(run.load(schema.PATHS, key)) == 2  # the top heads' direct paths
     # 2-digit sums start with 1..9 only: no Fourier table over ten digits, and it says so
     assert not run.has(schema.LLM_FOURIER, key)
     assert any("no Fourier table" in w for w in summary["warnings"])
