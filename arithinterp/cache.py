@@ -69,6 +69,24 @@ def available_memory() -> int | None:
     return None
 
 
+def fit_batch_size(model: HookedModel, n_tokens: int, *, cap: int = 64,
+                   share: float = 0.25) -> int:
+    """Prompts per forward pass of `n_tokens` tokens that fit in `share` of the free memory
+    (the GPU's where the model is on one, else the RAM /proc/meminfo reports), between 1 and
+    `cap`. The estimate per prompt is generous: logits and their softmax over the whole
+    vocabulary at every position, plus one layer's residual, MLP and attention activations
+    and the hooks' copies of them (4 bytes each)."""
+    f = facts(model)
+    per_token = 2 * f.d_vocab + 8 * f.d_model + 3 * (f.d_mlp or 0) + 2 * f.n_heads * n_tokens
+    per_prompt = 4 * n_tokens * per_token
+    device = device_of(model)
+    free = (torch.cuda.mem_get_info(device)[0] if device.type == "cuda"
+            else available_memory())
+    if free is None:
+        return min(cap, 16)
+    return max(1, min(cap, int(share * free) // per_prompt))
+
+
 def check_fits(n_bytes: int, what: str, *, share: float = 0.8) -> None:
     """Refuse, with one line naming the sizes, work whose result would take more than `share`
     of the available RAM, before it is made: a clear error instead of an out-of-memory kill."""

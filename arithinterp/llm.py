@@ -301,7 +301,7 @@ GRIDS = (PatchSpec("z", by_pos=False), PatchSpec("mlp_out"), PatchSpec("resid_pr
 
 
 def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeConfig, *,
-                 progress: bool = False) -> dict[str, pd.DataFrame | dict]:
+                 batch_size: int = 8, progress: bool = False) -> dict[str, pd.DataFrame | dict]:
     """Every analysis of the pipeline on `pairs`: tables keyed 'attribution', 'patching',
     'ranking', 'paths', 'dla', 'logit_lens', 'operand_attention', 'knockout', and a
     'summary'."""
@@ -335,9 +335,9 @@ def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeCon
     steps.update()
     whole = exact[~exact["by_pos"].astype(bool)].reset_index(drop=True)  # whole components
     ranking = rank_components(whole, value="effect")
-    dla = compute_dla(model, pairs.clean, metric, batch_size=8)
+    dla = compute_dla(model, pairs.clean, metric, batch_size=batch_size)
     steps.update()
-    lens = compute_logit_lens(model, pairs.clean, batch_size=8)
+    lens = compute_logit_lens(model, pairs.clean, batch_size=batch_size)
     attention = _operand_attention(loaded, pairs.clean)
     steps.update()
     heads = [Component.parse(c) for c in ranking[ranking["kind"] == "head"]["component"]]

@@ -40,3 +40,21 @@ def test_a_cache_that_would_not_fit_in_ram_is_refused_after_one_batch(tiny_model
         run_cached(tiny_model, tokens, names, batch_size=16)
     monkeypatch.setattr(cache_module, "available_memory", lambda: 2 * need)
     assert run_cached(tiny_model, tokens, names, batch_size=16)[names[0]].shape[0] == 64
+
+
+def test_the_batch_size_that_fits_follows_the_free_memory(monkeypatch):
+    from arithinterp import cache
+    from arithinterp.models import ModelSpec, build_model
+    from arithinterp.tasks import TaskSpec
+
+    model = build_model(ModelSpec(n_layers=1, d_model=16, n_heads=2), TaskSpec(digits_a=2,
+                                                                                digits_b=2))
+    per_prompt = 4 * 10 * (2 * model.cfg.d_vocab + 8 * 16 + 3 * 64 + 2 * 2 * 10)
+    monkeypatch.setattr(cache, "available_memory", lambda: 4 * 5 * per_prompt)
+    assert cache.fit_batch_size(model, 10) == 5  # a quarter of the free memory
+    monkeypatch.setattr(cache, "available_memory", lambda: 10)
+    assert cache.fit_batch_size(model, 10) == 1  # never below one
+    monkeypatch.setattr(cache, "available_memory", lambda: 1 << 50)
+    assert cache.fit_batch_size(model, 10, cap=32) == 32
+    monkeypatch.setattr(cache, "available_memory", lambda: None)
+    assert cache.fit_batch_size(model, 10) == 16  # nothing known: a modest default

@@ -68,23 +68,29 @@ def run_cmd(
     digit: Annotated[int, typer.Option(help="Which digit (0 = least significant).")] = 0,
     n_pairs: Annotated[int, typer.Option(help="Minimal pairs (from the correct answers).")] = 32,
     n_exact: Annotated[int, typer.Option(
-        help="Top heads, and as many top MLPs, patched exactly.")] = 20,
+        help="Top MLPs patched exactly, and as many top heads where the fast engine does not "
+             "cover the model (on Llama-family models every head is).")] = 20,
     top_k: Annotated[int, typer.Option(help="Heads knocked out together.")] = 10,
     n_random: Annotated[int, typer.Option(help="Random draws of as many heads.")] = 5,
     seed: Annotated[int, typer.Option(help="Draws the problems and the pairs.")] = 0,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Prompts per forward pass (default: as many as fit in a quarter of the free "
+             "memory, at most 64).")] = None,
     runs_dir: RunsDir = Path("runs"),
     name: RunName = None,
     device: Device = "cpu",
     progress: Progress = True,
 ) -> None:
     """Evaluate the LLM on a prompt suite, keep the problems it answers, and localize: every
-    head and MLP by attribution patching, exact patching of the top candidates, DLA, the
-    logit lens, attention to the operands, and knockout of the top heads vs random heads."""
+    head and MLP by attribution patching, exact patching (every head and the residual stream
+    by layer x position on Llama-family models; the top MLPs), the top heads' paths to the
+    logits, DLA, the logit lens, attention to the operands, and knockout of the top heads vs
+    random heads."""
     from arithinterp.stages.job import llm_job, run_job
 
     with user_errors():
         config = _config(op, digits, template, shots, n_eval, change, digit, n_pairs, n_exact,
-                         top_k, n_random, seed)
+                         top_k, n_random, seed, batch_size)
         run = run_job(runs_dir, name, llm_job(llm_source(model), config),
                       ctx=make_ctx(device, progress)).run
     print_llm(run, config)
@@ -92,7 +98,7 @@ def run_cmd(
 
 
 def _config(op, digits, template, shots, n_eval, change, digit, n_pairs, n_exact, top_k,
-            n_random, seed):
+            n_random, seed, batch_size=None):
     from arithinterp.llm import LLMLocalizeConfig
     from arithinterp.stages.llm import LLMConfig
     from arithinterp.tasks import PromptSuite
@@ -100,7 +106,8 @@ def _config(op, digits, template, shots, n_eval, change, digit, n_pairs, n_exact
     suite = PromptSuite(op=op, digits=digits, template=template, n_shots=shots)
     return LLMConfig(suite=suite, n_eval=n_eval, change=change, digit=digit, n_pairs=n_pairs,
                      localize=LLMLocalizeConfig(n_exact=n_exact, top_k=top_k,
-                                                n_random=n_random, seed=seed), seed=seed)
+                                                n_random=n_random, seed=seed), seed=seed,
+                     batch_size=batch_size)
 
 
 def print_llm(run, config) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from arithinterp import schema
+from arithinterp.cache import fit_batch_size
 from arithinterp.llm import (
     CHANGES,
     LLMLocalizeConfig,
@@ -20,6 +21,7 @@ from arithinterp.llm import (
     llm_fourier,
     localize_llm,
     make_llm_pairs,
+    prompt_text,
 )
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, run_model
@@ -39,13 +41,15 @@ class LLMConfig:
     n_pairs: int = 32
     keep: Literal["correct", "all"] = "correct"  # the problems the pairs are made from
     localize: LLMLocalizeConfig = field(default_factory=LLMLocalizeConfig)
-    batch_size: int = 16
+    batch_size: int | None = None  # prompts per forward pass; None: what fits in memory
     seed: int = 0  # draws the evaluated problems and the pairs
     name: str | None = None  # the experiment (default: suite, change and digit)
 
     def __post_init__(self) -> None:
         for name in ("n_eval", "n_pairs", "batch_size"):
             v = getattr(self, name)
+            if name == "batch_size" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.keep not in ("correct", "all"):
@@ -73,8 +77,11 @@ def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
     if loaded.task is not None:
         raise ValueError(f"the llm stage analyses a pretrained LLM; {loaded.source} is a model "
                          "trained on a task: use the localize stage")
+    longest = max(len(loaded.tokenizer.encode(prompt_text(loaded, config.suite, a, b)))
+                  for a, b in config.suite.problems(config.n_eval, config.seed))
+    batch_size = config.batch_size or fit_batch_size(loaded.model, longest + 8)
     result = evaluate_llm(loaded, config.suite, config.n_eval, seed=config.seed,
-                          batch_size=config.batch_size, progress=ctx.progress)
+                          batch_size=batch_size, progress=ctx.progress)
     correct = result.correct_problems()
     kept = correct if config.keep == "correct" else result.problems()
     if not kept:
@@ -82,13 +89,14 @@ def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
                          "problems: nothing to localize (try another suite, or keep all)")
     pairs = make_llm_pairs(loaded, config.suite, kept, change=config.change,
                            digit=config.digit, n=config.n_pairs, seed=config.seed)
-    out = localize_llm(loaded, pairs, config.localize, progress=ctx.progress)
+    out = localize_llm(loaded, pairs, config.localize, batch_size=batch_size,
+                       progress=ctx.progress)
     stage = key(config)
     warnings = list(out["summary"]["warnings"])
     try:  # the evaluated problems of the most common prompt length
         prompts = max(group_by_length(loaded, config.suite, result.problems()), key=len)
         run.save(schema.LLM_FOURIER, stage, llm_fourier(loaded, prompts,
-                                                        batch_size=config.batch_size))
+                                                        batch_size=batch_size))
     except ValueError as e:
         warnings.append(f"no Fourier table: {e}")
     for artifact, name in ((schema.ATTRIBUTION, "attribution"), (schema.PATCHING, "patching"),
@@ -104,7 +112,7 @@ def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
     summary = {**out["summary"], "warnings": warnings, "experiment": config.experiment,
                "model": loaded.source,
                "suite": config.suite.name, "evaluation": result.summary(),
-               "n_pairs_asked": config.n_pairs,
+               "n_pairs_asked": config.n_pairs, "batch_size": batch_size,
                "kept": f"{len(correct)} of {len(result.examples)} problems answered "
                        f"correctly; {len(pairs)} pairs from "
                        f"{'them' if config.keep == 'correct' else 'all of them'}"}

@@ -24,6 +24,7 @@ def test_an_llm_run_records_its_source_and_writes_every_table(tiny_llm_run, tiny
     examples = run.load(schema.LLM_EXAMPLES, key)
     assert len(examples) == 10 and summary["evaluation"]["n"] == 10
     assert summary["n_pairs"] == 6 and summary["kept"].endswith("6 pairs from all of them")
+    assert 1 <= summary["batch_size"] <= 64  # chosen to fit: the config left it unset
     assert len(summary["position_labels"]) == run.load(schema.PAIRS, key)["clean_tokens"].shape[1]
     n_pos = run.load(schema.PAIRS, key)["clean_tokens"].shape[1]
     # every head, both MLPs, and the residual stream by layer x position (the fast engine)
