@@ -191,17 +191,23 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
     started = time.perf_counter()
     ppl_before = compute_perplexity(base.model, plan.windows, batch_size=config.batch_size)
     ppl_seconds = time.perf_counter() - started
-    rows, records, step_seconds = [], ArmRecords(), []
+    rows, records = [], ArmRecords()
+    step_seconds: dict[str, list[float]] = {}  # per arm, without the probes along the curve
     for seed in config.seeds:
         data = make_answer_data(base, plan.suite, training_problems(config, plan.suite, seed))
         for arm, draw, comps in arm_components(config.arms, config.n_random,
                                                     plan.components, base, seed):
             tuned = replace(base, model=copy_model(base.model)) if comps != [] else base
 
-            def probe(step, tuned=tuned):
-                return {"exact_match": evaluate_llm(
-                    tuned, plan.suite, min(config.n_probe, config.n_eval),
-                    seed=config.eval_seed, batch_size=config.batch_size).exact_match}
+            probing = [0.0]  # seconds the probes took
+
+            def probe(step, tuned=tuned, probing=probing):
+                started = time.perf_counter()
+                exact = evaluate_llm(tuned, plan.suite, min(config.n_probe, config.n_eval),
+                                     seed=config.eval_seed,
+                                     batch_size=config.batch_size).exact_match
+                probing[0] += time.perf_counter() - started
+                return {"exact_match": exact}
 
             if comps == []:  # the no-training baseline
                 n_params, seconds, changed, curve = 0, 0.0, {}, pd.DataFrame()
@@ -213,7 +219,8 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
                                   progress=ctx.progress)
                 n_params, seconds, changed = result.n_params, result.seconds, result.changed
                 curve = result.curve
-                step_seconds.append(seconds / config.schedule.max_steps)
+                step_seconds.setdefault(arm, []).append(
+                    (seconds - probing[0]) / config.schedule.max_steps)
                 after = score(tuned)
                 ppl_after = compute_perplexity(tuned.model, plan.windows,
                                                batch_size=config.batch_size)
@@ -241,8 +248,8 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
                         for (arm, role), g in table.groupby(["arm", "role"])},
         "mean_perplexity_change": {arm: float((g["ppl_after"] - g["ppl_before"]).mean())
                                    for arm, g in target.groupby("arm")},
-        "seconds": {"train_step": sum(step_seconds) / len(step_seconds) if step_seconds
-                    else None, "evaluate": eval_seconds, "perplexity": ppl_seconds}}
+        "seconds": {"train_step": {arm: sum(v) / len(v) for arm, v in step_seconds.items()},
+                    "evaluate": eval_seconds, "perplexity": ppl_seconds}}
     run.save(schema.FINETUNE_SUMMARY, stage, summary)
     return {"selected": summary["selected"], "target": plan.suite.name,
             "mean_change": summary["mean_change"]}
