@@ -16,7 +16,8 @@ Writes ``comparison.parquet`` (one row per arm, draw, seed and suite, with the p
 before and after), ``curves.parquet`` (training loss, and the target's exact match on the
 first `n_probe` held-out problems every `eval_every` steps), ``weights.safetensors`` (only
 the tensors each arm changed; the base is the run's model source) and ``summary.json``
-(with the time of one training step, one evaluation and one perplexity pass).
+(with the seconds of one training step per arm, the probes left out, of one evaluation of
+`n_eval` problems of one suite and of one perplexity pass).
 """
 
 from __future__ import annotations
