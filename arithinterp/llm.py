@@ -329,8 +329,9 @@ def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeCon
     del clean_logits  # [pairs pos d_vocab]: large for an LLM
     exact = _exact_table(candidates, patched, clean, corrupted, metric.label)
     if fast:
-        grids = [sweep_patching(model, pairs, spec, metric).to_frame(allow_unnormalized=True)
-                 for spec in (PatchSpec("z", by_pos=False), PatchSpec("resid_pre"))]
+        grids = [sweep_patching(model, pairs, spec, metric, progress=progress).to_frame(
+            allow_unnormalized=True) for spec in (PatchSpec("z", by_pos=False),
+                                                  PatchSpec("resid_pre"))]
         exact = pd.concat([grids[0], exact, grids[1]], ignore_index=True)
     steps.update()
     whole = exact[~exact["by_pos"].astype(bool)].reset_index(drop=True)  # whole components

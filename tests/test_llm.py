@@ -185,3 +185,18 @@ def test_fourier_tables_of_the_digits_against_shuffled_rows(tiny):
     assert full["shuffled_r2"].to_numpy() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="all ten"):
         llm.llm_fourier(tiny, prompts[slice(0, 3)])
+
+
+@pytest.mark.slow
+def test_the_fast_engine_on_smollm2_equals_the_hook_engine(smollm2):
+    from arithinterp.analysis.patching import PatchSpec, sweep_patching
+
+    suite = PromptSuite(op="+", digits=1, n_shots=3)
+    pairs = llm.make_llm_pairs(smollm2, suite, suite.problems(30), change="a", n=3)
+    metric = llm.pair_metric(pairs)
+    for spec in (PatchSpec("z", by_pos=False, layers=(20, 29)),
+                 PatchSpec("resid_pre", layers=(28,)), PatchSpec("pattern", layers=(29,))):
+        fast = sweep_patching(smollm2.model, pairs, spec, metric, engine="fast")
+        hooks = sweep_patching(smollm2.model, pairs, spec, metric, engine="hooks")
+        torch.testing.assert_close(fast.values, hooks.values, atol=1e-3, rtol=1e-4)
+        assert fast.values.std() > 1e-3

@@ -207,9 +207,10 @@ def check_request(model: HookedModel, pairs: PromptPairs, metric: AnswerMetric,
 
 def sweep_patching(
     model: HookedModel, pairs: PromptPairs, spec: PatchSpec, metric: AnswerMetric,
-    *, direction: Direction = "denoise", engine: Engine = "auto",
+    *, direction: Direction = "denoise", engine: Engine = "auto", progress: bool = False,
 ) -> PatchResult:
-    """Patch every cell of spec's grid and score each patched run with `metric`.
+    """Patch every cell of spec's grid and score each patched run with `metric` (`progress`:
+    a bar over the grid's layers, or its cells for the hook engine).
 
     engine 'fast' recomputes only what a patch changes (from-scratch models with learned
     positions); 'hooks' runs one hooked forward pass per cell (any model); 'auto' picks.
@@ -239,7 +240,7 @@ def sweep_patching(
             corrupted = metric(model(corrupt_tokens))
         check_finite(torch.stack([clean, corrupted]), "the unpatched runs")
         values = _sweep_hooks(model, base_tokens, donor_tokens, spec, metric,
-                              corrupted if direction == "denoise" else clean)
+                              corrupted if direction == "denoise" else clean, progress)
     else:
         # positions after the metric's cannot influence it: the traces stop there
         end = metric.pos + 1
@@ -250,7 +251,8 @@ def sweep_patching(
         check_finite(torch.stack([clean, corrupted]), "the unpatched runs")
         base, donor = ((corrupt_trace, clean_trace) if direction == "denoise"
                        else (clean_trace, corrupt_trace))
-        values = _sweep_fast(weights, base, donor, spec, metric, clean_tokens.shape[1])
+        values = _sweep_fast(weights, base, donor, spec, metric, clean_tokens.shape[1],
+                             progress)
     check_finite(values, f"the patched runs of {spec.site}")
     return PatchResult(spec, direction, metric.label, values.cpu(), clean.cpu(), corrupted.cpu(),
                        pairs.position_labels())
@@ -349,7 +351,7 @@ def patch_each(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, ce
 
 @torch.inference_mode()
 def _sweep_hooks(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, spec: PatchSpec,
-                 metric: AnswerMetric, base_score: Tensor) -> Tensor:
+                 metric: AnswerMetric, base_score: Tensor, progress: bool = False) -> Tensor:
     """Per-prompt values [*grid, batch], one hooked forward pass per cell (any model)."""
     f = facts(model)
     n_pos = base_tokens.shape[1]
@@ -364,7 +366,8 @@ def _sweep_hooks(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, 
     donor = _cached(model, donor_tokens, cells)
     base = _cached(model, base_tokens, [c for c in cells if c.site == "resid_mid"])
     out = base_score.expand(*grid, -1).clone()  # cells after the metric position: no effect
-    for c in cells:
+    for c in tqdm(cells, desc=f"patch {spec.site}", unit="cell", disable=not progress,
+                  leave=False):
         if c.pos is not None and c.pos > metric.pos:
             continue
         logits = model.run_with_hooks(base_tokens, fwd_hooks=_hooks_for([c], donor, base))
@@ -384,7 +387,7 @@ def _start(site: str, layer: int) -> tuple[int, fw.Stage, str]:
 
 
 def _sweep_fast(w: NativeWeights, base: fw.Trace, donor: fw.Trace, spec: PatchSpec,
-                metric: AnswerMetric, n_pos: int) -> Tensor:
+                metric: AnswerMetric, n_pos: int, progress: bool = False) -> Tensor:
     n_layers, n_heads = w.W_Q.shape[:2]
     batch = base.resid_pre[0].shape[0]
     hi = metric.pos
@@ -395,7 +398,8 @@ def _sweep_fast(w: NativeWeights, base: fw.Trace, donor: fw.Trace, spec: PatchSp
         (len(layers), n_heads) if heads else (len(layers), n_pos))
     out = base_score.expand(*grid, batch).clone()  # cells after the metric position: no effect
     positions = list(range(hi + 1)) if spec.by_pos else [None]
-    for row, layer in enumerate(layers):
+    for row, layer in enumerate(tqdm(layers, desc=f"patch {spec.site}", unit="layer",
+                                     disable=not progress, leave=False)):
         start_layer, stage, resid_name = _start(spec.site, layer)
         for p in positions:
             lo = 0 if p is None else p
