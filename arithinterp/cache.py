@@ -69,7 +69,7 @@ def available_memory() -> int | None:
     return None
 
 
-def fit_batch_size(model: HookedModel, n_tokens: int, *, cap: int = 64,
+def batch_size_for(model: HookedModel, n_tokens: int, *, cap: int = 64,
                    share: float = 0.25) -> int:
     """Prompts per forward pass of `n_tokens` tokens that fit in `share` of the free memory
     (the GPU's where the model is on one, else the RAM /proc/meminfo reports), between 1 and

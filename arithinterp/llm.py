@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from arithinterp import schema
 from arithinterp.analysis.attribution import compute_dla, compute_logit_lens
 from arithinterp.analysis.attribution_patching import sweep_attribution
 from arithinterp.analysis.localize import compute_knockout, rank_components
@@ -43,7 +44,7 @@ from arithinterp.fourier import (
     compute_fourier_r2,
     compute_weight_tables,
 )
-from arithinterp.models import LoadedModel, device_of, facts, native_weights
+from arithinterp.models import LoadedModel, device_of, facts, fast_engine_gap
 from arithinterp.tasks import PromptPairs, PromptSuite, TokenPrompts
 from arithinterp.tasks.prompts import LLM_OPS
 
@@ -282,7 +283,8 @@ def pair_metric(pairs: PromptPairs) -> AnswerMetric:
 class LLMLocalizeConfig:
     """How much of the pipeline to run on an LLM's pairs."""
 
-    n_exact: int = 20  # exact patching of this many top heads and as many top MLPs
+    n_exact: int = 20  # top MLPs patched exactly (and as many top heads where the fast
+    # engine does not cover the model; where it does, every head is)
     top_k: int = 10  # heads knocked out together
     n_random: int = 5  # random draws of as many heads
     seed: int = 0
@@ -310,7 +312,7 @@ def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeCon
     if config.top_k > f.n_heads * f.n_layers:
         raise ValueError(f"top_k must be at most {f.n_heads * f.n_layers} (the model's heads), "
                          f"got {config.top_k}")
-    fast = native_weights(model) is not None
+    fast = fast_engine_gap(model) is None
     steps = tqdm(total=7, desc="localize llm", unit="step", disable=not progress)
     attribution = pd.concat([sweep_attribution(model, pairs, spec, metric).to_frame()
                              for spec in GRIDS], ignore_index=True)
@@ -321,7 +323,7 @@ def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeCon
     cells = [Cell("z", c.layer, c.head) if c.kind == "head" else Cell("mlp_out", c.layer)
              for c in candidates]
     patched = patch_each(model, pairs.corrupt.tokens, pairs.clean.tokens, cells, metric,
-                         progress=progress)
+                         progress=progress) if cells else torch.empty(0, len(pairs))
     clean_logits = _logits(model, pairs.clean.tokens)
     clean, corrupted = metric(clean_logits), metric(_logits(model, pairs.corrupt.tokens))
     accuracy = float((clean_logits[:, -1].argmax(-1).cpu() == pairs.clean.target).double()
@@ -403,7 +405,7 @@ def _exact_table(candidates: list[Component], patched: torch.Tensor, clean: torc
                      "by_pos": False, "direction": "denoise", "layer": comp.layer,
                      "head": comp.head, "pos": None, "token": None, "component": comp.name,
                      "value": mean, "normalized": norm, "effect": norm, "metric": label})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=list(schema.PATCHING.columns))
     table["head"] = table["head"].astype("Int64")
     table["pos"] = table["pos"].astype("Int64")
     return table

@@ -480,32 +480,48 @@ class NativeWeights:
 FAST_FAMILIES = ("native", "llama")  # what `native_weights` covers
 
 
-def native_weights(model: HookedModel) -> NativeWeights | None:
-    """The weights of a model the recomputing engines cover, or None for the others.
+def fast_engine_gap(model: HookedModel) -> str | None:
+    """Why the recomputing engines do not cover this model (None: they do), from its config.
 
     Covered: models built here with learned positions (LayerNorm, RMSNorm or none), and
     Hugging Face Llama-family models wrapped by the bridge (rotary positions, RMSNorm, gated
-    MLP, grouped-query attention; SmolLM2 is one). Anything else (native rotary models,
-    parallel attention and MLP, soft caps, other families) gets None and goes through hooks.
-    """
+    MLP, grouped-query attention; SmolLM2 is one), in any floating dtype. Not covered: native
+    rotary models, parallel attention and MLP, soft caps, dynamic rotary scaling (its tables
+    depend on the sequence length), other families."""
     cfg = model.cfg
     family = facts(model).family
     native = getattr(cfg, "architecture", None) == "TransformerLensNative"
-    if (family not in FAST_FAMILIES or cfg.parallel_attn_mlp
-            or getattr(cfg, "attn_scores_soft_cap", -1) > 0
+    if family not in FAST_FAMILIES:
+        return f"the {family} family"
+    if (cfg.parallel_attn_mlp or getattr(cfg, "attn_scores_soft_cap", -1) > 0
             or getattr(cfg, "output_logits_soft_cap", -1) > 0
             or cfg.normalization_type not in ("LN", "RMS", None)):
+        return "parallel attention and MLP, soft caps or this normalization"
+    if native:
+        if cfg.positional_embedding_type != "standard":
+            return f"{cfg.positional_embedding_type} positions in a model built here"
+        if (cfg.gated_mlp or cfg.n_key_value_heads not in (None, cfg.n_heads) or cfg.final_rms
+                or "pos_embed.weight" not in model.state_dict()):
+            return "this model's gated MLP, key/value heads or final norm"
         return None
-    if native and (cfg.positional_embedding_type != "standard" or cfg.gated_mlp
-                   or cfg.n_key_value_heads not in (None, cfg.n_heads) or cfg.final_rms):
+    if (cfg.positional_embedding_type != "rotary" or not cfg.gated_mlp
+            or cfg.normalization_type != "RMS" or cfg.attn_only
+            or getattr(cfg, "rmsnorm_uses_offset", False)):
+        return "a Llama without rotary positions, a gated MLP or RMSNorm"
+    rotary = getattr(getattr(model, "rotary_emb", None), "_original_component", None)
+    if rotary is None or "dynamic" in str(getattr(rotary, "rope_type", "default")):
+        return "dynamic rotary scaling"
+    return None
+
+
+def native_weights(model: HookedModel) -> NativeWeights | None:
+    """The weights of a model the recomputing engines cover (`fast_engine_gap`), or None
+    for the others, which go through hooks."""
+    if fast_engine_gap(model) is not None:
         return None
-    if not native and (cfg.positional_embedding_type != "rotary" or not cfg.gated_mlp
-                       or cfg.normalization_type != "RMS" or cfg.attn_only
-                       or getattr(cfg, "rmsnorm_uses_offset", False)):
-        return None
+    cfg = model.cfg
+    native = getattr(cfg, "architecture", None) == "TransformerLensNative"
     sd = {k: v.detach() for k, v in model.state_dict().items()}
-    if native and "pos_embed.weight" not in sd:
-        return None
     n_layers, n_heads, d_head = cfg.n_layers, cfg.n_heads, cfg.d_head
     n_kv = cfg.n_key_value_heads or n_heads
     norm = cfg.normalization_type
@@ -560,11 +576,12 @@ def native_weights(model: HookedModel) -> NativeWeights | None:
 def _rotary_tables(model: HookedModel, n_ctx: int, d_head: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin) [n_ctx d_head] of a wrapped Hugging Face model, from its own rotary
-    module (so any scaling its config asks for is the one it runs)."""
+    module (so any static scaling its config asks for is the one it runs), in the dtype of
+    the model's weights, as it applies them."""
     rotary = model.rotary_emb._original_component
     x = model.W_E.new_zeros(1, n_ctx, d_head)
     cos, sin = rotary(x, torch.arange(n_ctx, device=x.device)[None])
-    return cos[0].detach().float(), sin[0].detach().float()
+    return cos[0].detach().to(x.dtype), sin[0].detach().to(x.dtype)
 
 
 # ---- the zoo -------------------------------------------------------------------------------

@@ -47,14 +47,19 @@ def test_the_batch_size_that_fits_follows_the_free_memory(monkeypatch):
     from arithinterp.models import ModelSpec, build_model
     from arithinterp.tasks import TaskSpec
 
-    model = build_model(ModelSpec(n_layers=1, d_model=16, n_heads=2), TaskSpec(digits_a=2,
-                                                                                digits_b=2))
-    per_prompt = 4 * 10 * (2 * model.cfg.d_vocab + 8 * 16 + 3 * 64 + 2 * 2 * 10)
-    monkeypatch.setattr(cache, "available_memory", lambda: 4 * 5 * per_prompt)
-    assert cache.fit_batch_size(model, 10) == 5  # a quarter of the free memory
+    task = TaskSpec(digits_a=2, digits_b=2)
+    small = build_model(ModelSpec(n_layers=1, d_model=16, n_heads=2), task)
+    wide = build_model(ModelSpec(n_layers=1, d_model=64, n_heads=2), task)
+    monkeypatch.setattr(cache, "available_memory", lambda: 64 << 20)
+    fits = cache.batch_size_for(small, 10, cap=10_000)
+    assert 1 < fits < 10_000
+    # longer prompts and wider models fit fewer; more memory fits more, up to the cap
+    assert cache.batch_size_for(small, 100, cap=10_000) < fits
+    assert cache.batch_size_for(wide, 10, cap=10_000) < fits
+    monkeypatch.setattr(cache, "available_memory", lambda: 128 << 20)
+    assert cache.batch_size_for(small, 10, cap=10_000) in (2 * fits, 2 * fits + 1)
+    assert cache.batch_size_for(small, 10, cap=32) == 32
     monkeypatch.setattr(cache, "available_memory", lambda: 10)
-    assert cache.fit_batch_size(model, 10) == 1  # never below one
-    monkeypatch.setattr(cache, "available_memory", lambda: 1 << 50)
-    assert cache.fit_batch_size(model, 10, cap=32) == 32
+    assert cache.batch_size_for(small, 10) == 1  # never below one
     monkeypatch.setattr(cache, "available_memory", lambda: None)
-    assert cache.fit_batch_size(model, 10) == 16  # nothing known: a modest default
+    assert cache.batch_size_for(small, 10) == 16  # nothing known: a modest default

@@ -147,6 +147,24 @@ def test_the_pipeline_on_a_grouped_query_llama(tiny):
     assert isinstance(out["ranking"], pd.DataFrame) and out["ranking"]["rank"].min() == 1
 
 
+def test_the_pipeline_on_a_model_the_fast_engine_does_not_cover(tiny_gpt2_dir):
+    """GPT-2 goes through hooks: the top heads by the estimate are patched exactly, each
+    equal to a brute-force hook, and there is no residual grid."""
+    gpt2 = load_llm(tiny_gpt2_dir)
+    suite = PromptSuite(digits=2, n_shots=1)
+    pairs = llm.make_llm_pairs(gpt2, suite, suite.problems(60, seed=4), change="a", digit=1,
+                               n=6)
+    out = llm.localize_llm(gpt2, pairs, llm.LLMLocalizeConfig(n_exact=3, top_k=2, n_random=1))
+    exact, metric = out["patching"], llm.pair_metric(pairs)
+    assert out["summary"]["exact_engine"] == "hooks"
+    assert (exact["site"] == "z").sum() == 3 and not (exact["site"] == "resid_pre").any()
+    for row in exact[exact["site"] == "z"].itertuples():
+        ref = _brute_force_head_patch(gpt2.model, pairs.corrupt.tokens, pairs.clean.tokens,
+                                      row.layer, row.head, metric)
+        assert row.value == pytest.approx(float(ref.mean()), abs=1e-4)
+    assert list(out["paths"]["sender"]) == out["summary"]["top_heads"]
+
+
 def test_bad_localize_config_names_the_field(tiny):
     with pytest.raises(ValueError, match="n_exact"):
         llm.LLMLocalizeConfig(n_exact=0)

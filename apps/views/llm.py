@@ -89,7 +89,8 @@ if exact is not None and attribution is not None and len(exact):
             attribution[attribution["site"] == "z"], exact[exact["site"] == "z"],
             value="normalized"), key="llm_scatter")
         st.caption(f"Exactly patched heads against their estimate; Pearson r over every "
-                   f"candidate {summary.get('attribution_exact_pearson', float('nan')):.2f}.")
+                   f"exactly patched head and MLP "
+                   f"{summary.get('attribution_exact_pearson', float('nan')):.2f}.")
     with right:
         ranking = common.read(run, schema.RANKING, stage)
         if ranking is not None:

@@ -5,8 +5,10 @@ patched one on, at positions from the first patched one up to the metric's posit
 (attention is causal), with keys and values of earlier positions taken from the base run.
 `run_trace` computes and keeps every activation of a full run; `run_suffix` recomputes
 from a given layer on, for a stack of patched variants at once, and returns only the
-logits at the last position it was given. Both follow TransformerLens's native model
-operation by operation, so results agree with its hooks to float rounding.
+logits at the last position it was given. Both follow the model operation by operation —
+TransformerLens's native models, and Hugging Face's Llama (rotary queries and keys, RMSNorm,
+gated MLP, key/value heads shared by groups of query heads) — so results agree with the
+bridge's hooks to float rounding.
 """
 
 from __future__ import annotations

@@ -45,7 +45,14 @@ from arithinterp.analysis.metrics import (
     normalized_per_prompt,
 )
 from arithinterp.components import Component, hook_name
-from arithinterp.models import HookedModel, NativeWeights, device_of, facts, native_weights
+from arithinterp.models import (
+    HookedModel,
+    NativeWeights,
+    device_of,
+    facts,
+    fast_engine_gap,
+    native_weights,
+)
 from arithinterp.tasks import PromptPairs
 
 Site = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
@@ -212,8 +219,9 @@ def sweep_patching(
     """Patch every cell of spec's grid and score each patched run with `metric` (`progress`:
     a bar over the grid's layers, or its cells for the hook engine).
 
-    engine 'fast' recomputes only what a patch changes (from-scratch models with learned
-    positions); 'hooks' runs one hooked forward pass per cell (any model); 'auto' picks.
+    engine 'fast' recomputes only what a patch changes (models built here with learned
+    positions, Llama-family LLMs: `models.fast_engine_gap`); 'hooks' runs one hooked
+    forward pass per cell (any model); 'auto' picks.
     """
     check_request(model, pairs, metric, direction)
     if engine not in ENGINES:
@@ -224,11 +232,10 @@ def sweep_patching(
         raise ValueError(f"this model shares {f.n_kv_heads} key/value heads among {f.n_heads} "
                          f"query heads (grouped-query attention), so {spec.site} has no "
                          "per-head grid: patch z, q or pattern")
+    if engine == "fast" and (gap := fast_engine_gap(model)) is not None:
+        raise ValueError(f"the fast engine covers models built here with learned positions "
+                         f"and Llama-family LLMs, not {gap}; use engine='auto' or 'hooks'")
     weights = native_weights(model) if engine != "hooks" else None
-    if engine == "fast" and weights is None:
-        raise ValueError(f"the fast engine covers from-scratch models with learned positions "
-                         f"and Llama-family models, not this {f.family} model; use "
-                         "engine='auto' or 'hooks'")
     device = device_of(model)
     clean_tokens = pairs.clean.tokens.to(device)
     corrupt_tokens = pairs.corrupt.tokens.to(device)

@@ -30,7 +30,14 @@ from arithinterp.analysis import forward as fw
 from arithinterp.analysis.metrics import AnswerMetric, check_finite, normalized_effect
 from arithinterp.analysis.patching import Direction, check_request
 from arithinterp.components import Component, all_components, hook_name
-from arithinterp.models import HookedModel, NativeWeights, device_of, facts, native_weights
+from arithinterp.models import (
+    HookedModel,
+    NativeWeights,
+    device_of,
+    facts,
+    fast_engine_gap,
+    native_weights,
+)
 from arithinterp.tasks import PromptPairs
 
 Input = Literal["q", "k", "v"]
@@ -84,10 +91,10 @@ def sweep_paths(
         senders_for(model, receiver)
     for s in senders:
         _check(model, s, receiver, receiver_input)
+    if engine == "fast" and (gap := fast_engine_gap(model)) is not None:
+        raise ValueError(f"the fast engine covers models built here with learned positions "
+                         f"and Llama-family LLMs, not {gap}; use engine='auto' or 'hooks'")
     weights = native_weights(model) if engine != "hooks" else None
-    if engine == "fast" and weights is None:
-        raise ValueError(f"the fast engine covers from-scratch models with learned positions "
-                         f"and Llama-family models, not this {facts(model).family} model")
     device = device_of(model)
     clean, corrupt = pairs.clean.tokens.to(device), pairs.corrupt.tokens.to(device)
     base_tokens, donor_tokens = (corrupt, clean) if direction == "denoise" else (clean, corrupt)

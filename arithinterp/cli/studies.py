@@ -111,7 +111,7 @@ def finetune_cmd(
                        "--text": text, "--window": window, "--text-windows": text_windows}
         run = RunDir.open(target) if is_run(target) else None
         if not _is_llm(target, run):
-            if given := [k for k, v in llm_options.items() if v]:
+            if given := [k for k, v in llm_options.items() if v is not None and v != []]:
                 raise ValueError(f"{', '.join(given)}: for pretrained LLMs; {target} is a model "
                                  "trained on a task (use --task, --other-task)")
             config = finetune.FinetuneConfig(

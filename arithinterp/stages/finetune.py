@@ -99,6 +99,14 @@ def check_comparison(name: str, arms: tuple[str, ...], n_random: int,
         raise ValueError("the random arm needs n_random >= 1")
 
 
+def check_random_sets(arms: tuple[str, ...], n_random: int, loaded: LoadedModel,
+                      chosen: list[Component]) -> None:
+    """Refuse more random sets than there are distinct ones of the selection's size."""
+    if "random" in arms and (most := max_random_sets(loaded.model, chosen)) < n_random:
+        raise ValueError(f"only {most} distinct random sets exist for "
+                         f"{[c.name for c in chosen]}; lower n_random")
+
+
 def key(config: FinetuneConfig) -> str:
     return schema.finetune_key(config.name)
 
@@ -135,9 +143,7 @@ def check(config: FinetuneConfig, run: RunDir | None, loaded: LoadedModel
         if task is not None:
             loaded.with_task(task)  # same vocabulary, enough positions
     chosen = selected_components(config.select, run, loaded)
-    if "random" in config.arms and max_random_sets(loaded.model, chosen) < config.n_random:
-        raise ValueError(f"only {max_random_sets(loaded.model, chosen)} distinct random sets "
-                         f"exist for {[c.name for c in chosen]}; lower n_random")
+    check_random_sets(config.arms, config.n_random, loaded, chosen)
     return chosen
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from arithinterp import schema
-from arithinterp.cache import fit_batch_size
+from arithinterp.cache import batch_size_for
 from arithinterp.llm import (
     CHANGES,
     LLMLocalizeConfig,
@@ -77,9 +77,9 @@ def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
     if loaded.task is not None:
         raise ValueError(f"the llm stage analyses a pretrained LLM; {loaded.source} is a model "
                          "trained on a task: use the localize stage")
-    longest = max(len(loaded.tokenizer.encode(prompt_text(loaded, config.suite, a, b)))
-                  for a, b in config.suite.problems(config.n_eval, config.seed))
-    batch_size = config.batch_size or fit_batch_size(loaded.model, longest + 8)
+    batch_size = config.batch_size or batch_size_for(loaded.model, max(
+        len(loaded.tokenizer.encode(prompt_text(loaded, config.suite, a, b)))
+        for a, b in config.suite.problems(config.n_eval, config.seed)) + 8)
     result = evaluate_llm(loaded, config.suite, config.n_eval, seed=config.seed,
                           batch_size=batch_size, progress=ctx.progress)
     correct = result.correct_problems()

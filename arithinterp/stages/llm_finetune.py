@@ -29,7 +29,6 @@ import pandas as pd
 import torch
 
 from arithinterp import schema
-from arithinterp.analysis.localize import max_random_sets
 from arithinterp.components import Component
 from arithinterp.finetune import Schedule, copy_model, finetune
 from arithinterp.llm import evaluate_llm
@@ -50,6 +49,7 @@ from arithinterp.stages.finetune import (
     Selection,
     arm_components,
     check_comparison,
+    check_random_sets,
     selected_components,
 )
 from arithinterp.tasks import PromptSuite
@@ -94,10 +94,12 @@ class LLMFinetuneConfig:
         if self.window < 2:
             raise ValueError(f"window must be >= 2 tokens (one predicts the next), got "
                              f"{self.window}")
-        if self.n_train is not None and (isinstance(self.n_train, bool) or self.n_train < 1):
+        if self.n_train is not None and (isinstance(self.n_train, bool)
+                                         or not isinstance(self.n_train, int) or self.n_train < 1):
             raise ValueError(f"n_train must be a positive integer or None, got {self.n_train!r}")
-        if isinstance(self.eval_every, bool) or self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every!r}")
+        if (isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int)
+                or self.eval_every < 0):
+            raise ValueError(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
         suites = [s for s in (self.suite, *self.other_suites) if s is not None]
         if len(set(suites)) < len(suites):
             raise ValueError("other_suites must differ from each other and from the suite")
@@ -162,11 +164,9 @@ def check(config: LLMFinetuneConfig, run: RunDir | None, loaded: LoadedModel) ->
     if suite in config.other_suites:
         raise ValueError(f"other_suites repeat the target suite {suite.name}")
     chosen = selected_components(config.select, run, loaded)
-    if "random" in config.arms and max_random_sets(loaded.model, chosen) < config.n_random:
-        raise ValueError(f"only {max_random_sets(loaded.model, chosen)} distinct random sets "
-                         f"exist for {[c.name for c in chosen]}; lower n_random")
-    for seed in config.seeds:
-        make_answer_data(loaded, suite, training_problems(config, suite, seed)[:1])
+    check_random_sets(config.arms, config.n_random, loaded, chosen)
+    for seed in config.seeds:  # every answer must tokenize after its prompt (cheap)
+        make_answer_data(loaded, suite, training_problems(config, suite, seed))
     if config.window > loaded.facts.n_ctx:
         raise ValueError(f"window ({config.window}) exceeds the model's context of "
                          f"{loaded.facts.n_ctx} tokens")

@@ -315,3 +315,31 @@ def test_a_layer_beyond_the_model_is_refused(pairs):
     model = random_model("2L-LN")
     with pytest.raises(ValueError, match=r"layers must be in 0\.\.1"):
         sweep_patching(model, pairs, PatchSpec("z", layers=(2,)), answer_metric(pairs, 0))
+
+
+def test_the_fast_engine_runs_a_llama_in_bfloat16(tiny_llama_dir):
+    from arithinterp.llm import make_llm_pairs, pair_metric
+    from arithinterp.pretrained import load_llm
+    from arithinterp.tasks import PromptSuite
+
+    loaded = load_llm(tiny_llama_dir)
+    loaded.model.to(torch.bfloat16)
+    suite = PromptSuite(digits=2, n_shots=1)
+    pairs = make_llm_pairs(loaded, suite, suite.problems(30), change="a", digit=1, n=6)
+    metric = pair_metric(pairs)
+    for spec in (PatchSpec("z", by_pos=False), PatchSpec("resid_pre")):
+        fast = sweep_patching(loaded.model, pairs, spec, metric, engine="fast")
+        hooks = sweep_patching(loaded.model, pairs, spec, metric, engine="hooks")
+        assert fast.values.dtype == torch.bfloat16
+        # bfloat16 keeps 8 bits of mantissa: the two engines' different operation orders
+        # round differently, so compare cell means loosely and every value by correlation
+        a, b = fast.values.float().ravel(), hooks.values.float().ravel()
+        torch.testing.assert_close(fast.mean().float(), hooks.mean().float(), atol=0.1,
+                                   rtol=0.05)
+        assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.99
+
+
+def test_models_the_fast_engine_does_not_cover_say_why(pairs):
+    rotary = build_model(ModelSpec(n_layers=1, d_model=16, n_heads=2, positional="rotary"), TASK)
+    with pytest.raises(ValueError, match="rotary positions in a model built here"):
+        sweep_patching(rotary, pairs, PatchSpec("z"), answer_metric(pairs, 0), engine="fast")
