@@ -124,3 +124,17 @@ def test_bad_schedules():
         with pytest.raises(ValueError):
             Schedule(**kwargs)
     assert Component.parse("L0H1").kind == "head"
+
+
+def test_rescaling_under_grouped_query_attention_covers_the_shared_key_value_head(
+        tiny_llama_dir):
+    model = load_pretrained(tiny_llama_dir).model  # 2 layers x 4 query heads, 2 kv heads each
+    scaled = grad_multipliers(model, ["L0H3", "L1H0"], rescale=True)
+    d = 8  # H / h = 8 / 2 = 4 on every entry the two heads own
+    q = scaled["blocks.0.attn.q.weight"]
+    assert (q[3 * d:] == 4).all() and (q[:3 * d] == 0).all()
+    k = scaled["blocks.0.attn.k.weight"]  # L0H3's key/value head 1: trained and rescaled
+    assert (k[d:2 * d] == 4).all() and (k[:d] == 0).all()
+    assert (scaled["blocks.1.attn.v.weight"][:d] == 4).all()  # L1H0's key/value head 0
+    o = scaled["blocks.0.attn.o.weight"]
+    assert (o[:, 3 * d:] == 4).all() and (o[:, :3 * d] == 0).all()
