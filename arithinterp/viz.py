@@ -312,12 +312,14 @@ def logit_lens_figure(lens: pd.DataFrame, *, value: str = "accuracy") -> go.Figu
         z[stages.index(s), digits.index(d)] = v
     bounded = value in ("accuracy", "mean_prob")
     fig = px.imshow(z, x=[f"c{int(d)}" for d in digits], y=stages, aspect="auto",
-                    color_continuous_scale="Viridis", text_auto=".2f",
+                    color_continuous_scale="Viridis", text_auto=".2f" if len(stages) <= 12
+                    else False,  # 31 stages of an LLM: numbers in the cells would pile up
                     zmin=0 if bounded else None, zmax=1 if bounded else None,
                     labels={"x": "answer digit", "y": "stage", "color": value})
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category")
-    fig.update_layout(title=f"Logit lens: {value} of the correct digit", height=320)
+    fig.update_layout(title=f"Logit lens: {value} of the correct digit",
+                      height=max(320, 120 + 16 * len(stages)))
     return fig
 
 

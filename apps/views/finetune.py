@@ -47,11 +47,11 @@ means = (table.groupby(["arm", "role", "task"])
               after=("exact_after", "mean"), change=("change", "mean"),
               spread=("change", "std"), **ppl, params=("n_params", "mean"),
               seconds=("seconds", "mean")).reset_index())
-st.dataframe(means, hide_index=True, key="ft_means")
+st.dataframe(means.round(4), hide_index=True, key="ft_means")
 tuned = table.drop_duplicates(["arm", "draw", "seed"])[
     ["arm", "draw", "seed", "components", "n_params", "seconds"]]
 st.subheader("Components each arm trained")
-st.dataframe(tuned, hide_index=True, key="ft_components")
+st.dataframe(tuned.round(2), hide_index=True, key="ft_components")
 with st.expander("Every arm, draw, seed and " + ("suite" if llm else "task")):
     st.dataframe(table, hide_index=True, key="ft_table")
 curves = common.read(run, schema.FINETUNE_CURVES, stage, quiet=True)

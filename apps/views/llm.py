@@ -64,18 +64,15 @@ exact = common.read(run, schema.PATCHING, stage)
 if exact is not None and (exact["site"] == "resid_pre").any():
     st.caption("The fast exact engine patched every head and the residual stream at every "
                "layer and position, one patched run per cell, no estimate.")
-    left, right = st.columns(2)
-    with left:
-        heads = exact[exact["site"] == "z"]
-        common.heatmap(viz.patching_figure(heads, rows="layer", cols="head", value="normalized",
-                                           zrange=(-1.0, 1.0), title="Every head, all positions "
-                                           "(exact)"), "llm_heads_exact", heads, run)
-    with right:
-        part = exact[exact["site"] == "resid_pre"]
-        common.heatmap(viz.patching_figure(
-            part, rows="layer", cols="pos", value="normalized", zrange=(-1.0, 1.0),
-            mark_pos=summary.get("metric_pos"), mark_label="answer read here",
-            title="resid_pre by layer × position (exact)"), "llm_positions_exact", part, run)
+    heads = exact[exact["site"] == "z"]
+    common.heatmap(viz.patching_figure(heads, rows="layer", cols="head", value="normalized",
+                                       zrange=(-1.0, 1.0), title="Every head, all positions "
+                                       "(exact)"), "llm_heads_exact", heads, run)
+    part = exact[exact["site"] == "resid_pre"]
+    common.heatmap(viz.patching_figure(
+        part, rows="layer", cols="pos", value="normalized", zrange=(-1.0, 1.0),
+        mark_pos=summary.get("metric_pos"), mark_label="answer read here",
+        title="resid_pre by layer × position (exact)"), "llm_positions_exact", part, run)
 paths = common.read(run, schema.PATHS, stage, quiet=True)
 if paths is not None and len(paths):
     common.chart(st, viz.paths_figure(paths), key="llm_paths")

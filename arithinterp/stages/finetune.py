@@ -173,13 +173,18 @@ class ArmRecords:
 
     curves: list[pd.DataFrame] = field(default_factory=list)
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    start: dict = field(default_factory=dict)  # the base model's curve values: step 0
 
     def add(self, arm: str, draw: int, seed: int, comps: list[Component] | None,
             curve: pd.DataFrame, changed: dict[str, torch.Tensor]) -> dict:
-        """Keep one arm's curve and changed tensors; returns its label columns."""
+        """Keep one arm's curve (from step 0, the base model, when `start` is known) and
+        changed tensors; returns its label columns."""
         label = {"arm": arm, "draw": draw, "seed": seed,
                  "components": "all" if comps is None else ",".join(c.name for c in comps)}
         if len(curve):
+            if self.start:
+                curve = pd.concat([pd.DataFrame([{"step": 0, **self.start}]), curve],
+                                  ignore_index=True)
             self.curves.append(curve.assign(**label))
         self.weights.update({f"{arm}.{draw}.s{seed}/{k}": v for k, v in changed.items()})
         return label
@@ -206,7 +211,9 @@ def run(config: FinetuneConfig, run: RunDir, ctx: Context) -> dict:
     before = {t.name: evaluate(base.model, evals[t.name]) for _, t in tasks}
     held_out = set(zip(evals[target.name].a.tolist(), evals[target.name].b.tolist(),
                        strict=True))
-    rows, records = [], ArmRecords()
+    probe = evals[target.name][:200]  # scored along the curves
+    rows, records = [], ArmRecords(start={"exact_match": evaluate(base.model, probe).exact_match}
+                                   if config.eval_every else {})
     for seed in config.seeds:
         a, b = sample_problems(target, config.n_train, torch.Generator().manual_seed(
             10_000 + seed), exclude=held_out)  # never the problems it is scored on
@@ -214,9 +221,8 @@ def run(config: FinetuneConfig, run: RunDir, ctx: Context) -> dict:
         for arm, draw, comps in arm_components(config.arms, config.n_random, chosen, base_t,
                                                seed):
             model = copy_model(base.model)
-            probe = evals[target.name][:200]
 
-            def score(step, model=model, probe=probe):
+            def score(step, model=model):
                 return {"exact_match": evaluate(model, probe).exact_match}
 
             if comps == []:  # the no-training baseline

@@ -192,7 +192,10 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
     started = time.perf_counter()
     ppl_before = compute_perplexity(base.model, plan.windows, batch_size=config.batch_size)
     ppl_seconds = time.perf_counter() - started
-    rows, records = [], ArmRecords()
+    n_probe = min(config.n_probe, config.n_eval)
+    rows, records = [], ArmRecords(start={"exact_match": evaluate_llm(
+        base, plan.suite, n_probe, seed=config.eval_seed, batch_size=config.batch_size
+    ).exact_match} if config.eval_every else {})
     step_seconds: dict[str, list[float]] = {}  # per arm, without the probes along the curve
     for seed in config.seeds:
         data = make_answer_data(base, plan.suite, training_problems(config, plan.suite, seed))
@@ -204,8 +207,7 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
 
             def probe(step, tuned=tuned, probing=probing):
                 started = time.perf_counter()
-                exact = evaluate_llm(tuned, plan.suite, min(config.n_probe, config.n_eval),
-                                     seed=config.eval_seed,
+                exact = evaluate_llm(tuned, plan.suite, n_probe, seed=config.eval_seed,
                                      batch_size=config.batch_size).exact_match
                 probing[0] += time.perf_counter() - started
                 return {"exact_match": exact}

@@ -42,7 +42,9 @@ def test_the_comparison_has_every_arm_draw_seed_and_task(quick_scenario):
                                                      "random.1.s0", "full.0.s0"}
     curves = run.load(schema.FINETUNE_CURVES, "finetune/sub")
     assert set(curves["arm"]) == {"selected", "random", "full"}
-    assert curves["exact_match"].notna().sum() >= 4 * 4  # every 10 steps of 40
+    assert curves["exact_match"].notna().sum() >= 4 * 5  # step 0, then every 10 steps of 40
+    start = curves[curves["step"] == 0]  # every arm's curve starts at the base model
+    assert len(start) == 4 and start["exact_match"].nunique() == 1 and start["loss"].isna().all()
 
 
 def test_bad_selections_are_refused_before_training(quick_scenario, tmp_path, ctx):

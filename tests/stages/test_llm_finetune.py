@@ -72,9 +72,12 @@ def test_every_arm_and_seed_is_scored_by_a_real_run(tiny_llm_finetune, base):
     curves = run.load(schema.FINETUNE_CURVES, KEY)
     assert set(curves["arm"]) == {"selected", "random", "full"}
     for _, curve in curves.groupby(["arm", "draw", "seed"]):
-        assert list(curve["step"]) == [1, 2, 3, 4, 5, 6]
-        assert curve["exact_match"].notna().tolist() == [False, False, True] * 2
-        assert curve["loss"].iloc[-1] < curve["loss"].iloc[0]  # it learned the answers
+        assert list(curve["step"]) == [0, 1, 2, 3, 4, 5, 6]  # step 0: the base model
+        assert curve["exact_match"].notna().tolist() == [True] + [False, False, True] * 2
+        assert curve["exact_match"].iloc[0] == evaluate_llm(
+            base, config.suite, min(config.n_probe, config.n_eval)).exact_match
+        assert curve["loss"].iloc[0] != curve["loss"].iloc[0]  # no training loss before step 1
+        assert curve["loss"].iloc[-1] < curve["loss"].iloc[1]  # it learned the answers
     summary = run.load(schema.FINETUNE_SUMMARY, KEY)
     assert summary["target"] == "add2-few-shot" and summary["other_tasks"] == ["mul1-few-shot"]
     assert summary["perplexity_before"] == pytest.approx(ppl, rel=1e-6)
