@@ -509,7 +509,9 @@ def fast_engine_gap(model: HookedModel) -> str | None:
             or getattr(cfg, "rmsnorm_uses_offset", False)):
         return "a Llama without rotary positions, a gated MLP or RMSNorm"
     rotary = getattr(getattr(model, "rotary_emb", None), "_original_component", None)
-    if rotary is None or "dynamic" in str(getattr(rotary, "rope_type", "default")):
+    if rotary is None:
+        return "a Llama whose rotary module the bridge does not expose"
+    if "dynamic" in str(getattr(rotary, "rope_type", "default")):
         return "dynamic rotary scaling"
     return None
 

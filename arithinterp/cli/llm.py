@@ -98,7 +98,7 @@ def run_cmd(
 
 
 def _config(op, digits, template, shots, n_eval, change, digit, n_pairs, n_exact, top_k,
-            n_random, seed, batch_size=None):
+            n_random, seed, batch_size):
     from arithinterp.llm import LLMLocalizeConfig
     from arithinterp.stages.llm import LLMConfig
     from arithinterp.tasks import PromptSuite
