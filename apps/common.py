@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -296,63 +295,6 @@ def model_key(run: RunDir) -> str:
 
 
 # ---- problems --------------------------------------------------------------------------------
-_PROBLEM = re.compile(r"(\d+)([^\d=])(\d+)=?")
-_OP_WORD = {"add": "adds ('+')", "sub": "subtracts ('-')", "mul": "multiplies ('*')"}
-
-
-def example_problem(task: Task) -> tuple[int, int]:
-    """A valid problem of the task to show as an example (largest a, smallest b)."""
-    return task.operand_range("a")[1], task.operand_range("b")[0]
-
-
-def parse_problem(text: str, task: Task) -> tuple[int, int]:
-    """Operands of a typed problem such as '12+34' (or '12 + 34 =') for `task`.
-
-    Raises ValueError naming what is wrong: the form, the operator, an operand's digits.
-    """
-    from arithinterp.tasks.spec import OP_CHAR
-
-    example = task.display_problem(*example_problem(task))
-    if task.format == "modular":
-        return _parse_residues(text, task, example)
-    compact = re.sub(r"\s+", "", text)
-    if not compact:
-        raise ValueError(f"type a problem such as {example}")
-    m = _PROBLEM.fullmatch(compact)
-    if m is None:
-        raise ValueError(f"cannot read {text.strip()!r} as a problem: write two whole numbers "
-                         f"and an operator, e.g. {example}")
-    sa, op, sb = m.groups()
-    if op != OP_CHAR[task.op]:
-        raise ValueError(f"wrong operator {op!r}: this run's task {task.name} "
-                         f"{_OP_WORD[task.op]}, e.g. {example}")
-    a, b = int(sa), int(sb)
-    for which, s, value, width in (("a", sa, a, task.digits_a), ("b", sb, b, task.digits_b)):
-        if len(s) > width:
-            raise ValueError(f"too many digits in operand {which} ({s}): task {task.name} "
-                             f"takes at most {width}")
-        lo, hi = task.operand_range(which)
-        if not lo <= value <= hi:
-            raise ValueError(f"operand {which} ({s}) must be in {lo}..{hi} for task {task.name}")
-    if not task.is_valid(a, b):
-        raise ValueError(f"{compact} is not a problem of task {task.name}: unsigned "
-                         "subtraction needs a >= b")
-    return a, b
-
-
-def _parse_residues(text: str, task: Task, example: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\D+?(\d+)\s*=?\s*", text)
-    if m is None:
-        raise ValueError(f"cannot read {text.strip()!r} as a problem: write two residues, "
-                         f"e.g. {example}")
-    a, b = int(m[1]), int(m[2])
-    for which, value in (("a", a), ("b", b)):
-        if not 0 <= value < task.p:
-            raise ValueError(f"operand {which} ({value}) must be in 0..{task.p - 1} for task "
-                             f"{task.name}")
-    return a, b
-
-
 def run_prompts(run: RunDir, task: Task, n: int = N_PROMPTS) -> list[tuple[int, int]]:
     """A few of the run's problems: its evaluation set, else a seeded sample of the task."""
     ex = read(run, schema.EVAL_EXAMPLES, schema.EVALUATE, quiet=True)

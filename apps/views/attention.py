@@ -38,11 +38,11 @@ else:
                             format_func=lambda h: h if h == ALL else head_label(h))
         problems = None
         if source == TYPE:
-            a, b = common.example_problem(task)
+            a, b = task.example_problem()
             text = st.text_input("Problem", value=task.display_problem(a, b),
                                  key="attention_problem")
             try:
-                problems = (common.parse_problem(text, task),)
+                problems = (task.parse_problem(text),)
             except ValueError as e:
                 st.error(f"Invalid problem: {e}")
         elif source == PICK:

@@ -21,7 +21,7 @@ with left:
         st.info(f"Run **{run.name}** records no task (no "
                 f"`{schema.CHECKPOINT_CONFIG.at(schema.MODEL)}`).")
     else:
-        a, b = common.example_problem(task)
+        a, b = task.example_problem()
         st.markdown(f"**{task.name}** — `{task.display(a, b)}` "
                     f"({task.seq_len} tokens; answer width {task.answer_width})")
         st.caption("positions: " + " ".join(task.position_labels()))

@@ -62,7 +62,7 @@ ex = common.run_prompts(run, task, 1)[0]
 st.caption(f"Task **{task.name}**: type a problem such as `{task.display_problem(*ex)}`.")
 text = st.text_input("Problem", value=task.display_problem(*ex), key="playground_problem")
 try:
-    a, b = common.parse_problem(text, task)
+    a, b = task.parse_problem(text)
 except ValueError as e:
     st.error(f"Invalid problem: {e}")
     st.stop()
@@ -92,7 +92,7 @@ if how == "type it":
                           help="Any problem of the task whose answer differs from the clean "
                                "one's; the metric reads the first answer digit that differs")
     try:
-        partner = common.parse_problem(typed, task)
+        partner = task.parse_problem(typed)
     except ValueError as e:
         st.error(f"Invalid partner: {e}")
         st.stop()

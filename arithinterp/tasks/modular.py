@@ -151,6 +151,24 @@ class ModularTask:
         """The problem as a person types it: '5 7'."""
         return " ".join(self.render_prompt(a, b)[:-1])
 
+    def example_problem(self) -> tuple[int, int]:
+        """A problem of the task to show as an example (largest a, smallest b)."""
+        return self.operand_range("a")[1], self.operand_range("b")[0]
+
+    def parse_problem(self, text: str) -> tuple[int, int]:
+        """Residues of a typed problem such as '5 7' (any separator, '=' optional): the
+        inverse of `display_problem`. Raises ValueError naming what is wrong."""
+        m = re.fullmatch(r"\s*(\d+)\D+?(\d+)\s*=?\s*", text)
+        if m is None:
+            raise ValueError(f"cannot read {text.strip()!r} as a problem: write two residues, "
+                             f"e.g. {self.display_problem(*self.example_problem())}")
+        a, b = int(m[1]), int(m[2])
+        for which, value in (("a", a), ("b", b)):
+            if not 0 <= value < self.p:
+                raise ValueError(f"operand {which} ({value}) must be in 0..{self.p - 1} for "
+                                 f"task {self.name}")
+        return a, b
+
     def metadata(self, a: int, b: int) -> ProblemMeta:
         """a, b and c as one-"digit" operands and answer (no carries)."""
         c = self.answer(a, b)

@@ -33,6 +33,8 @@ Format = Literal["plain", "reversed", "scratchpad", "cot"]
 OPS: tuple[str, ...] = ("add", "sub", "mul")
 FORMATS: tuple[str, ...] = ("plain", "reversed", "scratchpad", "cot")
 OP_CHAR = {"add": "+", "sub": "-", "mul": "*"}
+_OP_WORD = {"add": "adds ('+')", "sub": "subtracts ('-')", "mul": "multiplies ('*')"}
+_TYPED_PROBLEM = re.compile(r"(\d+)([^\d=])(\d+)=?")  # '12+34', '12+34=' (spaces removed)
 MAX_DIGITS = 9  # keeps every value inside int64 and every prompt short
 
 
@@ -106,7 +108,7 @@ class TaskSpec:
     @property
     def seq_len(self) -> int:
         """Tokens in a rendered example, <bos> to <eos>."""
-        return self.prompt_len + len(self.render_target(*self._example())) + 1
+        return self.prompt_len + len(self.render_target(*self.example_problem())) + 1
 
     @property
     def max_cot_tokens(self) -> int:
@@ -243,6 +245,40 @@ class TaskSpec:
         """The problem as a person types it: '123+456'."""
         return self.render_prompt(a, b)[:-1]
 
+    def example_problem(self) -> tuple[int, int]:
+        """A problem of the task to show as an example (largest a, smallest b)."""
+        return self.operand_range("a")[1], self.operand_range("b")[0]
+
+    def parse_problem(self, text: str) -> tuple[int, int]:
+        """Operands of a typed problem such as '12+34' (or '12 + 34 ='): the inverse of
+        `display_problem`. Raises ValueError naming what is wrong: the form, the operator,
+        an operand's digits."""
+        example = self.display_problem(*self.example_problem())
+        compact = re.sub(r"\s+", "", text)
+        if not compact:
+            raise ValueError(f"type a problem such as {example}")
+        m = _TYPED_PROBLEM.fullmatch(compact)
+        if m is None:
+            raise ValueError(f"cannot read {text.strip()!r} as a problem: write two whole "
+                             f"numbers and an operator, e.g. {example}")
+        sa, op, sb = m.groups()
+        if op != OP_CHAR[self.op]:
+            raise ValueError(f"wrong operator {op!r}: this run's task {self.name} "
+                             f"{_OP_WORD[self.op]}, e.g. {example}")
+        a, b = int(sa), int(sb)
+        for which, s, value, width in (("a", sa, a, self.digits_a), ("b", sb, b, self.digits_b)):
+            if len(s) > width:
+                raise ValueError(f"too many digits in operand {which} ({s}): task {self.name} "
+                                 f"takes at most {width}")
+            lo, hi = self.operand_range(which)  # type: ignore[arg-type]
+            if not lo <= value <= hi:
+                raise ValueError(f"operand {which} ({s}) must be in {lo}..{hi} for task "
+                                 f"{self.name}")
+        if not self.is_valid(a, b):
+            raise ValueError(f"{compact} is not a problem of task {self.name}: unsigned "
+                             "subtraction needs a >= b")
+        return a, b
+
     def metadata(self, a: int, b: int) -> ProblemMeta:
         """Everything known about problem (a, b) (`compute_metadata`)."""
         return compute_metadata(self, a, b)
@@ -256,11 +292,8 @@ class TaskSpec:
             return sum(max(0, ha - max(la, y) + 1) for y in range(lb, hb + 1))
         return (ha - la + 1) * (hb - lb + 1)
 
-    def _example(self) -> tuple[int, int]:
-        return self.operand_range("a")[1], self.operand_range("b")[0]
-
     def _full_steps_template(self) -> str:
-        a, b = self._example()
+        a, b = self.example_problem()
         return "".join(_steps(self, compute_metadata(self, a, b)))
 
 

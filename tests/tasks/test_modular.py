@@ -83,6 +83,23 @@ def test_bad_names_and_operands_are_refused():
         make_dataset(task, torch.tensor([7]), torch.tensor([0]))
 
 
+@given(problems())
+def test_a_displayed_problem_parses_back_to_its_residues(problem):
+    task, a, b = problem
+    assert task.parse_problem(task.display_problem(a, b)) == (a, b)
+    assert task.example_problem() == (task.p - 1, 0)
+
+
+def test_a_typed_problem_is_two_residues_in_range():
+    task = ModularTask(p=7)
+    assert task.parse_problem("5+6=") == (5, 6) and task.parse_problem(" 5 6 ") == (5, 6)
+    with pytest.raises(ValueError, match=r"operand a \(7\) must be in 0..6 for task mod7-add"):
+        task.parse_problem("7 0")
+    with pytest.raises(ValueError, match="cannot read 'five' as a problem: write two residues, "
+                                         "e.g. 6 0"):
+        task.parse_problem("five")
+
+
 def test_fourier_features_are_the_circle_at_frequency_k():
     x = torch.arange(13)
     cos, sin = fourier_features(x, 13, 3)

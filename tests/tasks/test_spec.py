@@ -1,5 +1,7 @@
 """Task specs, metadata and pairs, checked against Python integer arithmetic."""
 
+import re
+
 import pytest
 import torch
 from hypothesis import given
@@ -126,18 +128,30 @@ def test_out_of_range_operands_are_refused_not_rendered(spec, a, b, message):
         make_dataset(spec, torch.tensor([a]), torch.tensor([b]))
 
 
+@given(st.sampled_from(["add", "sub", "mul"]).flatmap(problems))
+def test_a_displayed_problem_parses_back_to_its_operands(p):
+    spec, a, b = p
+    assert spec.parse_problem(spec.display_problem(a, b)) == (a, b)
+    assert spec.is_valid(*spec.example_problem())
 
 
+def test_a_typed_problem_may_have_spaces_and_an_equals_sign():
+    spec = TaskSpec(op="add", digits_a=2, digits_b=2, format="reversed")
+    assert spec.parse_problem(" 12 + 34 = ") == (12, 34)
+    assert spec.example_problem() == (99, 10)
 
 
-
-
-
-
-
-
-
-
+@pytest.mark.parametrize(("spec", "problem", "message"), [
+    (TaskSpec(digits_a=2, digits_b=2), "12*34", "wrong operator '*'"),
+    (TaskSpec(digits_a=2, digits_b=2), "123+45", "too many digits in operand a (123)"),
+    (TaskSpec(digits_a=2, digits_b=2), "5+34", "operand a (5) must be in 10..99"),
+    (TaskSpec(digits_a=2, digits_b=2), "twelve", "cannot read"),
+    (TaskSpec(digits_a=2, digits_b=2), "", "type a problem"),
+    (TaskSpec(op="sub", digits_a=2, digits_b=2), "12-34", "unsigned subtraction needs a >= b"),
+])
+def test_a_bad_typed_problem_is_refused_with_what_is_wrong(spec, problem, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        spec.parse_problem(problem)
 
 
 @pytest.mark.parametrize("spec", [
