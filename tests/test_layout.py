@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "arithinterp"
 # Lower layers never import higher ones (same-layer imports are allowed, cycles are not).
 LAYERS = {
-    "tasks": 0, "components": 0, "schema": 0, "runs": 0, "viz": 0,
+    "fields": 0, "tasks": 0, "components": 0, "schema": 0, "runs": 0, "viz": 0,
     "models": 1, "pretrained": 1,
     "cache": 2, "evaluate": 2, "train": 2, "analysis": 2, "probes": 2, "fourier": 2, "llm": 2,
     "finetune": 2, "llm_finetune": 2, "grokking": 2,
@@ -18,7 +18,7 @@ LAYERS = {
     "studies": 4, "sweeps": 4,
     "cli": 5,
 }
-DATA_ONLY = {"tasks", "components", "schema", "runs", "viz"}  # import no compute modules
+DATA_ONLY = {"fields", "tasks", "components", "schema", "runs", "viz"}  # import no compute modules
 INNER = {  # order of the modules inside a subpackage
     "analysis": {"metrics": 0, "forward": 0, "attention": 0, "localize": 0,
                  "patching": 1, "attribution": 1, "attribution_patching": 2, "paths": 2,
