@@ -9,6 +9,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from arithinterp.fields import check_choice, check_float
 from arithinterp.tasks.modular import Task
 
 Sampling = Literal["uniform", "carries"]
@@ -112,9 +113,7 @@ def problem_space_size(spec: Task) -> int:
 def fraction_split(spec: Task, train_fraction: float) -> tuple[int, int]:
     """(n_train, n_test) that put `train_fraction` of all the task's problems in training and
     the rest in the test split (Nanda et al. train on 30% of the p² pairs)."""
-    if isinstance(train_fraction, bool) or not isinstance(train_fraction, int | float) \
-            or not 0 < train_fraction < 1:
-        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction!r}")
+    check_float("train_fraction", train_fraction, min=0, max=1, min_open=True, max_open=True)
     space = problem_space_size(spec)
     n_train = round(train_fraction * space)
     if not 0 < n_train < space:
@@ -153,8 +152,7 @@ def sample_problems(
     exclude: set[tuple[int, int]] | None = None,
 ) -> tuple[Int[Tensor, " batch"], Int[Tensor, " batch"]]:
     """n distinct problems not in `exclude`; 'carries' balances the number of carries."""
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    check_choice("sampling", sampling, SAMPLINGS)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     exclude = exclude or set()

@@ -25,16 +25,13 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from arithinterp.fields import check_choice, check_int, is_int
 from arithinterp.tasks.spec import ProblemMeta, TaskSpec
 from arithinterp.tasks.vocab import SPECIALS, Vocab
 
 ModOp = Literal["add", "sub", "mul", "poly"]
 MOD_OPS: tuple[str, ...] = ("add", "sub", "mul", "poly")
 MAX_P = 2_000  # the vocabulary grows by p tokens
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -53,10 +50,8 @@ class ModularTask:
     digits_b: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        if not _is_int(self.p) or not 2 <= self.p <= MAX_P:
-            raise ValueError(f"p must be an integer in 2..{MAX_P}, got {self.p!r}")
-        if self.op not in MOD_OPS:
-            raise ValueError(f"op must be one of {MOD_OPS}, got {self.op!r}")
+        check_int("p", self.p, min=2, max=MAX_P)
+        check_choice("op", self.op, MOD_OPS)
 
     # ---- names, vocabulary, layout -----------------------------------------------------
     @property
@@ -117,12 +112,12 @@ class ModularTask:
         return 0, self.p - 1
 
     def is_valid(self, a: int, b: int) -> bool:
-        return _is_int(a) and _is_int(b) and 0 <= a < self.p and 0 <= b < self.p
+        return is_int(a) and is_int(b) and 0 <= a < self.p and 0 <= b < self.p
 
     def check_problem(self, a: int, b: int) -> None:
         """Refuse (ValueError, naming the operand) what is not a residue pair."""
         for which, value in (("a", a), ("b", b)):
-            if not _is_int(value):
+            if not is_int(value):
                 raise ValueError(f"operand {which} must be an integer, got {value!r}")
             if not 0 <= value < self.p:
                 raise ValueError(f"operand {which}={value} is outside 0..{self.p - 1} for task "

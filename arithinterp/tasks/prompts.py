@@ -20,6 +20,8 @@ from typing import Literal
 from jaxtyping import Int
 from torch import Tensor
 
+from arithinterp.fields import check_choice, check_int
+
 LLM_OPS = {"+": "add", "-": "sub", "*": "mul"}
 TEMPLATES = ("few-shot", "chat")
 MAX_DIGITS = 6
@@ -36,17 +38,10 @@ class PromptSuite:
     seed: int = 0  # draws the few-shot examples
 
     def __post_init__(self) -> None:
-        if self.op not in LLM_OPS:
-            raise ValueError(f"op must be one of {list(LLM_OPS)}, got {self.op!r}")
-        if isinstance(self.digits, bool) or not isinstance(self.digits, int) or \
-                not 1 <= self.digits <= MAX_DIGITS:
-            raise ValueError(f"digits must be in 1..{MAX_DIGITS}, got {self.digits!r}")
-        if self.template not in TEMPLATES:
-            raise ValueError(f"template must be one of {list(TEMPLATES)}, got "
-                             f"{self.template!r}")
-        if isinstance(self.n_shots, bool) or not isinstance(self.n_shots, int) or \
-                not 0 <= self.n_shots <= 20:
-            raise ValueError(f"n_shots must be in 0..20, got {self.n_shots!r}")
+        check_choice("op", self.op, LLM_OPS)
+        check_int("digits", self.digits, min=1, max=MAX_DIGITS, must=f"in 1..{MAX_DIGITS}")
+        check_choice("template", self.template, TEMPLATES)
+        check_int("n_shots", self.n_shots, min=0, max=20)
         if self.template == "few-shot" and self.n_shots == 0:
             raise ValueError("the few-shot template needs n_shots >= 1")
 
@@ -99,8 +94,7 @@ class PromptSuite:
 
     def problems(self, n: int, seed: int = 0) -> list[tuple[int, int]]:
         """`n` distinct problems (fewer if the suite has fewer), none of them a shot."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        check_int("n", n, min=1)
         return _draw(self, n, random.Random(f"problems-{seed}"), set(self.shots()))
 
 

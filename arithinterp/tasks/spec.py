@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from arithinterp.fields import check_bool, check_choice, check_int, is_int
 from arithinterp.tasks.vocab import CHAR_VOCAB, Vocab
 
 Op = Literal["add", "sub", "mul"]
@@ -57,23 +58,14 @@ class TaskSpec:
     radix: ClassVar[int] = 10  # the base of the operands' digits
 
     def __post_init__(self) -> None:
-        if self.op not in OPS:
-            raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
-        if self.format not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
-        for name in ("digits_a", "digits_b"):
-            v = getattr(self, name)
-            if not _is_int(v) or not 1 <= v <= MAX_DIGITS:
-                raise ValueError(f"{name} must be an integer in 1..{MAX_DIGITS}, got {v!r}")
-        for name, top in (("min_digits_a", self.digits_a), ("min_digits_b", self.digits_b)):
-            v = getattr(self, name)
-            if v is not None and (not _is_int(v) or not 1 <= v <= top):
-                raise ValueError(f"{name} must be None or an integer in 1..{top}, got {v!r}")
-        if not isinstance(self.signed, bool):
-            raise ValueError(f"signed must be true or false, got {self.signed!r}")
-        if not _is_int(self.cot_tokens_removed):
-            raise ValueError(f"cot_tokens_removed must be an integer, got "
-                             f"{self.cot_tokens_removed!r}")
+        check_choice("op", self.op, OPS)
+        check_choice("format", self.format, FORMATS)
+        check_int("digits_a", self.digits_a, min=1, max=MAX_DIGITS)
+        check_int("digits_b", self.digits_b, min=1, max=MAX_DIGITS)
+        check_int("min_digits_a", self.min_digits_a, min=1, max=self.digits_a, optional=True)
+        check_int("min_digits_b", self.min_digits_b, min=1, max=self.digits_b, optional=True)
+        check_bool("signed", self.signed)
+        check_int("cot_tokens_removed", self.cot_tokens_removed)
         if self.signed and self.op != "sub":
             raise ValueError("signed=True is only meaningful for op='sub'")
         if self.op == "sub" and not self.signed and self.digits_a < self.digits_b:
@@ -189,7 +181,7 @@ class TaskSpec:
 
     def is_valid(self, a: int, b: int) -> bool:
         """Whether (a, b) is a problem of this task."""
-        if not (_is_int(a) and _is_int(b)):
+        if not (is_int(a) and is_int(b)):
             return False
         (la, ha), (lb, hb) = self.operand_range("a"), self.operand_range("b")
         if not (la <= a <= ha and lb <= b <= hb):
@@ -201,7 +193,7 @@ class TaskSpec:
         if self.is_valid(a, b):
             return
         for which, value in (("a", a), ("b", b)):
-            if not _is_int(value):
+            if not is_int(value):
                 raise ValueError(f"operand {which} must be an integer, got {value!r}")
             lo, hi = self.operand_range(which)  # type: ignore[arg-type]
             if not lo <= value <= hi:
@@ -322,10 +314,6 @@ class ProblemMeta:
     def n_carries(self) -> int:
         """Number of answer positions with a nonzero carry (or borrow) coming in."""
         return sum(1 for c in self.carry_in if c)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def digits_of(n: int, width: int) -> tuple[int, ...]:
