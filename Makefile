@@ -11,7 +11,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 PIPQUIET := { grep -v '^WARNING: Location' || true; }
 
-.PHONY: setup browser demo test lint explore zoo bench clean
+.PHONY: setup browser demo test lint docs explore zoo bench clean
 
 setup: $(STAMP)
 
@@ -38,9 +38,14 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The documentation site, into site/. Strict: a broken link, anchor or API reference fails
+# the build. The two variables silence a notice about MkDocs 2 that mkdocs-material prints.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet -d site
+
 # The notebooks run under nbmake in their smoke size (ARITHINTERP_SMOKE=1). The embedded
 # LLM is dequantized once into its usual cache, which the tests and notebook 05 share.
-test: setup browser lint
+test: setup browser lint docs
 	ARITHINTERP_SMOKE=1 ARITHINTERP_LLM_CACHE="$${ARITHINTERP_LLM_CACHE:-$$HOME/.cache/arithinterp/llm}" \
 	  $(BIN)/python -m pytest -q tests notebooks --nbmake $(ARGS)
 
