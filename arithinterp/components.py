@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol, SupportsInt, runtime_checkable
 
+from arithinterp.fields import check_choice, check_int
+
 Kind = Literal["head", "mlp", "attn", "resid"]
 KINDS: tuple[str, ...] = ("head", "mlp", "attn", "resid")
 # within a layer, in forward order (ties in rankings break this way)
@@ -45,12 +47,6 @@ class Shape(Protocol):
     attn_only: bool
 
 
-def _index(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class Component:
     """A head, an MLP, an attention layer or a layer's residual stream."""
@@ -60,11 +56,10 @@ class Component:
     head: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        _index(self.layer, "layer")
+        check_choice("kind", self.kind, KINDS)
+        check_int("layer", self.layer, min=0)
         if self.kind == "head":
-            _index(self.head, "head")
+            check_int("head", self.head, min=0)
         elif self.head is not None:
             raise ValueError(f"a {self.kind} component has no head index, got {self.head!r}")
 
@@ -116,7 +111,8 @@ def hook_name(site: str, layer: int | None = None) -> str:
         if layer is not None:
             raise ValueError(f"site {site!r} has no layer, got layer={layer!r}")
         return template
-    return template.format(L=_index(layer, "layer"))
+    check_int("layer", layer, min=0)
+    return template.format(L=layer)
 
 
 def layer_label(layer: SupportsInt) -> str:

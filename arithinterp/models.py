@@ -28,6 +28,7 @@ from torch import Tensor
 
 from arithinterp import schema
 from arithinterp.components import Component
+from arithinterp.fields import check_bool, check_choice, check_int
 from arithinterp.runs import atomic_write_bytes, atomic_write_text, safetensors_bytes
 from arithinterp.tasks import Task
 
@@ -36,10 +37,6 @@ HookedModel = torch.nn.Module
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 Device = str  # "auto", "cpu", "cuda", "cuda:1", ...
-
-
-def _positive(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 @dataclass(frozen=True)
@@ -59,27 +56,17 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "d_model", "n_heads"):
-            v = getattr(self, name)
-            if not _positive(v):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            check_int(name, getattr(self, name), min=1)
         for name in ("d_head", "d_mlp"):
-            v = getattr(self, name)
-            if v is not None and not _positive(v):
-                raise ValueError(f"{name} must be None or a positive integer, got {v!r}")
+            check_int(name, getattr(self, name), min=1, optional=True)
         if self.d_head is None and self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads "
                              f"({self.n_heads}) unless d_head is given")
-        if not isinstance(self.attn_only, bool):
-            raise ValueError(f"attn_only must be true or false, got {self.attn_only!r}")
-        if self.act_fn not in ("gelu", "relu", "silu", "gelu_new"):
-            raise ValueError(f"act_fn must be gelu, relu, silu or gelu_new, got {self.act_fn!r}")
-        if self.normalization not in ("LN", "RMS", None):
-            raise ValueError("normalization must be 'LN', 'RMS' or None, "
-                             f"got {self.normalization!r}")
-        if self.positional not in ("standard", "rotary"):
-            raise ValueError(f"positional must be 'standard' or 'rotary', got {self.positional!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        check_bool("attn_only", self.attn_only)
+        check_choice("act_fn", self.act_fn, ("gelu", "relu", "silu", "gelu_new"))
+        check_choice("normalization", self.normalization, ("LN", "RMS", None))
+        check_choice("positional", self.positional, ("standard", "rotary"))
+        check_int("seed", self.seed)
 
     @property
     def head_dim(self) -> int:
