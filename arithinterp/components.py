@@ -5,6 +5,11 @@ A component is a head (``L1H3``), an MLP layer (``L0.mlp``), a whole attention l
 ``name``; names are parsed back only at the edges (the command line, a stored table). Hook
 names are TransformerLens's classic ones (``blocks.1.attn.hook_z``) and come only from
 `hook_name`.
+
+Sites form an open registry (`register_site`): every activation a method can read or write,
+with its axes, the component it belongs to and its role — a component's output, a receiver's
+input (a head's query/key/value input, an MLP's input, the unembedding's input) or internal.
+A new kind of site (an SAE's features, say) registers itself without editing this module.
 """
 
 from __future__ import annotations
@@ -23,19 +28,82 @@ KIND_ORDER = {"resid": 0, "attn": 1, "head": 2, "mlp": 3}
 _HEAD = re.compile(r"L(\d+)H(\d+)")
 _LAYER = re.compile(r"L(\d+)\.(mlp|attn|resid)")
 
-# site -> hook name template ({L} = layer); layer-free sites have no {L}
-_HOOKS = {
-    "embed": "hook_embed", "pos_embed": "hook_pos_embed",
-    "resid_pre": "blocks.{L}.hook_resid_pre", "resid_mid": "blocks.{L}.hook_resid_mid",
-    "resid_post": "blocks.{L}.hook_resid_post", "attn_out": "blocks.{L}.hook_attn_out",
-    "mlp_out": "blocks.{L}.hook_mlp_out",
-    "z": "blocks.{L}.attn.hook_z", "q": "blocks.{L}.attn.hook_q", "k": "blocks.{L}.attn.hook_k",
-    "v": "blocks.{L}.attn.hook_v", "pattern": "blocks.{L}.attn.hook_pattern",
-    "attn_scores": "blocks.{L}.attn.hook_attn_scores", "result": "blocks.{L}.attn.hook_result",
-    "mlp_pre": "blocks.{L}.mlp.hook_pre", "mlp_post": "blocks.{L}.mlp.hook_post",
-    "scale": "ln_final.hook_scale", "normalized": "ln_final.hook_normalized",
-}
-SITES: tuple[str, ...] = tuple(_HOOKS)
+@dataclass(frozen=True)
+class SiteInfo:
+    """A named activation a method can read or write: its hook-name template ({L} = layer;
+    layer-free sites have none), its axes, the component kind it belongs to and its role
+    ('output' of a component, 'input' of a receiver, or 'internal')."""
+
+    name: str
+    template: str
+    axes: tuple[str, ...]
+    kind: str | None = None
+    role: Literal["output", "input", "internal"] = "internal"
+
+    @property
+    def per_layer(self) -> bool:
+        return "{L}" in self.template
+
+
+_SITES: dict[str, SiteInfo] = {}
+
+
+def register_site(name: str, template: str, axes: tuple[str, ...], *, kind: str | None = None,
+                  role: Literal["output", "input", "internal"] = "internal") -> SiteInfo:
+    """Add a site to the registry (an SAE's features, a transcoder's error term, ...); a name
+    already taken is refused, so two kinds of activation never share one."""
+    if name in _SITES:
+        raise ValueError(f"site {name!r} is already registered ({_SITES[name].template})")
+    if "batch" not in axes:
+        raise ValueError(f"site {name!r}: axes must include 'batch', got {axes}")
+    _SITES[name] = info = SiteInfo(name, template, tuple(axes), kind, role)
+    return info
+
+
+def site_info(name: str) -> SiteInfo:
+    """The registered site `name`; anything else is a ValueError listing the known ones."""
+    if name not in _SITES:
+        raise ValueError(f"unknown site {name!r}; known: {', '.join(_SITES)}")
+    return _SITES[name]
+
+
+def sites(role: str | None = None) -> tuple[str, ...]:
+    """Names of the registered sites (of one role when given), in registration order."""
+    return tuple(n for n, s in _SITES.items() if role is None or s.role == role)
+
+
+_RESID_AXES = ("batch", "pos", "d_model")
+_HEAD_AXES = ("batch", "pos", "head", "d_head")
+for _name, _template, _axes, _kind, _role in (
+    ("embed", "hook_embed", _RESID_AXES, None, "output"),
+    ("pos_embed", "hook_pos_embed", _RESID_AXES, None, "output"),
+    ("resid_pre", "blocks.{L}.hook_resid_pre", _RESID_AXES, "resid", "internal"),
+    ("resid_mid", "blocks.{L}.hook_resid_mid", _RESID_AXES, "resid", "internal"),
+    ("resid_post", "blocks.{L}.hook_resid_post", _RESID_AXES, "resid", "output"),
+    ("attn_out", "blocks.{L}.hook_attn_out", _RESID_AXES, "attn", "output"),
+    ("mlp_out", "blocks.{L}.hook_mlp_out", _RESID_AXES, "mlp", "output"),
+    ("z", "blocks.{L}.attn.hook_z", _HEAD_AXES, "head", "output"),
+    ("q", "blocks.{L}.attn.hook_q", _HEAD_AXES, "head", "internal"),
+    ("k", "blocks.{L}.attn.hook_k", _HEAD_AXES, "head", "internal"),
+    ("v", "blocks.{L}.attn.hook_v", _HEAD_AXES, "head", "internal"),
+    ("pattern", "blocks.{L}.attn.hook_pattern", ("batch", "head", "pos", "key_pos"), "head",
+     "internal"),
+    ("attn_scores", "blocks.{L}.attn.hook_attn_scores", ("batch", "head", "pos", "key_pos"),
+     "head", "internal"),
+    ("result", "blocks.{L}.attn.hook_result", ("batch", "pos", "head", "d_model"), "head",
+     "output"),
+    ("mlp_pre", "blocks.{L}.mlp.hook_pre", ("batch", "pos", "d_mlp"), "mlp", "internal"),
+    ("mlp_post", "blocks.{L}.mlp.hook_post", ("batch", "pos", "d_mlp"), "mlp", "internal"),
+    ("scale", "ln_final.hook_scale", ("batch", "pos", "one"), None, "internal"),
+    ("normalized", "ln_final.hook_normalized", _RESID_AXES, None, "internal"),
+    # receiver inputs: what a head's query / key / value, an MLP and the unembedding read
+    ("q_input", "blocks.{L}.hook_q_input", ("batch", "pos", "head", "d_model"), "head", "input"),
+    ("k_input", "blocks.{L}.hook_k_input", ("batch", "pos", "head", "d_model"), "head", "input"),
+    ("v_input", "blocks.{L}.hook_v_input", ("batch", "pos", "head", "d_model"), "head", "input"),
+    ("mlp_in", "blocks.{L}.hook_mlp_in", _RESID_AXES, "mlp", "input"),
+    ("logits_in", "ln_final.hook_in", _RESID_AXES, None, "input"),
+):
+    register_site(_name, _template, _axes, kind=_kind, role=_role)
 
 
 @runtime_checkable
@@ -104,9 +172,7 @@ class Component:
 
 def hook_name(site: str, layer: int | None = None) -> str:
     """The classic TransformerLens hook name: ('z', 1) -> 'blocks.1.attn.hook_z'."""
-    if site not in _HOOKS:
-        raise ValueError(f"unknown site {site!r}; known: {', '.join(SITES)}")
-    template = _HOOKS[site]
+    template = site_info(site).template
     if "{L}" not in template:
         if layer is not None:
             raise ValueError(f"site {site!r} has no layer, got layer={layer!r}")

@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from arithinterp.cache import run_cached
+from arithinterp.core.cache import run_cached
 from arithinterp.components import hook_name
 from arithinterp.models import HookedModel, embedding, facts, readout
 from arithinterp.tasks import Dataset

@@ -421,7 +421,7 @@ def load_model(source: str | Path, device: Device = "cpu") -> LoadedModel:
 @dataclass(frozen=True)
 class NativeWeights:
     """A model's weights in TransformerLens's shapes, detached, for engines that recompute
-    parts of the forward pass themselves (`analysis.forward`).
+    parts of the forward pass themselves (`core.fast`).
 
     W_Q: [layer head d_model d_head]; W_K/W_V: [layer kv_head d_model d_head] (kv_head =
     head without grouped-query attention); W_O: [layer head d_head d_model]; W_in, W_gate:

@@ -37,8 +37,9 @@ from jaxtyping import Float, Int, Real
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from arithinterp.cache import run_cached
+from arithinterp.core.cache import run_cached
 from arithinterp.components import Component, hook_name, layer_label
+from arithinterp.fields import check_float, check_int
 from arithinterp.models import (
     HookedModel,
     LoadedModel,
@@ -413,13 +414,12 @@ class ProbeConfig:
             raise ValueError("positions must be None (every useful position) or non-empty")
         if not self.sites or set(self.sites) - set(SITES):
             raise ValueError(f"sites must be a non-empty subset of {SITES}, got {self.sites}")
-        if not 0 < self.test_frac < 1:
-            raise ValueError(f"test_frac must be in (0, 1), got {self.test_frac}")
-        if self.cv is not None and self.cv < 2:
-            raise ValueError(f"cv must be None or >= 2, got {self.cv}")
-        for name in ("logistic_c", "ridge_alpha", "max_iter", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        check_float("test_frac", self.test_frac, min=0, max=1, min_open=True, max_open=True)
+        check_int("cv", self.cv, min=2, optional=True)
+        check_float("logistic_c", self.logistic_c, min=0, min_open=True)
+        check_float("ridge_alpha", self.ridge_alpha, min=0, min_open=True)
+        check_int("max_iter", self.max_iter, min=1)
+        check_int("batch_size", self.batch_size, min=1)
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,16 @@ import pytest
 from transformer_lens.utilities import get_act_name
 
 from arithinterp.components import (
-    SITES,
+    _SITES,
     Component,
     all_components,
     check_component,
     hook_name,
     neuron_label,
     parse_components,
+    register_site,
+    site_info,
+    sites,
 )
 from arithinterp.models import ModelSpec, build_model, facts
 from arithinterp.tasks import TaskSpec
@@ -43,11 +46,40 @@ def test_bad_components(kwargs, message):
         Component(**kwargs)
 
 
-@pytest.mark.parametrize("site", [s for s in SITES if s not in ("embed", "pos_embed", "scale",
-                                                                 "normalized")])
+@pytest.mark.parametrize("site", [s for s in sites() if site_info(s).per_layer])
 def test_hook_names_equal_transformer_lens(site):
     tl_site = {"mlp_pre": "pre", "mlp_post": "post"}.get(site, site)
     assert hook_name(site, 3) == get_act_name(tl_site, 3)
+
+
+def test_every_registered_site_is_a_hook_of_a_native_model(tiny_model):
+    hooks = set(tiny_model.hook_dict)
+    for site in sites():
+        name = hook_name(site, 0) if site_info(site).per_layer else hook_name(site)
+        assert name in hooks, site
+
+
+def test_receiver_inputs_are_registered_with_their_component():
+    assert set(sites("input")) == {"q_input", "k_input", "v_input", "mlp_in", "logits_in"}
+    assert site_info("q_input").kind == "head"
+    assert site_info("q_input").axes == ("batch", "pos", "head", "d_model")
+    assert site_info("mlp_in").kind == "mlp"
+    assert site_info("z").role == "output"
+
+
+def test_a_new_site_registers_once_and_is_named_like_the_others():
+    name = "test_features"
+    try:
+        register_site(name, "blocks.{L}.hook_resid_post", ("batch", "pos", "feature"),
+                      kind="resid")
+        assert hook_name(name, 2) == "blocks.2.hook_resid_post"
+        assert site_info(name).axes[-1] == "feature"
+        with pytest.raises(ValueError, match="already registered"):
+            register_site(name, "x.{L}", ("batch",))
+    finally:
+        _SITES.pop(name, None)
+    with pytest.raises(ValueError, match="must include 'batch'"):
+        register_site("no_batch", "x", ("pos",))
 
 
 def test_layer_free_hooks_and_errors():

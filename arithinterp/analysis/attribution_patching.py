@@ -20,23 +20,16 @@ prompt's gradient is its own.
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
-from arithinterp.analysis.metrics import AnswerMetric, check_finite
-from arithinterp.analysis.patching import (
-    RESID_SITES,
-    Direction,
-    PatchResult,
-    PatchSpec,
-    check_request,
-)
+from arithinterp.analysis.patching import RESID_SITES, PatchResult, PatchSpec
 from arithinterp.components import hook_name
-from arithinterp.models import HookedModel, device_of, facts
+from arithinterp.core.contrast import Contrast, Direction
+from arithinterp.core.engine import run, run_with_gradients
+from arithinterp.core.metrics import AnswerMetric, check_finite
+from arithinterp.models import HookedModel, facts
 from arithinterp.tasks import PromptPairs
 
 
@@ -46,30 +39,26 @@ def sweep_attribution(
 ) -> PatchResult:
     """Linear estimate of the patched metric for every cell of spec's grid (1 = clean, as
     in exact patching once normalized); the result's method is 'attribution'."""
-    check_request(model, pairs, metric, direction)
+    contrast = Contrast(pairs, metric, direction)
+    contrast.check(model)
     if model.training:
         raise ValueError("model is in training mode: call model.eval() first, or dropout makes "
                          "the clean and corrupted runs incomparable")
     if torch.is_inference_mode_enabled():
         raise ValueError("sweep_attribution needs gradients: call it outside "
                          "torch.inference_mode()")
-    device = device_of(model)
-    clean_tokens = pairs.clean.tokens.to(device)
-    corrupt_tokens = pairs.corrupt.tokens.to(device)
-    base_tokens, donor_tokens = ((corrupt_tokens, clean_tokens) if direction == "denoise"
-                                 else (clean_tokens, corrupt_tokens))
+    base_tokens, donor_tokens = contrast.tokens(model)
     layers = spec.layer_list(facts(model).n_layers)
     mid = spec.site == "resid_mid"
     sites = ("resid_pre", "attn_out") if mid else (spec.site,)
     names = [hook_name(site, layer) for layer in layers for site in sites]
 
-    base_acts, grads, base_score = _run_with_gradients(model, base_tokens, names, metric)
+    base_acts, grads, base_score = run_with_gradients(model, base_tokens, names, metric)
     with torch.inference_mode():
-        donor_logits, donor_cache = model.run_with_cache(
-            donor_tokens, names_filter=lambda n: n in names)
-        donor_score = metric(donor_logits)
+        donor = run(model, donor_tokens, capture=names)
+        donor_cache, donor_score = donor.acts, metric(donor.logits)
 
-    def act(cache, layer: int) -> Tensor:  # a dict or an ActivationCache
+    def act(cache: dict[str, Tensor], layer: int) -> Tensor:
         return sum(cache[hook_name(site, layer)] for site in sites)
 
     with torch.no_grad():
@@ -77,47 +66,10 @@ def sweep_attribution(
                                 * grads[hook_name(sites[-1], L)]) for L in layers]
         values = torch.stack(per_layer) + base_score
     check_finite(values, f"the attribution estimates of {spec.site}")
-    clean, corrupted = ((donor_score, base_score) if direction == "denoise"
-                        else (base_score, donor_score))
+    clean, corrupted = contrast.clean_and_corrupted(base_score, donor_score)
     return PatchResult(spec, direction, metric.label, values.cpu(),
                        clean.detach().cpu().clone(), corrupted.detach().cpu().clone(),
                        pairs.position_labels(), method="attribution")
-
-
-def _capture_hook(act: Tensor, hook, *, name: str, acts: dict[str, Tensor],
-                  zeros: dict[str, Tensor]) -> Tensor:
-    # The bridge reshapes some activations (hook_z, hook_q, ...) for the hook and consumes
-    # the returned tensor, so retain_grad() on `act` would see no gradient; adding a zero
-    # leaf to the returned tensor does: its gradient is ∂metric/∂act.
-    if name in zeros:
-        raise ValueError(f"hook {name} fired twice in one forward pass; attribution needs "
-                         "each hooked activation to be used once")
-    acts[name] = act.detach()
-    zeros[name] = torch.zeros_like(act, requires_grad=True)
-    return act + zeros[name]
-
-
-def _run_with_gradients(
-    model: HookedModel, tokens: Tensor, names: list[str], metric: AnswerMetric
-) -> tuple[dict[str, Tensor], dict[str, Tensor], Float[Tensor, " batch"]]:
-    """Activations at `names`, ∂metric/∂activation per prompt, and the metric, in one
-    forward + backward (autograd.grad: no parameter's .grad is touched)."""
-    acts: dict[str, Tensor] = {}
-    zeros: dict[str, Tensor] = {}
-    hooks = [(n, partial(_capture_hook, name=n, acts=acts, zeros=zeros)) for n in names]
-    with torch.enable_grad():
-        try:
-            score = metric(model.run_with_hooks(tokens, fwd_hooks=hooks))
-        except KeyError as e:  # the bridge refuses hook names this model does not have
-            raise ValueError(f"this model has no such activation: {e}") from e
-        missing = [n for n in names if n not in zeros]
-        if missing:
-            raise ValueError(f"this model has no such activation: hooks {missing} never fired")
-        # prompts do not interact, so the gradient of the sum is each prompt's own gradient
-        grads = torch.autograd.grad(score.sum(), [zeros[n] for n in names], allow_unused=True)
-    grads_by_name = {n: torch.zeros_like(acts[n]) if g is None else g
-                     for n, g in zip(names, grads, strict=True)}
-    return acts, grads_by_name, score.detach()
 
 
 def _cell_sums(spec: PatchSpec, prod: Tensor) -> Tensor:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import partial
 from typing import Literal
 
 import pandas as pd
@@ -31,8 +30,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from arithinterp.components import KIND_ORDER, Component, all_components, check_component
+from arithinterp.components import (
+    KIND_ORDER,
+    Component,
+    all_components,
+    check_component,
+    hook_name,
+    site_info,
+)
+from arithinterp.core.engine import run
+from arithinterp.core.interventions import Intervention, ReplaceWhere
 from arithinterp.evaluate import score_answers, score_first_token
+from arithinterp.fields import check_int
 from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.tasks import Dataset, Prompts
 
@@ -94,8 +103,7 @@ def select_components(ranked: pd.DataFrame, *, top_k: int | None = None,
             raise ValueError(f"ranked has no {col!r} column; pass the output of rank_components")
     ordered = ranked.sort_values("rank", kind="stable")
     if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        check_int("top_k", top_k, min=1)
         names = ordered["component"].head(top_k).tolist()
     else:
         if threshold < 0:
@@ -149,23 +157,12 @@ def draw_random_components(model: HookedModel, components: Sequence[Component | 
     return draws
 
 
-def _ablate_hook(act: Tensor, hook, *, replacement: Tensor, mask: Tensor) -> Tensor:
-    """Conditions are stacked on the batch axis: act [cond*batch pos ...], mask [cond] or
-    [cond head], replacement [batch|1 pos ...]; masked units take the replacement."""
-    n_cond = mask.shape[0]
-    act = act.unflatten(0, (n_cond, -1))
-    m = mask.reshape(n_cond, 1, 1, *mask.shape[1:])
-    m = m.reshape(*m.shape, *([1] * (act.ndim - m.ndim)))
-    return torch.where(m, replacement.unsqueeze(0).to(act.dtype), act).flatten(0, 1)
-
-
 def _replacements(model: HookedModel, names: list[str], method: Method, reference: Prompts,
                   donors: Tensor, device: torch.device) -> dict[str, Tensor]:
     """Per hook: zeros [1 pos ...], the reference mean [1 pos ...] or a permutation of the
     reference activations [batch pos ...], all from unablated runs."""
     with torch.inference_mode():
-        _, cache = model.run_with_cache(reference.tokens.to(device),
-                                        names_filter=lambda n: n in names)
+        cache = run(model, reference.tokens.to(device), capture=names).acts
     if method == "zero":
         return {n: torch.zeros_like(cache[n][:1]) for n in names}
     if method == "mean":
@@ -199,28 +196,41 @@ def _donors(data: Prompts, reference: Prompts, seed: int) -> tuple[torch.Generat
 
 
 def _plan(model: HookedModel, conditions: list[list[Component]], method: Method,
-          reference: Prompts, donors: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Per hook: which units each condition replaces ([cond] or [cond head]) and with what."""
+          reference: Prompts, donors: Tensor
+          ) -> tuple[dict[tuple[str, int], Tensor], dict[str, Tensor]]:
+    """Per ablated (site, layer): which units each condition replaces ([cond] or
+    [cond head]); per hook: with what."""
     device = device_of(model)
-    masks: dict[str, Tensor] = {}
+    masks: dict[tuple[str, int], Tensor] = {}
     for c, comps in enumerate(conditions):
         for comp in comps:
-            hook = comp.hook
-            if hook not in masks:
+            target = (comp.site, comp.layer)
+            if target not in masks:
                 shape = ((len(conditions), facts(model).n_heads) if comp.kind == "head"
                          else (len(conditions),))
-                masks[hook] = torch.zeros(shape, dtype=torch.bool, device=device)
-            masks[hook][(c, comp.head) if comp.kind == "head" else c] = True
-    return masks, _replacements(model, sorted(masks), method, reference, donors, device)
+                masks[target] = torch.zeros(shape, dtype=torch.bool, device=device)
+            masks[target][(c, comp.head) if comp.kind == "head" else c] = True
+    names = sorted({hook_name(*t) for t in masks})
+    return masks, _replacements(model, names, method, reference, donors, device)
 
 
-def _run_conditions(model: HookedModel, tokens: Tensor, masks: dict[str, Tensor],
+def _run_conditions(model: HookedModel, tokens: Tensor, masks: dict[tuple[str, int], Tensor],
                     replacement: dict[str, Tensor], lo: int, hi: int) -> Tensor:
-    """Logits [(hi-lo)*batch pos d_vocab] of conditions lo..hi-1, stacked on the batch axis."""
-    hooks = [(n, partial(_ablate_hook, replacement=replacement[n], mask=m[lo:hi]))
-             for n, m in masks.items()]
-    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
-        return model(tokens.repeat(hi - lo, 1))
+    """Logits [(hi-lo)*batch pos d_vocab] of conditions lo..hi-1, stacked on the batch axis:
+    in each condition's block of the batch, the masked units take the replacement."""
+    batch, n_cond = tokens.shape[0], hi - lo
+    ablations = []
+    for (site, layer), mask in masks.items():
+        value = replacement[hook_name(site, layer)]  # [batch|1 pos ...]
+        n_axes = len(site_info(site).axes)
+        where = mask[lo:hi].repeat_interleave(batch, 0)  # [cond*batch] or [cond*batch head]
+        where = where.reshape(where.shape[0], 1, *where.shape[1:])
+        where = where.reshape(*where.shape, *([1] * (n_axes - where.ndim)))
+        if value.shape[0] > 1:
+            value = value.repeat(n_cond, *([1] * (value.ndim - 1)))
+        ablations.append(Intervention(site, ReplaceWhere(value, where), layer))
+    with torch.inference_mode():
+        return run(model, tokens.repeat(n_cond, 1), ablations).logits
 
 
 def run_with_ablation(

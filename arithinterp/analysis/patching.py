@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Literal
 
 import pandas as pd
@@ -36,34 +35,26 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from arithinterp.analysis import forward as fw
-from arithinterp.analysis.metrics import (
+from arithinterp.components import Component, hook_name
+from arithinterp.core import fast as fw
+from arithinterp.core.contrast import Contrast, Direction, Engine, engine_weights
+from arithinterp.core.engine import capture_activations, run
+from arithinterp.core.interventions import Intervention, patch
+from arithinterp.core.metrics import (
     AnswerMetric,
     check_finite,
     directed_effect,
     normalized_effect,
     normalized_per_prompt,
 )
-from arithinterp.components import Component, hook_name
-from arithinterp.models import (
-    HookedModel,
-    NativeWeights,
-    device_of,
-    facts,
-    fast_engine_gap,
-    native_weights,
-)
+from arithinterp.models import HookedModel, NativeWeights, device_of, facts
 from arithinterp.tasks import PromptPairs
 
 Site = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
                "z", "q", "k", "v", "pattern"]
-Direction = Literal["denoise", "noise"]
-Engine = Literal["auto", "fast", "hooks"]
 Method = Literal["exact", "attribution"]
 RESID_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 HEAD_SITES = ("z", "q", "k", "v", "pattern")
-DIRECTIONS = ("denoise", "noise")
-ENGINES = ("auto", "fast", "hooks")
 MAX_ROWS = 1 << 16  # variant x prompt x position rows per recomputation chunk
 
 
@@ -196,22 +187,6 @@ def patching_difference(a: pd.DataFrame, b: pd.DataFrame, *, value: str = "effec
         {"head": "float", "pos": "float"})
 
 
-def check_request(model: HookedModel, pairs: PromptPairs, metric: AnswerMetric,
-                  direction: str | None = None) -> None:
-    """Refuse pairs and metrics that do not fit each other or the model, naming what is off."""
-    clean, corrupt = pairs.clean.tokens, pairs.corrupt.tokens
-    if clean.shape != corrupt.shape:
-        raise ValueError(f"clean and corrupt prompts must have the same shape: clean is "
-                         f"{tuple(clean.shape)} (prompts x tokens), corrupt "
-                         f"{tuple(corrupt.shape)}")
-    f = facts(model)
-    if clean.shape[1] > f.n_ctx:
-        raise ValueError(f"prompts have {clean.shape[1]} tokens; the model takes {f.n_ctx}")
-    metric.check(clean.shape[0], clean.shape[1], f.d_vocab)
-    if direction is not None and direction not in DIRECTIONS:
-        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
-
-
 def sweep_patching(
     model: HookedModel, pairs: PromptPairs, spec: PatchSpec, metric: AnswerMetric,
     *, direction: Direction = "denoise", engine: Engine = "auto", progress: bool = False,
@@ -223,42 +198,23 @@ def sweep_patching(
     positions, Llama-family LLMs: `models.fast_engine_gap`); 'hooks' runs one hooked
     forward pass per cell (any model); 'auto' picks.
     """
-    check_request(model, pairs, metric, direction)
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    contrast = Contrast(pairs, metric, direction)
+    contrast.check(model)
     f = facts(model)
     spec.layer_list(f.n_layers)  # layers in range
     if spec.site in ("k", "v") and f.n_kv_heads != f.n_heads:
         raise ValueError(f"this model shares {f.n_kv_heads} key/value heads among {f.n_heads} "
                          f"query heads (grouped-query attention), so {spec.site} has no "
                          "per-head grid: patch z, q or pattern")
-    if engine == "fast" and (gap := fast_engine_gap(model)) is not None:
-        raise ValueError(f"the fast engine covers models built here with learned positions "
-                         f"and Llama-family LLMs, not {gap}; use engine='auto' or 'hooks'")
-    weights = native_weights(model) if engine != "hooks" else None
-    device = device_of(model)
-    clean_tokens = pairs.clean.tokens.to(device)
-    corrupt_tokens = pairs.corrupt.tokens.to(device)
-    base_tokens, donor_tokens = ((corrupt_tokens, clean_tokens) if direction == "denoise"
-                                 else (clean_tokens, corrupt_tokens))
+    weights = engine_weights(model, engine)
     if weights is None:
-        with torch.inference_mode():
-            clean = metric(model(clean_tokens))
-            corrupted = metric(model(corrupt_tokens))
-        check_finite(torch.stack([clean, corrupted]), "the unpatched runs")
+        clean, corrupted = contrast.baselines(model)
+        base_tokens, donor_tokens = contrast.tokens(model)
         values = _sweep_hooks(model, base_tokens, donor_tokens, spec, metric,
-                              corrupted if direction == "denoise" else clean, progress)
+                              contrast.base_and_donor(clean, corrupted)[0], progress)
     else:
-        # positions after the metric's cannot influence it: the traces stop there
-        end = metric.pos + 1
-        clean_trace = fw.run_trace(weights, clean_tokens[:, :end])
-        corrupt_trace = fw.run_trace(weights, corrupt_tokens[:, :end])
-        clean = metric.score(clean_trace.logits)
-        corrupted = metric.score(corrupt_trace.logits)
-        check_finite(torch.stack([clean, corrupted]), "the unpatched runs")
-        base, donor = ((corrupt_trace, clean_trace) if direction == "denoise"
-                       else (clean_trace, corrupt_trace))
-        values = _sweep_fast(weights, base, donor, spec, metric, clean_tokens.shape[1],
+        base, donor, clean, corrupted = contrast.traces(weights, device_of(model))
+        values = _sweep_fast(weights, base, donor, spec, metric, pairs.clean.tokens.shape[1],
                              progress)
     check_finite(values, f"the patched runs of {spec.site}")
     return PatchResult(spec, direction, metric.label, values.cpu(), clean.cpu(), corrupted.cpu(),
@@ -276,56 +232,21 @@ class Cell:
 
     @property
     def hook(self) -> str:
-        """Where the patch goes in: a residual-stream patch after attention is an additive
-        change of the attention output (a value returned at TransformerLens's
-        hook_resid_mid reaches only the MLP input, not the skip connection)."""
-        return hook_name("attn_out" if self.site == "resid_mid" else self.site, self.layer)
+        """The hook name of the patched site's own activation."""
+        return hook_name(self.site, self.layer)
 
-    def index(self) -> tuple:
-        if self.site == "pattern":  # [batch head query key]: pos indexes the query
-            return (slice(None), slice(None) if self.head is None else self.head,
-                    slice(None) if self.pos is None else self.pos)
-        return (slice(None), slice(None) if self.pos is None else self.pos) + (
-            () if self.head is None else (self.head,))
+    def patch(self, donor: dict[str, Tensor], base: dict[str, Tensor]) -> Intervention:
+        """The intervention copying this cell's activation from the donor run."""
+        return patch(self.site, self.layer, donor, base, head=self.head, pos=self.pos)
 
 
-def _patch_hook(act: Tensor, hook, *, cells: list[Cell], donor: dict[str, Tensor],
-                base: dict[str, Tensor]) -> Tensor:
-    act = act.clone()
-    for c in cells:
-        idx = c.index()
-        if c.site == "resid_mid":
-            name = hook_name("resid_mid", c.layer)
-            act[idx] = act[idx] + donor[name][idx] - base[name][idx]
-        else:
-            act[idx] = donor[c.hook][idx]
-    return act
-
-
-def _cached(model: HookedModel, tokens: Tensor, cells: list[Cell]) -> dict[str, Tensor]:
-    """The activations the cells read from a run: each cell's site (resid_mid's own value)."""
-    names = {hook_name(c.site, c.layer) for c in cells if c.site != "resid_mid"}
-    names |= {hook_name("resid_mid", c.layer) for c in cells if c.site == "resid_mid"}
-    return _run_cache(model, tokens, names)
-
-
-def _run_cache(model: HookedModel, tokens: Tensor, names: set[str]) -> dict[str, Tensor]:
-    """Activations at `names`; resid_mid is computed as resid_pre + attn_out, which every
-    model has (attention-only models have no hook_resid_mid)."""
-    mids = {n for n in names if n.endswith("hook_resid_mid")}
-    wanted = (names - mids) | {n.replace("hook_resid_mid", s) for n in mids
-                               for s in ("hook_resid_pre", "hook_attn_out")}
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
-    out = {n: cache[n] for n in names - mids}
-    for n in mids:
-        out[n] = cache[n.replace("hook_resid_mid", "hook_resid_pre")] + \
-            cache[n.replace("hook_resid_mid", "hook_attn_out")]
-    return out
-
-
-def _hooks_for(cells: list[Cell], donor: dict[str, Tensor], base: dict[str, Tensor]):
-    return [(name, partial(_patch_hook, cells=[c for c in cells if c.hook == name], donor=donor,
-                           base=base)) for name in sorted({c.hook for c in cells})]
+def _donor_and_base(model: HookedModel, donor_tokens: Tensor, base_tokens: Tensor,
+                    cells: list[Cell]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The activations the cells read: each cell's site in the donor run, and resid_mid in
+    the base run (its patch is a change of the attention output)."""
+    donor = capture_activations(model, donor_tokens, {c.hook for c in cells})
+    mids = {c.hook for c in cells if c.site == "resid_mid"}
+    return donor, capture_activations(model, base_tokens, mids) if mids else {}
 
 
 @torch.inference_mode()
@@ -333,9 +254,8 @@ def run_with_patches(model: HookedModel, base_tokens: Tensor, donor_tokens: Tens
                      cells: list[Cell]) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits of the base run with every cell's activation copied from the donor run (the
     residual stream itself for resid_* cells)."""
-    donor = _cached(model, donor_tokens, cells)
-    base = _cached(model, base_tokens, [c for c in cells if c.site == "resid_mid"])
-    return model.run_with_hooks(base_tokens, fwd_hooks=_hooks_for(cells, donor, base))
+    donor, base = _donor_and_base(model, donor_tokens, base_tokens, cells)
+    return run(model, base_tokens, [c.patch(donor, base) for c in cells]).logits
 
 
 @torch.inference_mode()
@@ -346,13 +266,11 @@ def patch_each(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, ce
     patching of a chosen list of components, on any model."""
     device = device_of(model)
     base_tokens, donor_tokens = base_tokens.to(device), donor_tokens.to(device)
-    donor = _cached(model, donor_tokens, cells)
-    base = _cached(model, base_tokens, [c for c in cells if c.site == "resid_mid"])
+    donor, base = _donor_and_base(model, donor_tokens, base_tokens, cells)
     out = []
     for cell in tqdm(cells, desc="exact patching", unit="cell", disable=not progress,
                      leave=False):
-        out.append(metric(model.run_with_hooks(base_tokens,
-                                               fwd_hooks=_hooks_for([cell], donor, base))))
+        out.append(metric(run(model, base_tokens, [cell.patch(donor, base)]).logits))
     return torch.stack(out).cpu()
 
 
@@ -370,14 +288,13 @@ def _sweep_hooks(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, 
              for layer in layers
              for h in (range(f.n_heads) if heads else [None])
              for p in (range(n_pos) if spec.by_pos else [None])]
-    donor = _cached(model, donor_tokens, cells)
-    base = _cached(model, base_tokens, [c for c in cells if c.site == "resid_mid"])
+    donor, base = _donor_and_base(model, donor_tokens, base_tokens, cells)
     out = base_score.expand(*grid, -1).clone()  # cells after the metric position: no effect
     for c in tqdm(cells, desc=f"patch {spec.site}", unit="cell", disable=not progress,
                   leave=False):
         if c.pos is not None and c.pos > metric.pos:
             continue
-        logits = model.run_with_hooks(base_tokens, fwd_hooks=_hooks_for([c], donor, base))
+        logits = run(model, base_tokens, [c.patch(donor, base)]).logits
         key = tuple(x for x in (layers.index(c.layer), c.head, c.pos) if x is not None)
         out[key] = metric(logits)
     return out

@@ -18,7 +18,6 @@ including wrapped Hugging Face models, which have no split q/k/v input hooks.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Literal
 
 import pandas as pd
@@ -26,18 +25,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from arithinterp.analysis import forward as fw
-from arithinterp.analysis.metrics import AnswerMetric, check_finite, normalized_effect
-from arithinterp.analysis.patching import Direction, check_request
 from arithinterp.components import Component, all_components, hook_name
-from arithinterp.models import (
-    HookedModel,
-    NativeWeights,
-    device_of,
-    facts,
-    fast_engine_gap,
-    native_weights,
-)
+from arithinterp.core import fast as fw
+from arithinterp.core.contrast import Contrast, Direction, engine_weights
+from arithinterp.core.engine import capture_activations, run
+from arithinterp.core.interventions import Intervention, Replace, patch
+from arithinterp.core.metrics import AnswerMetric, check_finite, normalized_effect
+from arithinterp.models import HookedModel, NativeWeights, facts
 from arithinterp.tasks import PromptPairs
 
 Input = Literal["q", "k", "v"]
@@ -85,22 +79,19 @@ def sweep_paths(
 ) -> pd.DataFrame:
     """Path-patching effect of each sender on one receiver: a tidy table with the mean
     patched metric (`value`), its std over prompts and the normalized effect (1 = clean)."""
-    check_request(model, pairs, metric, direction)
+    contrast = Contrast(pairs, metric, direction)
+    contrast.check(model)
     receiver = receiver if receiver == "logits" else Component.parse(receiver)
     senders = [Component.parse(s) for s in senders] if senders is not None else \
         senders_for(model, receiver)
     for s in senders:
         _check(model, s, receiver, receiver_input)
-    if engine == "fast" and (gap := fast_engine_gap(model)) is not None:
-        raise ValueError(f"the fast engine covers models built here with learned positions "
-                         f"and Llama-family LLMs, not {gap}; use engine='auto' or 'hooks'")
-    weights = native_weights(model) if engine != "hooks" else None
-    device = device_of(model)
-    clean, corrupt = pairs.clean.tokens.to(device), pairs.corrupt.tokens.to(device)
-    base_tokens, donor_tokens = (corrupt, clean) if direction == "denoise" else (clean, corrupt)
+    weights = engine_weights(model, engine)
+    base_tokens, donor_tokens = contrast.tokens(model)
     with torch.inference_mode():
-        clean_score = metric(model(clean)).mean().item()
-        corrupt_score = metric(model(corrupt)).mean().item()
+        clean_score, corrupt_score = (metric(model(t)).mean().item()
+                                      for t in contrast.clean_and_corrupted(base_tokens,
+                                                                            donor_tokens))
     if weights is not None:
         end = metric.pos + 1
         base = fw.run_trace(weights, base_tokens[:, :end])
@@ -153,15 +144,6 @@ def _fast_path(w: NativeWeights, base: fw.Trace, donor: fw.Trace, sender: Compon
 
 
 # ---- hook engine (any bridge) --------------------------------------------------------------
-def _set(act: Tensor, hook, *, value: Tensor, head: int | None = None) -> Tensor:
-    """Replace act by value, or only one head's slice of it when head is given."""
-    if head is None:
-        return value
-    act = act.clone()
-    act[:, :, head] = value[:, :, head]
-    return act
-
-
 @torch.inference_mode()
 def _hook_path(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, sender: Component,
                receiver: str | Component, receiver_input: Input | None,
@@ -170,34 +152,23 @@ def _hook_path(model: HookedModel, base_tokens: Tensor, donor_tokens: Tensor, se
     kind, s_layer, s_head = sender.kind, sender.layer, sender.head
     names = {hook_name(site, layer) for layer in range(cfg.n_layers)
              for site in ("z",) + (() if cfg.attn_only else ("mlp_out",))}
-    _, base_cache = model.run_with_cache(base_tokens, names_filter=lambda n: n in names)
-    _, donor_cache = model.run_with_cache(donor_tokens, names_filter=lambda n: n in names)
+    base_cache = capture_activations(model, base_tokens, names)
+    donor_cache = capture_activations(model, donor_tokens, names)
     # run 1: every head and MLP from the sender's layer on frozen to its base value, except
     # the sender, which carries its donor value
     freeze = []
     for layer in range(s_layer, cfg.n_layers):
-        z_name = hook_name("z", layer)
+        freeze.append(Intervention("z", Replace(base_cache[hook_name("z", layer)]), layer))
         if kind == "head" and layer == s_layer:
-            donor_z = base_cache[z_name].clone()
-            donor_z[:, :, s_head] = donor_cache[z_name][:, :, s_head]
-            freeze.append((z_name, partial(_set, value=donor_z)))
-        else:
-            freeze.append((z_name, partial(_set, value=base_cache[z_name])))
+            freeze.append(patch("z", layer, donor_cache, head=s_head))
         if not cfg.attn_only:
-            mlp_name = hook_name("mlp_out", layer)
             source = donor_cache if (kind == "mlp" and layer == s_layer) else base_cache
-            freeze.append((mlp_name, partial(_set, value=source[mlp_name])))
+            freeze.append(patch("mlp_out", layer, source))
     if receiver == "logits":
-        return metric(model.run_with_hooks(base_tokens, fwd_hooks=freeze))
+        return metric(run(model, base_tokens, freeze).logits)
     r_layer, r_head = receiver.layer, receiver.head
     r_name = hook_name(receiver_input, r_layer)
-    captured: dict[str, Tensor] = {}
-
-    def capture(act: Tensor, hook) -> Tensor:
-        captured["act"] = act.clone()
-        return act
-
-    model.run_with_hooks(base_tokens, fwd_hooks=[(r_name, capture), *freeze])
+    captured = run(model, base_tokens, freeze, capture=[r_name]).acts
     # run 2: only the receiver's input is patched; everything else computes normally
-    patch = partial(_set, value=captured["act"], head=r_head)
-    return metric(model.run_with_hooks(base_tokens, fwd_hooks=[(r_name, patch)]))
+    return metric(run(model, base_tokens,
+                      [patch(receiver_input, r_layer, captured, head=r_head)]).logits)

@@ -10,7 +10,7 @@ from arithinterp.analysis.attribution import (
     compute_dla_per_prompt,
     compute_logit_lens,
 )
-from arithinterp.analysis.metrics import AnswerMetric, answer_metric
+from arithinterp.core.metrics import AnswerMetric, answer_metric
 from arithinterp.components import hook_name
 from arithinterp.models import ModelSpec, build_model, load_model
 from arithinterp.tasks import make_digit_pairs, make_splits

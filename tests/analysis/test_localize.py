@@ -14,7 +14,7 @@ from arithinterp.analysis.localize import (
     run_with_ablation,
     select_components,
 )
-from arithinterp.analysis.metrics import answer_metric
+from arithinterp.core.metrics import answer_metric
 from arithinterp.analysis.patching import PatchSpec, sweep_patching
 from arithinterp.components import Component, hook_name
 from arithinterp.components import all_components as _all

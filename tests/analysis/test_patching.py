@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from arithinterp.analysis.attribution_patching import sweep_attribution
-from arithinterp.analysis.metrics import AnswerMetric, answer_metric
+from arithinterp.core.metrics import AnswerMetric, answer_metric
 from arithinterp.analysis.patching import (
     HEAD_SITES,
     Cell,

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from arithinterp.analysis.metrics import AnswerMetric, answer_metric
+from arithinterp.core.metrics import AnswerMetric, answer_metric
 from arithinterp.analysis.patching import PatchSpec, sweep_patching
 from arithinterp.analysis.paths import senders_for, sweep_paths
 from arithinterp.models import ModelSpec, build_model

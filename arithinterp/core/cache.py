@@ -15,6 +15,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from arithinterp.components import hook_name
+from arithinterp.core.engine import run
 from arithinterp.models import HookedModel, device_of, facts
 
 
@@ -38,8 +39,8 @@ def run_cached(
 ) -> dict[str, Tensor]:
     """Activations of the named hooks for every prompt, run in batches, on the CPU."""
     check_batch_size(batch_size)
-    wanted = names if callable(names) else set(names).__contains__
     unknown = [] if callable(names) else sorted(set(names) - set(model.hook_dict))
+    wanted = sorted(n for n in model.hook_dict if names(n)) if callable(names) else sorted(names)
     if unknown:
         raise ValueError(f"unknown hook names {unknown[:5]}; e.g. {hook_name('resid_post', 0)}")
     device = device_of(model)
@@ -47,7 +48,7 @@ def run_cached(
     starts = range(0, tokens.shape[0], batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
         batch = tokens[start : start + batch_size]
-        _, cache = model.run_with_cache(batch.to(device), names_filter=wanted)
+        cache = run(model, batch.to(device), capture=wanted).acts
         if start == 0:  # the first batch tells what the whole cache will take
             per_prompt = sum(a[0].numel() * a.element_size() for a in cache.values())
             check_fits(per_prompt * tokens.shape[0], f"caching {len(cache)} hooks over "

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from arithinterp.analysis import forward as fw
+from arithinterp.core import fast as fw
 from arithinterp.components import hook_name
 from arithinterp.models import ModelSpec, build_model, native_weights
 from arithinterp.tasks import TaskSpec

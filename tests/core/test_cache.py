@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from arithinterp.cache import act_names, run_cached
+from arithinterp.core.cache import act_names, run_cached
 from arithinterp.components import hook_name
 
 
@@ -29,7 +29,7 @@ def test_bad_names_are_refused(tiny_model, tiny_task):
 
 def test_a_cache_that_would_not_fit_in_ram_is_refused_after_one_batch(tiny_model, tiny_task,
                                                                          monkeypatch):
-    from arithinterp import cache as cache_module
+    from arithinterp.core import cache as cache_module
 
     assert cache_module.available_memory() > 0  # this machine reports it (Linux)
     tokens = torch.randint(0, 20, (64, tiny_task.seq_len))
@@ -43,7 +43,7 @@ def test_a_cache_that_would_not_fit_in_ram_is_refused_after_one_batch(tiny_model
 
 
 def test_the_batch_size_that_fits_follows_the_free_memory(monkeypatch):
-    from arithinterp import cache
+    from arithinterp.core import cache
     from arithinterp.models import ModelSpec, build_model
     from arithinterp.tasks import TaskSpec
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from arithinterp.analysis.metrics import (
+from arithinterp.core.metrics import (
     AnswerMetric,
     answer_metric,
     check_finite,
