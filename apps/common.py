@@ -1,5 +1,5 @@
 """The explorer's shared frame: runs directory, run and experiment pickers, cached readers,
-the run's model, live forward passes on a few prompts.
+the run's model, and cached calls of the library's live analyses on a few prompts.
 
 Streamlit puts only ``apps/`` on ``sys.path``: views import this module as ``common``.
 Every artifact is found through `arithinterp.schema`. Tables and tensors go through
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 
@@ -331,15 +330,13 @@ def layer_patterns(_loaded, model_key: str, task_json: str, problems: tuple, lay
     """Every head of `layer`: its attention pattern averaged over `problems` ((a, b) pairs;
     one problem gives that prompt's patterns) [head, query, key], with the first problem's
     token labels."""
-    from arithinterp.analysis.attention import compute_attention_patterns
-    from arithinterp.models import facts
+    from arithinterp.analysis.attention import compute_layer_patterns
     from arithinterp.tasks import make_dataset
 
     task = task_from_key(task_json)
     data = make_dataset(task, torch.tensor([a for a, _ in problems]),
                         torch.tensor([b for _, b in problems]))
-    patterns = np.stack([compute_attention_patterns(_loaded.model, data.tokens, layer, h)
-                         .mean(0).numpy() for h in range(facts(_loaded.model).n_heads)])
+    patterns = compute_layer_patterns(_loaded.model, data.tokens, layer).numpy()
     return patterns, viz.token_labels(task.vocab.token_strings(data.tokens[0]),
                                   task.position_labels())
 
@@ -370,19 +367,13 @@ def experiment_pairs(run: RunDir, stage: str, task: Task):
 @st.cache_data(show_spinner="Reading the neurons ...")
 def neuron_views(_loaded, model_key: str, stage_key: str, _pairs, digit: int, layer: int,
                  top: int) -> tuple:
-    """For MLP `layer` on a localization's pairs (keyed by run and stage): every neuron's DLA
-    toward the answer digit (clean prompts), and the top neurons' patching effects, each
-    alone at every position, both directions."""
+    """`compute_neuron_ranking` of MLP `layer` toward the answer digit on a localization's
+    pairs (keyed by run and stage)."""
     from arithinterp.analysis.metrics import answer_metric
-    from arithinterp.analysis.neurons import compute_neuron_patching, neuron_table
+    from arithinterp.analysis.neurons import compute_neuron_ranking
 
-    metric = answer_metric(_pairs, digit)
-    table = neuron_table(_loaded.model, _pairs.clean, metric, layer)
-    chosen = table["neuron"].head(top).tolist()
-    patched = [compute_neuron_patching(_loaded.model, _pairs, metric, layer, chosen,
-                                       direction=d).assign(direction=d)
-               for d in ("denoise", "noise")]
-    return table, pd.concat(patched, ignore_index=True)
+    return compute_neuron_ranking(_loaded.model, _pairs, answer_metric(_pairs, digit), layer,
+                                  top=top)
 
 
 @st.cache_data(show_spinner=False)

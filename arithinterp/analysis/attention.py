@@ -55,6 +55,15 @@ def compute_attention_patterns(
     return torch.cat(out)
 
 
+def compute_layer_patterns(
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], layer: int
+) -> Float[Tensor, "head query_pos key_pos"]:
+    """Every head of `layer`: its attention pattern averaged over the prompts (one prompt
+    gives that prompt's patterns), on the CPU."""
+    return torch.stack([compute_attention_patterns(model, tokens, layer, h).mean(0)
+                        for h in range(facts(model).n_heads)])
+
+
 @torch.inference_mode()
 def _operand_attention_batch(
     model: HookedModel, tokens: Int[Tensor, "batch pos"], spec: Task

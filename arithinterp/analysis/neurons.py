@@ -142,6 +142,18 @@ def compute_neuron_patching(
     return pd.DataFrame(rows)
 
 
+def compute_neuron_ranking(model: HookedModel, pairs: PromptPairs, metric: AnswerMetric,
+                           layer: int, *, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MLP `layer` on minimal pairs: every neuron by |DLA| on the clean prompts
+    (`neuron_table`), and the `top` neurons' patching, each alone at every position, in both
+    directions (`compute_neuron_patching` rows with a direction column, denoise first)."""
+    table = neuron_table(model, pairs.clean, metric, layer)
+    chosen = table["neuron"].head(top).tolist()
+    patched = [compute_neuron_patching(model, pairs, metric, layer, chosen, direction=d)
+               .assign(direction=d) for d in ("denoise", "noise")]
+    return table, pd.concat(patched, ignore_index=True)
+
+
 @torch.inference_mode()
 def neuron_activations(model: HookedModel, data: Dataset, layer: int, neuron: int,
                        pos: int) -> Float[Tensor, " batch"]:

@@ -3,7 +3,11 @@
 import pytest
 import torch
 
-from arithinterp.analysis.attention import compute_attention_patterns, compute_operand_attention
+from arithinterp.analysis.attention import (
+    compute_attention_patterns,
+    compute_layer_patterns,
+    compute_operand_attention,
+)
 from arithinterp.components import hook_name
 from arithinterp.models import ModelSpec, build_model, load_model
 from arithinterp.tasks import make_splits
@@ -60,6 +64,21 @@ def test_attention_patterns_match_the_cache(tiny_model, data):
         compute_attention_patterns(tiny_model, data.tokens, 2, 0)
     with pytest.raises(ValueError, match="head"):
         compute_attention_patterns(tiny_model, data.tokens, 0, 4)
+
+
+def test_a_layers_patterns_are_every_heads_mean_over_the_prompts(tiny_model, uniform_model,
+                                                                 data):
+    with torch.inference_mode():
+        _, cache = tiny_model.run_with_cache(data.tokens)
+    torch.testing.assert_close(compute_layer_patterns(tiny_model, data.tokens, 1),
+                               cache[hook_name("pattern", 1)].mean(0))
+    torch.testing.assert_close(compute_layer_patterns(tiny_model, data.tokens[:1], 0),
+                               cache[hook_name("pattern", 0)][0])  # one prompt: its own
+    # zero queries: each query attends uniformly to itself and every position before it
+    n = data.tokens.shape[1]
+    uniform = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]
+    torch.testing.assert_close(compute_layer_patterns(uniform_model, data.tokens, 0),
+                               uniform.expand(4, n, n), atol=1e-6, rtol=0)
 
 
 def test_add3_has_a_layer0_head_reading_each_column():

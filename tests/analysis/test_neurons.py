@@ -2,6 +2,7 @@
 
 import copy
 
+import pandas as pd
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from arithinterp.analysis.neurons import (
     activation_by,
     compute_neuron_dla,
     compute_neuron_patching,
+    compute_neuron_ranking,
     neuron_activations,
     neuron_table,
     top_activating,
@@ -71,6 +73,19 @@ def test_every_neuron_at_one_position_equals_patching_mlp_out_there(direction, p
         assert every["effect"].item() == pytest.approx(cell["effect"].item(), abs=1e-4)
     single = compute_neuron_patching(model, pairs, metric, 1, [3, 5], direction=direction)
     assert single["neurons"].tolist() == ["3", "5"] and single["pos"].isna().all()
+
+
+def test_a_ranking_patches_the_strongest_neurons_alone_in_both_directions(pairs):
+    model = model_of("LN")
+    metric = answer_metric(pairs, 0)
+    table, patched = compute_neuron_ranking(model, pairs, metric, 1, top=3)
+    pd.testing.assert_frame_equal(table, neuron_table(model, pairs.clean, metric, 1))
+    top = table["neuron"].head(3).tolist()
+    assert patched["direction"].tolist() == ["denoise"] * 3 + ["noise"] * 3
+    assert patched["neurons"].tolist() == [str(n) for n in top] * 2
+    assert patched["pos"].isna().all()
+    noise = compute_neuron_patching(model, pairs, metric, 1, top, direction="noise")
+    assert patched["value"].tail(3).tolist() == pytest.approx(noise["value"].tolist(), abs=1e-6)
 
 
 def test_top_activating_problems_and_activation_by_a_digit():
