@@ -25,7 +25,8 @@ import torch
 from arithinterp import schema, viz
 from arithinterp.runs import RunDir, list_runs
 from arithinterp.schema import Artifact
-from arithinterp.stages.job import read_job, stage_key
+from arithinterp.stages.job import read_job
+from arithinterp.stages.registry import stage_key
 from arithinterp.tasks import Task
 
 torch.set_num_threads(1)  # tiny forward passes; more threads only add overhead

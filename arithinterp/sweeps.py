@@ -60,15 +60,8 @@ from arithinterp import schema
 from arithinterp.runs import RunDir, StrPath, is_run
 from arithinterp.stages.base import Context
 from arithinterp.stages.evaluate import EvaluateConfig
-from arithinterp.stages.job import (
-    STAGES,
-    holds_job,
-    job_is_done,
-    job_json,
-    read_job,
-    run_job,
-    stage_name,
-)
+from arithinterp.stages.job import holds_job, job_is_done, job_json, read_job, run_job
+from arithinterp.stages.registry import STAGES, stage_name
 from arithinterp.train import TrainConfig, zoo_recipe
 
 Backend = Literal["ray", "serial"]
@@ -286,7 +279,7 @@ def spec_from_dict(data: dict, default_name: str = "sweep") -> Sweep:
             known = [s for s in STAGES if s not in NOT_AFTER_TRAIN]
             raise ValueError(f"stages.{name}: unknown stage (after training: "
                              f"{', '.join(known)})")
-        cls = STAGES[name][1]
+        cls = STAGES[name].Config
         configs.append(schema.from_json(cls, toml_nones(cls, fields), f"stages.{name}"))
     grid = data.get("grid", {})
     if not isinstance(grid, dict):

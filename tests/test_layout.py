@@ -26,7 +26,7 @@ INNER = {  # order of the modules inside a subpackage
                  "suite": 3},
     "stages": {"base": 0, "train": 1, "evaluate": 1, "localize": 1, "probes": 1, "fourier": 1,
                "multiplication": 1, "finetune": 1, "modular": 1, "llm": 1, "llm_finetune": 1,
-               "model": 2, "job": 3},
+               "model": 2, "registry": 3, "job": 4},
     "tasks": {"vocab": 0, "spec": 1, "modular": 2, "data": 3, "prompts": 3, "corrupt": 4},
     "cli": {"common": 0, "llm": 1, "core": 2, "studies": 1, "sweeps": 1},
 }

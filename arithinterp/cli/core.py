@@ -248,7 +248,8 @@ def localize_cmd(
     from arithinterp.analysis.suite import LocalizeConfig
     from arithinterp.models import load_model
     from arithinterp.runs import is_run
-    from arithinterp.stages.job import ModelSource, run_job
+    from arithinterp.stages.job import run_job
+    from arithinterp.stages.model import ModelSource
     from arithinterp.tasks import TaskSpec
 
     with user_errors():
@@ -309,8 +310,10 @@ def probe_cmd(
     run)."""
     from arithinterp.models import load_model
     from arithinterp.probes import ProbeConfig
-    from arithinterp.stages.job import FourierConfig, ModelSource, ProbesConfig, run_job
-    from arithinterp.stages.probes import DIGIT_GROUPS
+    from arithinterp.stages.fourier import FourierConfig
+    from arithinterp.stages.job import run_job
+    from arithinterp.stages.model import ModelSource
+    from arithinterp.stages.probes import DIGIT_GROUPS, ProbesConfig
 
     with user_errors():
         if n < 10:

@@ -1,8 +1,10 @@
-"""What every stage shares: the context it runs in and the model of the run it writes into."""
+"""What every stage shares: what a stage module provides (`Stage`), the context it runs in
+and the model of the run it writes into."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import Field, dataclass
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from arithinterp import schema
 from arithinterp.models import LoadedModel, load_model
@@ -16,6 +18,33 @@ class Context:
 
     device: str = "auto"
     progress: bool = True
+
+
+@runtime_checkable
+class StageConfig(Protocol):
+    """A stage's config: a frozen dataclass, written as json into the run and read back equal."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+
+C = TypeVar("C", bound=StageConfig)
+
+
+@runtime_checkable
+class Stage(Protocol[C]):
+    """What a stage module provides (a module satisfies a protocol, PEP 544): its name in a
+    job, its config class, the run folder a config writes and the computation."""
+
+    NAME: str
+    Config: type[C]
+
+    def key(self, config: C) -> str:
+        """The run folder (and manifest key) the stage writes, e.g. 'localize/a1'."""
+        ...
+
+    def run(self, config: C, run: RunDir, ctx: Context) -> dict[str, Any]:
+        """Compute into ``run`` and return the stage's summary (kept in the manifest)."""
+        ...
 
 
 def run_model(run: RunDir, ctx: Context) -> LoadedModel:

@@ -25,6 +25,9 @@ class EvaluateConfig:
             raise ValueError(f"n must be None or a positive integer, got {self.n!r}")
 
 
+Config = EvaluateConfig
+
+
 def key(config: EvaluateConfig) -> str:
     return schema.EVALUATE
 

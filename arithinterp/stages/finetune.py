@@ -107,6 +107,9 @@ def check_random_sets(arms: tuple[str, ...], n_random: int, loaded: LoadedModel,
                          f"{[c.name for c in chosen]}; lower n_random")
 
 
+Config = FinetuneConfig
+
+
 def key(config: FinetuneConfig) -> str:
     return schema.finetune_key(config.name)
 

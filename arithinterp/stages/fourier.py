@@ -33,6 +33,9 @@ class FourierConfig:
                              f"{self.sites}")
 
 
+Config = FourierConfig
+
+
 def key(config: FourierConfig) -> str:
     return schema.FOURIER
 

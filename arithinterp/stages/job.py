@@ -5,13 +5,13 @@ and each stage writes its config to ``<stage key>/stage.json``; both read back e
 (`read_job`, `read_stage_config`). A finished stage is never redone: rerunning the same
 job resumes it. A stage that raises marks itself and the run failed, with the reason.
 Configs are validated before the run directory is created, so bad input writes nothing.
+The stages a job may name are in `registry`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -21,55 +21,15 @@ from arithinterp.analysis.suite import LocalizeConfig
 from arithinterp.finetune import Schedule
 from arithinterp.probes import ProbeConfig
 from arithinterp.runs import RunDir, StrPath, is_run
-from arithinterp.stages import (
-    evaluate,
-    finetune,
-    fourier,
-    llm,
-    llm_finetune,
-    localize,
-    model,
-    modular,
-    multiplication,
-    probes,
-    train,
-)
 from arithinterp.stages.base import Context
 from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.finetune import FinetuneConfig, Selection
 from arithinterp.stages.fourier import FourierConfig
 from arithinterp.stages.llm import LLMConfig
-from arithinterp.stages.llm_finetune import LLMFinetuneConfig
 from arithinterp.stages.model import ModelSource
-from arithinterp.stages.modular import ModularConfig
-from arithinterp.stages.multiplication import MultiplicationConfig
 from arithinterp.stages.probes import ProbesConfig
+from arithinterp.stages.registry import STAGES, stage_key, stage_name
 from arithinterp.tasks import TaskSpec
-from arithinterp.train import TrainConfig
-
-# stage name -> (module, config class)
-STAGES: dict[str, tuple[ModuleType, type]] = {
-    model.NAME: (model, ModelSource), train.NAME: (train, TrainConfig),
-    evaluate.NAME: (evaluate, EvaluateConfig), localize.NAME: (localize, LocalizeConfig),
-    probes.NAME: (probes, ProbesConfig), fourier.NAME: (fourier, FourierConfig),
-    multiplication.NAME: (multiplication, MultiplicationConfig),
-    finetune.NAME: (finetune, FinetuneConfig), modular.NAME: (modular, ModularConfig),
-    llm.NAME: (llm, LLMConfig), llm_finetune.NAME: (llm_finetune, LLMFinetuneConfig),
-}
-
-
-def stage_name(config: Any) -> str:
-    """The registered stage a config belongs to."""
-    for name, (_, cls) in STAGES.items():
-        if type(config) is cls:
-            return name
-    raise ValueError(f"{type(config).__name__} is not the config of a registered stage "
-                     f"({', '.join(STAGES)})")
-
-
-def stage_key(config: Any) -> str:
-    """The run folder (and manifest key) a stage config writes."""
-    return STAGES[stage_name(config)][0].key(config)
 
 
 def job_json(configs: list[Any]) -> dict:
@@ -88,7 +48,7 @@ def read_job(data: dict) -> list[Any]:
         if entry["stage"] not in STAGES:
             raise ValueError(f"job[{i}]: unknown stage {entry['stage']!r} (known: "
                              f"{', '.join(STAGES)})")
-        out.append(schema.from_json(STAGES[entry["stage"]][1], entry["config"],
+        out.append(schema.from_json(STAGES[entry["stage"]].Config, entry["config"],
                                     f"job[{i}] ({entry['stage']})"))
     return out
 
@@ -159,7 +119,7 @@ def run_job(root: StrPath, name: str | None, configs: list[Any], *, ctx: Context
                 current = key
                 stage = stage_name(config)
                 run.start_stage(key, stage)
-                ran[key] = STAGES[stage][0].run(config, run, ctx)
+                ran[key] = STAGES[stage].run(config, run, ctx)
                 # after the stage: a training stage wants an empty model/ folder to start in
                 run.save_json(f"{key}/{schema.STAGE_CONFIG}",
                               {"stage": stage, "config": schema.to_json(config)}, stage=key)

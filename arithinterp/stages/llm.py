@@ -67,6 +67,9 @@ class LLMConfig:
         return self.name or f"{self.suite.name}-{change}"
 
 
+Config = LLMConfig
+
+
 def key(config: LLMConfig) -> str:
     return schema.localize_key(config.experiment)
 

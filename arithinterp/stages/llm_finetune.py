@@ -105,6 +105,9 @@ class LLMFinetuneConfig:
             raise ValueError("other_suites must differ from each other and from the suite")
 
 
+Config = LLMFinetuneConfig
+
+
 def key(config: LLMFinetuneConfig) -> str:
     return schema.finetune_key(config.name)
 

@@ -51,6 +51,9 @@ class ModelSource:
             zoo_recipe(self.source)  # raises with the known names
 
 
+Config = ModelSource
+
+
 def key(config: ModelSource) -> str:
     return schema.MODEL
 

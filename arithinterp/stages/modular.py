@@ -56,6 +56,9 @@ class ModularConfig:
             raise ValueError(f"freqs must be None or positive integers, got {self.freqs!r}")
 
 
+Config = ModularConfig
+
+
 def key(config: ModularConfig) -> str:
     return schema.MODULAR
 

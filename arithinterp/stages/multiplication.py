@@ -59,6 +59,9 @@ class MultiplicationConfig:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
 
 
+Config = MultiplicationConfig
+
+
 def key(config: MultiplicationConfig) -> str:
     return schema.MULTIPLICATION
 

@@ -50,6 +50,9 @@ class ProbesConfig:
                              f"{', '.join(GROUPS)} or names {', '.join(target_names(task))}")
 
 
+Config = ProbesConfig
+
+
 def key(config: ProbesConfig) -> str:
     return schema.probes_key(config.name)
 

@@ -14,8 +14,6 @@ from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.finetune import FinetuneConfig, Selection
 from arithinterp.stages.fourier import FourierConfig
 from arithinterp.stages.job import (
-    STAGES,
-    ModelSource,
     demo_job,
     job_json,
     read_job,
@@ -25,9 +23,11 @@ from arithinterp.stages.job import (
 )
 from arithinterp.stages.llm import LLMConfig
 from arithinterp.stages.llm_finetune import LLMFinetuneConfig
+from arithinterp.stages.model import ModelSource
 from arithinterp.stages.modular import ModularConfig
 from arithinterp.stages.multiplication import MultiplicationConfig
 from arithinterp.stages.probes import ProbesConfig
+from arithinterp.stages.registry import STAGES, stage_key
 from arithinterp.tasks import PromptSuite, TaskSpec
 from arithinterp.train import ICoT, RunningSumLoss, TrainConfig
 
@@ -137,7 +137,7 @@ EVERY_STAGE = [
 
 
 def test_every_registered_stage_is_covered():
-    assert {type(c) for c in EVERY_STAGE} == {cls for _, cls in STAGES.values()}
+    assert {type(c) for c in EVERY_STAGE} == {stage.Config for stage in STAGES.values()}
 
 
 @pytest.mark.parametrize("config", EVERY_STAGE, ids=[type(c).__name__ for c in EVERY_STAGE])
@@ -164,8 +164,6 @@ def test_configs_written_by_stages_load_back_equal(demo_runs):
     for run_dir in (runs / "tiny", trained):
         run = RunDir.open(run_dir)
         job = read_job(run.manifest["config"])
-        from arithinterp.stages.job import stage_key
-
         for config in job:
             assert read_stage_config(run, stage_key(config)) == config
 

@@ -7,7 +7,8 @@ from arithinterp import schema
 from arithinterp.models import load_model
 from arithinterp.runs import RunDir
 from arithinterp.stages import model as model_stage
-from arithinterp.stages.job import ModelSource, run_job
+from arithinterp.stages.job import run_job
+from arithinterp.stages.model import ModelSource
 from arithinterp.train import TrainConfig
 
 
