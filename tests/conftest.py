@@ -83,7 +83,8 @@ def demo_runs(tmp_path_factory, tiny_task, tiny_spec, ctx):
     training run), `tiny` (model, evaluate, localize, probes, fourier) and `bare` (model and
     evaluate only). Returns (runs_dir, model_run_dir)."""
     from arithinterp.analysis.suite import LocalizeConfig
-    from arithinterp.stages.job import demo_job, run_job
+    from arithinterp.stages.job import run_job
+    from arithinterp.studies.demo import demo_job
     from arithinterp.train import TrainConfig
 
     root = tmp_path_factory.mktemp("demo-runs")
@@ -159,8 +160,9 @@ def tiny_llm_run(tmp_path_factory, tiny_llama_dir, ctx):
     """The llm stage on the tiny Llama (pairs from every evaluated problem: a random model
     answers none): (runs_dir, run)."""
     from arithinterp.llm import LLMLocalizeConfig
-    from arithinterp.stages.job import llm_job, run_job
+    from arithinterp.stages.job import run_job
     from arithinterp.stages.llm import LLMConfig
+    from arithinterp.studies.demo import llm_job
     from arithinterp.tasks import PromptSuite
 
     config = LLMConfig(suite=PromptSuite(digits=2, n_shots=2), n_eval=10, change="a", digit=1,

@@ -368,13 +368,13 @@ def demo_cmd(
 ) -> None:
     """The main job: load the shipped model (training it if absent), evaluate it, localize
     its circuit, write a run, then serve the explorer on it."""
-    from arithinterp.stages.job import (
+    from arithinterp.stages.job import run_job
+    from arithinterp.studies.demo import (
         DEFAULT_MODEL,
         demo_finetune,
         demo_job,
         demo_localize,
         llm_job,
-        run_job,
     )
 
     with user_errors():

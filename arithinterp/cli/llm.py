@@ -86,7 +86,8 @@ def run_cmd(
     by layer x position on Llama-family models; the top MLPs), the top heads' paths to the
     logits, DLA, the logit lens, attention to the operands, and knockout of the top heads vs
     random heads."""
-    from arithinterp.stages.job import llm_job, run_job
+    from arithinterp.stages.job import run_job
+    from arithinterp.studies.demo import llm_job
 
     with user_errors():
         config = _config(op, digits, template, shots, n_eval, change, digit, n_pairs, n_exact,

@@ -1,11 +1,11 @@
-"""Jobs: a list of stage configs run into one run directory, and the shipped jobs.
+"""Jobs: a list of stage configs run into one run directory.
 
 The manifest's config is the job (``{"job": [{"stage": name, "config": {...}}, ...]}``),
 and each stage writes its config to ``<stage key>/stage.json``; both read back equal
 (`read_job`, `read_stage_config`). A finished stage is never redone: rerunning the same
 job resumes it. A stage that raises marks itself and the run failed, with the reason.
 Configs are validated before the run directory is created, so bad input writes nothing.
-The stages a job may name are in `registry`.
+The stages a job may name are in `registry`; the shipped jobs in `studies.demo`.
 """
 
 from __future__ import annotations
@@ -17,19 +17,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from arithinterp import schema
-from arithinterp.analysis.suite import LocalizeConfig
-from arithinterp.finetune import Schedule
-from arithinterp.probes import ProbeConfig
 from arithinterp.runs import RunDir, StrPath, is_run
 from arithinterp.stages.base import Context
-from arithinterp.stages.evaluate import EvaluateConfig
-from arithinterp.stages.finetune import FinetuneConfig, Selection
-from arithinterp.stages.fourier import FourierConfig
-from arithinterp.stages.llm import LLMConfig
 from arithinterp.stages.model import ModelSource
-from arithinterp.stages.probes import ProbesConfig
 from arithinterp.stages.registry import STAGES, stage_key, stage_name
-from arithinterp.tasks import TaskSpec
 
 
 def job_json(configs: list[Any]) -> dict:
@@ -196,50 +187,3 @@ def run_on(source: str | Path, configs: list[Any], *, runs_dir: StrPath,
                              f"{getattr(made_from, 'source', made_from)}, not {source}")
         return run_job(runs_dir, name, configs, ctx=ctx, extend=True)
     return run_job(runs_dir, name, [model_stage, *configs], ctx=ctx)
-
-
-# ---- the shipped jobs ----------------------------------------------------------------------
-DEFAULT_MODEL = "add3-reversed"
-
-
-def demo_finetune() -> FinetuneConfig:
-    """The demo's short fine-tuning comparison: teach the adder signed subtraction through
-    its localized heads (experiment a1), against random heads, everything and nothing,
-    measuring what it keeps of addition."""
-    add = TaskSpec(op="add", digits_a=3, digits_b=3, format="reversed")
-    sub = TaskSpec(op="sub", digits_a=3, digits_b=3, format="reversed", signed=True)
-    return FinetuneConfig(name="sub", task=sub, other_tasks=(add,),
-                          select=Selection(experiment="a1", top_k=3), n_random=2, seeds=(0,),
-                          schedule=Schedule(max_steps=100, lr=3e-4), n_train=5_000,
-                          n_eval=500)
-
-
-def demo_localize() -> tuple[LocalizeConfig, ...]:
-    """The shipped adder's two demo experiments: corrupt digit a1 (read at c1), and flip the
-    carry into c2 (read at c2), so the explorer has two to switch between."""
-    return LocalizeConfig(), LocalizeConfig(corrupt="carry", position=2)
-
-
-DEFAULT_LLM = "llm:smollm2"
-
-
-def llm_job(source: str = DEFAULT_LLM, config: LLMConfig | None = None) -> list[Any]:
-    """A pretrained LLM (its source recorded, not copied) and one llm stage on it."""
-    return [ModelSource(source), config or LLMConfig()]
-
-
-def demo_job(model: str = DEFAULT_MODEL, *, n_eval: int | None = None,
-             localize: tuple[LocalizeConfig, ...] = (LocalizeConfig(),),
-             n_probe: int | None = 2_000, seed: int = 0,
-             finetune: FinetuneConfig | None = None) -> list[Any]:
-    """The main job: the model, its held-out accuracy, localization experiments, digit and
-    carry probes, the Fourier report (n_probe=None skips the last two) and, if given, a
-    fine-tuning comparison."""
-    stages: list[Any] = [ModelSource(model), EvaluateConfig(n_eval), *localize]
-    if n_probe is not None:
-        stages += [ProbesConfig(n=n_probe, fit=ProbeConfig(seed=seed)),
-                   FourierConfig(n=n_probe, seed=seed)]
-    if finetune is not None:
-        stages.append(finetune)
-    return stages
-

@@ -718,7 +718,8 @@ def test_the_pairs_behind_a_cell_are_written_out_and_one_opens_its_own_heatmap(o
 def test_two_runs_side_by_side_and_their_difference_on_one_scale(demo_runs, tmp_path, ctx,
                                                                  open_run):
     from arithinterp.analysis.suite import LocalizeConfig
-    from arithinterp.stages.job import demo_job, run_job
+    from arithinterp.stages.job import run_job
+    from arithinterp.studies.demo import demo_job
 
     runs, trained = demo_runs
     compare = tmp_path / "runs"

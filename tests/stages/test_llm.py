@@ -5,8 +5,9 @@ import pytest
 
 from arithinterp import schema
 from arithinterp.llm import LLMLocalizeConfig
-from arithinterp.stages.job import holds_job, llm_job, read_job, run_job
+from arithinterp.stages.job import holds_job, read_job, run_job
 from arithinterp.stages.llm import LLMConfig
+from arithinterp.studies.demo import llm_job
 from tests.conftest import BAD_CONFIG
 
 
