@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from arithinterp import schema
 from arithinterp.evaluate import evaluate
+from arithinterp.fields import check_int
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, need_task, run_model
 from arithinterp.train import held_out_split
@@ -20,9 +21,7 @@ class EvaluateConfig:
     n: int | None = None
 
     def __post_init__(self) -> None:
-        if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, int)
-                                   or self.n < 1):
-            raise ValueError(f"n must be None or a positive integer, got {self.n!r}")
+        check_int("n", self.n, min=1, optional=True)
 
 
 Config = EvaluateConfig

@@ -29,6 +29,7 @@ from arithinterp.analysis.localize import (
 )
 from arithinterp.components import Component, parse_components
 from arithinterp.evaluate import evaluate
+from arithinterp.fields import check_int
 from arithinterp.finetune import Schedule, copy_model, finetune
 from arithinterp.models import LoadedModel, facts
 from arithinterp.runs import RunDir
@@ -82,9 +83,8 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_comparison(self.name, self.arms, self.n_random, self.seeds)
-        for name in ("n_train", "n_eval"):
-            if getattr(self, name) < 10:
-                raise ValueError(f"{name} must be >= 10, got {getattr(self, name)}")
+        check_int("n_train", self.n_train, min=10)
+        check_int("n_eval", self.n_eval, min=10)
 
 
 def check_comparison(name: str, arms: tuple[str, ...], n_random: int,

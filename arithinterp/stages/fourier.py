@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from arithinterp import schema
+from arithinterp.fields import check_int
 from arithinterp.fourier import BAI_FREQS, TABLE_SITES, compute_fourier_report
 from arithinterp.probes import make_probe_dataset
 from arithinterp.runs import RunDir
@@ -26,8 +27,7 @@ class FourierConfig:
     freqs: tuple[int, ...] = BAI_FREQS
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 10:
-            raise ValueError(f"n must be an integer >= 10, got {self.n!r}")
+        check_int("n", self.n, min=10)
         if not self.sites or set(self.sites) - set(TABLE_SITES):
             raise ValueError(f"sites must be a non-empty subset of {TABLE_SITES}, got "
                              f"{self.sites}")

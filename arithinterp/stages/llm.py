@@ -13,6 +13,7 @@ from typing import Literal
 
 from arithinterp import schema
 from arithinterp.cache import batch_size_for
+from arithinterp.fields import check_choice, check_int
 from arithinterp.llm import (
     CHANGES,
     LLMLocalizeConfig,
@@ -46,16 +47,11 @@ class LLMConfig:
     name: str | None = None  # the experiment (default: suite, change and digit)
 
     def __post_init__(self) -> None:
-        for name in ("n_eval", "n_pairs", "batch_size"):
-            v = getattr(self, name)
-            if name == "batch_size" and v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.keep not in ("correct", "all"):
-            raise ValueError(f"keep must be 'correct' or 'all', got {self.keep!r}")
-        if self.change not in CHANGES:
-            raise ValueError(f"change must be one of {list(CHANGES)}, got {self.change!r}")
+        check_int("n_eval", self.n_eval, min=1)
+        check_int("n_pairs", self.n_pairs, min=1)
+        check_int("batch_size", self.batch_size, min=1, optional=True)
+        check_choice("keep", self.keep, ("correct", "all"))
+        check_choice("change", self.change, CHANGES)
         if self.change != "op" and not 0 <= self.digit < self.suite.digits:
             raise ValueError(f"digit must be in 0..{self.suite.digits - 1} for "
                              f"{self.suite.name}, got {self.digit!r}")

@@ -30,6 +30,7 @@ import torch
 
 from arithinterp import schema
 from arithinterp.components import Component
+from arithinterp.fields import check_int
 from arithinterp.finetune import Schedule, copy_model, finetune
 from arithinterp.llm import evaluate_llm
 from arithinterp.llm_finetune import (
@@ -88,18 +89,12 @@ class LLMFinetuneConfig:
     def __post_init__(self) -> None:
         check_comparison(self.name, self.arms, self.n_random, self.seeds)
         for name in ("window", "n_windows", "n_eval", "n_probe", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            check_int(name, getattr(self, name), min=1)
         if self.window < 2:
             raise ValueError(f"window must be >= 2 tokens (one predicts the next), got "
                              f"{self.window}")
-        if self.n_train is not None and (isinstance(self.n_train, bool)
-                                         or not isinstance(self.n_train, int) or self.n_train < 1):
-            raise ValueError(f"n_train must be a positive integer or None, got {self.n_train!r}")
-        if (isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int)
-                or self.eval_every < 0):
-            raise ValueError(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
+        check_int("n_train", self.n_train, min=1, optional=True)
+        check_int("eval_every", self.eval_every, min=0)
         suites = [s for s in (self.suite, *self.other_suites) if s is not None]
         if len(set(suites)) < len(suites):
             raise ValueError("other_suites must differ from each other and from the suite")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from arithinterp import schema
+from arithinterp.fields import check_ints
 from arithinterp.grokking import (
     GrokkingReport,
     check_modular,
@@ -51,9 +52,7 @@ class ModularConfig:
         sites=("resid_pre", "resid_mid", "resid_post"), positions=(0, 1, 2)))
 
     def __post_init__(self) -> None:
-        if self.freqs is not None and (not self.freqs or any(
-                isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.freqs)):
-            raise ValueError(f"freqs must be None or positive integers, got {self.freqs!r}")
+        check_ints("freqs", self.freqs, min=1, optional=True)
 
 
 Config = ModularConfig

@@ -22,6 +22,7 @@ import pandas as pd
 from arithinterp import schema
 from arithinterp.analysis.attention import compute_attention_graph, compute_operand_pairs
 from arithinterp.analysis.attribution import compute_digit_attribution
+from arithinterp.fields import check_float, check_int
 from arithinterp.fourier import BAI_FREQS, compute_fourier_report
 from arithinterp.models import HookedModel, build_model, facts
 from arithinterp.probes import (
@@ -51,12 +52,9 @@ class MultiplicationConfig:
     fit: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
-        for name in ("n", "n_attention"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 10:
-                raise ValueError(f"{name} must be an integer >= 10, got {v!r}")
-        if not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        check_int("n", self.n, min=10)
+        check_int("n_attention", self.n_attention, min=10)
+        check_float("threshold", self.threshold, min=0, max=1, min_open=True)
 
 
 Config = MultiplicationConfig

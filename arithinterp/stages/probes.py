@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from arithinterp import schema
+from arithinterp.fields import check_int
 from arithinterp.probes import (
     GROUPS,
     ProbeConfig,
@@ -36,8 +37,7 @@ class ProbesConfig:
 
     def __post_init__(self) -> None:
         schema.probes_key(self.name)  # validates the name
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 10:
-            raise ValueError(f"n must be an integer >= 10, got {self.n!r}")
+        check_int("n", self.n, min=10)
         if not self.targets:
             raise ValueError("targets must name at least one target or group")
 
