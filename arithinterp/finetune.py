@@ -30,6 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from arithinterp.components import Component, check_component
+from arithinterp.fields import check_float, check_int
 from arithinterp.models import (
     HookedModel,
     component_slices,
@@ -61,12 +62,11 @@ class Schedule:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
-            raise ValueError("lr must be > 0, weight_decay and warmup_steps >= 0")
+        check_int("max_steps", self.max_steps, min=1)
+        check_int("batch_size", self.batch_size, min=1)
+        check_float("lr", self.lr, min=0, min_open=True)
+        check_float("weight_decay", self.weight_decay, min=0)
+        check_int("warmup_steps", self.warmup_steps, min=0)
 
 
 def component_masks(model: HookedModel, components: Sequence[Component | str]

@@ -38,6 +38,7 @@ from arithinterp.analysis.paths import sweep_paths
 from arithinterp.cache import run_cached
 from arithinterp.components import Component, hook_name
 from arithinterp.evaluate import run_greedy
+from arithinterp.fields import check_int
 from arithinterp.fourier import (
     BAI_FREQS,
     compute_digit_means,
@@ -290,13 +291,9 @@ class LLMLocalizeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_exact", "top_k"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if isinstance(self.n_random, bool) or not isinstance(self.n_random, int) or \
-                self.n_random < 0:
-            raise ValueError(f"n_random must be a non-negative integer, got {self.n_random!r}")
+        check_int("n_exact", self.n_exact, min=1)
+        check_int("top_k", self.top_k, min=1)
+        check_int("n_random", self.n_random, min=0)
 
 
 GRIDS = (PatchSpec("z", by_pos=False), PatchSpec("mlp_out"), PatchSpec("resid_pre"))

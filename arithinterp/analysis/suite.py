@@ -56,6 +56,7 @@ from arithinterp.analysis.paths import sweep_paths
 from arithinterp.cache import act_names, run_cached
 from arithinterp.components import Component
 from arithinterp.evaluate import teacher_forced_correct
+from arithinterp.fields import check_choice, check_float, check_int
 from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.schema import Artifact
 from arithinterp.tasks import (
@@ -128,19 +129,12 @@ class LocalizeConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_pairs", "n_eval", "top_k"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.n_random < 0:
-            raise ValueError(f"n_random must be >= 0, got {self.n_random}")
-        if self.corrupt not in ("digit", "carry"):
-            raise ValueError(f"corrupt must be 'digit' or 'carry', got {self.corrupt!r}")
-        if self.metric not in METRIC_KINDS:
-            raise ValueError(f"metric must be one of {METRIC_KINDS}, got {self.metric!r}")
-        if self.prompts not in ("held_out", "fresh"):
-            raise ValueError(f"prompts must be 'held_out' or 'fresh', got {self.prompts!r}")
-        if not 0 <= self.min_accuracy <= 1:
-            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
+            check_int(name, getattr(self, name), min=1)
+        check_int("n_random", self.n_random, min=0)
+        check_choice("corrupt", self.corrupt, ("digit", "carry"))
+        check_choice("metric", self.metric, METRIC_KINDS)
+        check_choice("prompts", self.prompts, ("held_out", "fresh"))
+        check_float("min_accuracy", self.min_accuracy, min=0, max=1)
         if not self.grids:
             raise ValueError("grids must name at least one patching grid")
         if self.name is not None:

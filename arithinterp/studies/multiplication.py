@@ -25,6 +25,7 @@ from typing import Literal
 import pandas as pd
 
 from arithinterp import schema
+from arithinterp.fields import check_choice, check_float
 from arithinterp.models import ZOO_DIR, ModelSpec
 from arithinterp.runs import RunDir, StrPath
 from arithinterp.stages.base import Context
@@ -57,10 +58,8 @@ class MultiplicationStudy:
             raise ValueError(f"arms must be distinct and among {ARMS}, got {self.arms}")
         if not self.seeds or len(set(self.seeds)) < len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
-        if self.scale not in ("quick", "default", "paper"):
-            raise ValueError(f"scale must be quick, default or paper, got {self.scale!r}")
-        if not self.aux_weight >= 0:
-            raise ValueError(f"aux_weight (λ) must be >= 0, got {self.aux_weight}")
+        check_choice("scale", self.scale, ("quick", "default", "paper"))
+        check_float("aux_weight (λ)", self.aux_weight, min=0)
 
     def run_name(self, arm: str, seed: int) -> str:
         return f"{self.name}-{arm}-s{seed}"

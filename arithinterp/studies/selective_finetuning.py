@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from arithinterp import schema
 from arithinterp.analysis.suite import LocalizeConfig
+from arithinterp.fields import check_float, check_int
 from arithinterp.finetune import Schedule
 from arithinterp.models import ModelSpec
 from arithinterp.runs import RunDir, StrPath
@@ -52,14 +53,11 @@ class FinetuneScenario:
 
     def __post_init__(self) -> None:
         schema.localize_key(self.name)  # a valid run-name stem
-        for field_ in ("base_steps", "top_k", "n_random", "steps"):
-            v = getattr(self, field_)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{field_} must be an integer >= 1, got {v!r}")
+        for name in ("base_steps", "top_k", "n_random", "steps"):
+            check_int(name, getattr(self, name), min=1, must="an integer >= 1")
         if not self.seeds or len(set(self.seeds)) < len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_float("lr", self.lr, min=0, min_open=True)
 
     @classmethod
     def smoke(cls, name: str = "mix") -> FinetuneScenario:
