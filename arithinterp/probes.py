@@ -40,7 +40,6 @@ from tqdm.auto import tqdm
 from arithinterp.core.cache import run_cached
 from arithinterp.components import Component, hook_name, layer_label
 from arithinterp.fields import check_float, check_int
-from arithinterp.fields import check_float, check_int
 from arithinterp.models import (
     HookedModel,
     LoadedModel,

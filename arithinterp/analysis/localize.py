@@ -42,7 +42,6 @@ from arithinterp.core.engine import run
 from arithinterp.core.interventions import Intervention, ReplaceWhere
 from arithinterp.evaluate import score_answers, score_first_token
 from arithinterp.fields import check_int
-from arithinterp.fields import check_int
 from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.tasks import Dataset, Prompts
 
