@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from arithinterp.components import Component, hook_name
 from arithinterp.core import fast as fw
 from arithinterp.core.contrast import Contrast, Direction, Engine, engine_weights
-from arithinterp.core.engine import capture_activations, run
+from arithinterp.core.engine import activation_cache, capture_activations, run
 from arithinterp.core.interventions import Intervention, patch
 from arithinterp.core.metrics import (
     AnswerMetric,
@@ -449,7 +449,7 @@ def reference_patching(model: HookedModel, base_tokens: Tensor, donor_tokens: Te
         rows = list(itertools.product(*(sizes[a] for a in axes)))
         extra = {"index_df": pd.DataFrame(rows, columns=list(axes)), "index_axis_names": None}
         shape = [len(sizes[a]) for a in axes]
-    _, donor_cache = model.run_with_cache(donor_tokens)
+    donor_cache = activation_cache(model, donor_tokens)
     with torch.inference_mode():
         out = func(model, base_tokens, donor_cache, lambda logits: metric(logits).mean(),
                    **extra)

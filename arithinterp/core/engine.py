@@ -123,6 +123,12 @@ def capture_activations(model: HookedModel, tokens: Int[Tensor, "batch pos"],
     return out
 
 
+def activation_cache(model: HookedModel, tokens: Int[Tensor, "batch pos"]):
+    """TransformerLens's own ActivationCache of a whole run, for its functions used as
+    oracles (its patching functions take one)."""
+    return model.run_with_cache(tokens)[1]
+
+
 def run_with_gradients(
     model: HookedModel, tokens: Int[Tensor, "batch pos"], names: Sequence[str],
     metric: Callable[[Tensor], Tensor], interventions: Sequence[Intervention] = (),

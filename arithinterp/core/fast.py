@@ -5,7 +5,9 @@ patched one on, at positions from the first patched one up to the metric's posit
 (attention is causal), with keys and values of earlier positions taken from the base run.
 `run_trace` computes and keeps every activation of a full run; `run_suffix` recomputes
 from a given layer on, for a stack of patched variants at once, and returns only the
-logits at the last position it was given. Both follow the model operation by operation —
+logits at the last position it was given; `run_intervened` is a full run carrying
+`core.interventions` values, the fast engine's side of what `core.engine` runs through hooks.
+All follow the model operation by operation —
 TransformerLens's native models, and Hugging Face's Llama (rotary queries and keys, RMSNorm,
 gated MLP, key/value heads shared by groups of query heads) — so results agree with the
 bridge's hooks to float rounding.
@@ -13,6 +15,7 @@ bridge's hooks to float rounding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from arithinterp.core.interventions import Intervention
 from arithinterp.models import NativeWeights
 
 Stage = Literal["pre", "mid"]
@@ -135,10 +139,51 @@ def unembed(w: NativeWeights, resid: Float[Tensor, "... d_model"]) -> Float[Tens
     return logits if w.b_U is None else logits + w.b_U
 
 
+FAST_SITES = ("resid_pre", "q", "k", "v", "pattern", "z", "attn_out", "resid_mid", "mlp_out",
+              "resid_post")
+
+
 @torch.inference_mode()
 def run_trace(w: NativeWeights, tokens: Int[Tensor, "batch pos"]) -> Trace:
     """A full forward pass keeping every activation (logits at the last position only: an
     LLM's unembedding costs several layers' worth of compute per position)."""
+    return _forward(w, tokens, {})
+
+
+def run_intervened(w: NativeWeights, tokens: Int[Tensor, "batch pos"],
+                   interventions: Sequence[Intervention]) -> Trace:
+    """`run_trace` with interventions applied where the hook engine applies them (each
+    activation in the trace is the intervened one); the grad mode is the caller's, so a
+    trainable basis gets gradients. As in TransformerLens's bridge, a value set at
+    resid_mid reaches the MLP's input only. Sites outside `FAST_SITES`, queries and keys of
+    rotary models and keys and values under grouped-query attention are refused (their
+    hooks hold other tensors than this forward computes)."""
+    by_site: dict[tuple[str, int], list[Intervention]] = {}
+    for item in interventions:
+        if item.site not in FAST_SITES:
+            raise ValueError(f"the fast engine intervenes at {FAST_SITES}, not {item.site!r}")
+        if item.site in ("q", "k") and w.rotary is not None:
+            raise ValueError(f"the fast engine does not intervene on {item.site} of a rotary "
+                             "model (the hook sees it before rotation): use the hook engine")
+        if item.site in ("k", "v") and w.group > 1:
+            raise ValueError(f"{item.site} belongs to key/value heads shared by query heads "
+                             "here: use the hook engine")
+        by_site.setdefault((item.site, item.layer), []).append(item)
+    return _forward(w, tokens, by_site)
+
+
+def _forward(w: NativeWeights, tokens: Int[Tensor, "batch pos"],
+             by_site: dict[tuple[str, int], list[Intervention]]) -> Trace:
+    def at(site: str, layer: int, act: Tensor) -> Tensor:
+        items = by_site.get((site, layer))
+        if not items:
+            return act
+        act = act.clone()
+        for item in items:
+            idx = item.index()
+            act[idx] = item.op.apply(act[idx])
+        return act
+
     n_layers = w.W_Q.shape[0]
     acts: dict[str, list[Tensor]] = {name: [] for name in Trace.__dataclass_fields__
                                      if name != "logits"}
@@ -146,15 +191,21 @@ def run_trace(w: NativeWeights, tokens: Int[Tensor, "batch pos"]) -> Trace:
     if w.W_pos is not None:
         resid = resid + w.W_pos[: tokens.shape[1]]
     for layer in range(n_layers):
-        q, k, v = qkv(w, layer, resid)
+        resid = at("resid_pre", layer, resid)
+        q, k, v = (at(n, layer, t) for n, t in zip("qkv", qkv(w, layer, resid), strict=True))
         pattern, z = attend(w, q, k, v, 0)
-        attn_out = head_out(w, layer, z)
+        if ("pattern", layer) in by_site:
+            pattern = at("pattern", layer, pattern)
+            z = (pattern @ v.transpose(-3, -2)).transpose(-3, -2)
+        z = at("z", layer, z)
+        attn_out = at("attn_out", layer, head_out(w, layer, z))
         mid = resid + attn_out
-        mlp_out = mlp(w, layer, mid)
-        post = mid + mlp_out
+        mlp_in = at("resid_mid", layer, mid)
+        mlp_out = at("mlp_out", layer, mlp(w, layer, mlp_in))
+        post = at("resid_post", layer, mid + mlp_out)
         for name, val in (("resid_pre", resid), ("q", q), ("k", k), ("v", v),
                           ("pattern", pattern), ("z", z), ("attn_out", attn_out),
-                          ("resid_mid", mid), ("mlp_out", mlp_out), ("resid_post", post)):
+                          ("resid_mid", mlp_in), ("mlp_out", mlp_out), ("resid_post", post)):
             acts[name].append(val)
         resid = post
     return Trace(**acts, logits=unembed(w, resid[:, -1]))

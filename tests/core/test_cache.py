@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from arithinterp.core.cache import act_names, run_cached
 from arithinterp.components import hook_name
+from arithinterp.core.cache import act_names, run_cached
 
 
 def test_batched_cache_equals_one_run(tiny_model, tiny_task):

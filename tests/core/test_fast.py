@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from arithinterp.core import fast as fw
 from arithinterp.components import hook_name
+from arithinterp.core import fast as fw
 from arithinterp.models import ModelSpec, build_model, native_weights
 from arithinterp.tasks import TaskSpec
 
