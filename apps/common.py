@@ -22,12 +22,14 @@ import numpy as np
 import streamlit as st
 import torch
 
-from arithinterp import schema, viz
+from arithinterp import schema
 from arithinterp.runs import RunDir, list_runs
 from arithinterp.schema import Artifact
 from arithinterp.stages.job import read_job
 from arithinterp.stages.registry import stage_key
 from arithinterp.tasks import Task
+from arithinterp.viz.attribution import logit_lens_figure
+from arithinterp.viz.common import token_labels
 
 torch.set_num_threads(1)  # tiny forward passes; more threads only add overhead
 
@@ -225,7 +227,7 @@ def logit_lens(run: RunDir, stage: str, *, key: str) -> None:
     if lens is not None and len(lens):
         value = st.radio("Value", ["accuracy", "mean_prob", "mean_rank"], horizontal=True,
                          key=f"{key}_value")
-        chart(st, viz.logit_lens_figure(lens, value=value), key=key)
+        chart(st, logit_lens_figure(lens, value=value), key=key)
 
 
 def stages_of(run: RunDir, family: str) -> list[str]:
@@ -338,8 +340,8 @@ def layer_patterns(_loaded, model_key: str, task_json: str, problems: tuple, lay
     data = make_dataset(task, torch.tensor([a for a, _ in problems]),
                         torch.tensor([b for _, b in problems]))
     patterns = compute_layer_patterns(_loaded.model, data.tokens, layer).numpy()
-    return patterns, viz.token_labels(task.vocab.token_strings(data.tokens[0]),
-                                  task.position_labels())
+    return patterns, token_labels(task.vocab.token_strings(data.tokens[0]),
+                              task.position_labels())
 
 
 def attention_pattern(loaded, model_key: str, task_json: str, a: int, b: int, layer: int,
@@ -371,6 +373,7 @@ def neuron_views(_loaded, model_key: str, stage_key: str, _pairs, digit: int, la
     """`compute_neuron_ranking` of MLP `layer` toward the answer digit on a localization's
     pairs (keyed by run and stage)."""
     from arithinterp.analysis.metrics import answer_metric
+
     from arithinterp.analysis.neurons import compute_neuron_ranking
 
     return compute_neuron_ranking(_loaded.model, _pairs, answer_metric(_pairs, digit), layer,

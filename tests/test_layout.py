@@ -29,6 +29,9 @@ INNER = {  # order of the modules inside a subpackage
                "model": 2, "registry": 3, "job": 4},
     "tasks": {"vocab": 0, "spec": 1, "modular": 2, "data": 3, "prompts": 3, "corrupt": 4},
     "cli": {"common": 0, "llm": 1, "core": 2, "studies": 1, "sweeps": 1},
+    "viz": {"common": 0, "training": 1, "evaluation": 1, "patching": 1, "attribution": 1,
+            "neurons": 1, "attention": 1, "probes": 1, "fourier": 1, "multiplication": 1,
+            "finetune": 1, "sweeps": 1},
 }
 
 

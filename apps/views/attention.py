@@ -5,9 +5,15 @@ attends), and the operand-digit summary."""
 import common
 import streamlit as st
 
-from arithinterp import schema, viz
+from arithinterp import schema
 from arithinterp.components import Component, head_label, layer_label
 from arithinterp.models import facts
+from arithinterp.viz.attention import (
+    attention_heads_figure,
+    attention_pattern_figure,
+    attention_tokens_html,
+    operand_attention_figure,
+)
 
 PICK, TYPE, MEAN, ALL = ("pick one of the run's", "type one", "mean over the run's",
                          "all heads")
@@ -60,15 +66,15 @@ else:
                 f"the mean of {len(problems)} problems"
             names = [Component("head", layer, h).name for h in range(shape.n_heads)]
             if head == ALL:
-                common.chart(st, viz.attention_heads_figure(
+                common.chart(st, attention_heads_figure(
                     patterns, tokens, names,
                     title=f"Attention of every head of {layer_label(layer)} on {on}"),
                     key="attention_pattern")
             else:
-                common.chart(st, viz.attention_pattern_figure(
+                common.chart(st, attention_pattern_figure(
                     patterns[head], tokens, title=f"Attention of {names[head]} on {on}"),
                     key="attention_pattern")
-            st.iframe(viz.attention_tokens_html(
+            st.iframe(attention_tokens_html(
                 patterns, tokens, names, title=f"{layer_label(layer)} on {on}",
                 head=0 if head == ALL else head), height=190)
 
@@ -79,4 +85,4 @@ if table is not None and len(table):
     st.caption("For each head: the attention from the position that predicts answer digit "
                "c_k to each operand digit (a0 = least significant) and to everything else, "
                "averaged over the run's held-out prompts.")
-    common.chart(st, viz.operand_attention_figure(table), key="attention_operands")
+    common.chart(st, operand_attention_figure(table), key="attention_operands")

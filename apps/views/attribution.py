@@ -3,7 +3,9 @@
 import common
 import streamlit as st
 
-from arithinterp import schema, viz
+from arithinterp import schema
+from arithinterp.viz.attribution import attribution_scatter_figure, dla_figure
+from arithinterp.viz.patching import paths_figure
 
 run = common.current_run()
 st.title("Attribution")
@@ -21,7 +23,7 @@ if dla is not None:
     if dla.empty:
         st.info("DLA decomposes a logit difference; this run's localization used another metric.")
     else:
-        common.chart(st, viz.dla_figure(dla), key="attribution_dla")
+        common.chart(st, dla_figure(dla), key="attribution_dla")
         st.caption(f"Components sum to the mean logit difference: {dla['value'].sum():.3f}.")
 
 st.subheader("Logit lens")
@@ -38,8 +40,8 @@ if attribution is not None and exact is not None and len(attribution):
     if choice:
         value = st.radio("Value", ["normalized", "value"], horizontal=True,
                          key="attribution_value")
-        common.chart(st, viz.attribution_scatter_figure(attribution[grid_names.isin(choice)],
-                                                       exact, value=value),
+        common.chart(st, attribution_scatter_figure(attribution[grid_names.isin(choice)],
+                                                   exact, value=value),
                         key="attribution_scatter")
     agreement = common.read(run, schema.ATTRIBUTION_VS_EXACT, stage, quiet=True)
     if agreement is not None:
@@ -48,4 +50,4 @@ if attribution is not None and exact is not None and len(attribution):
 st.subheader("Path patching")
 paths = common.read(run, schema.PATHS, stage)
 if paths is not None and len(paths):
-    common.chart(st, viz.paths_figure(paths), key="attribution_paths")
+    common.chart(st, paths_figure(paths), key="attribution_paths")

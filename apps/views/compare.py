@@ -6,9 +6,10 @@ import common
 import numpy as np
 import streamlit as st
 
-from arithinterp import schema, viz
+from arithinterp import schema
 from arithinterp.analysis.patching import HEAD_SITES, patching_difference
 from arithinterp.runs import list_runs
+from arithinterp.viz.patching import patching_figure
 
 VALUES = {"effect": "effect (0 = no change, 1 = all the way)", "value": "raw metric"}
 # (site is a head site, by_pos) -> heatmap axes
@@ -86,7 +87,7 @@ for column, label, key in ((f"{value}_a", f"{run.name} · {stage_a}", "compare_a
                            (f"{value}_b", f"{other.name} · {stage_b}", "compare_b"),
                            ("difference", f"difference ({run.name} − {other.name})",
                             "compare_difference")):
-    common.chart(st, viz.patching_figure(
+    common.chart(st, patching_figure(
         both, rows=rows, cols=cols, value=column, zrange=zrange, **marks,
         title=f"{label}: {site}, {direction} ({value})"), key=key)
 st.download_button("Download the comparison (CSV)", both.to_csv(index=False),

@@ -7,7 +7,12 @@ change on the other arithmetic suites."""
 import common
 import streamlit as st
 
-from arithinterp import schema, viz
+from arithinterp import schema
+from arithinterp.viz.finetune import (
+    finetune_curves_figure,
+    gain_forgetting_figure,
+    gain_perplexity_figure,
+)
 
 run = common.current_run()
 st.title("Selective fine-tuning")
@@ -33,14 +38,14 @@ if llm:
                f"{summary.get('perplexity_before', float('nan')):.2f}); selected components "
                f"**{selected}**. Every arm starts from the same model with the same problems, "
                "steps and seeds.")
-    common.chart(st, viz.gain_perplexity_figure(table), key="ft_gain_ppl")
+    common.chart(st, gain_perplexity_figure(table), key="ft_gain_ppl")
     if (table["role"] == "other").any():
-        common.chart(st, viz.gain_forgetting_figure(table), key="ft_gain")
+        common.chart(st, gain_forgetting_figure(table), key="ft_gain")
 else:
     st.caption(f"Target **{summary.get('target', '?')}**; forgetting on **{others}**; selected "
                f"components **{selected}**. Every arm starts from the run's model with the same "
                "problems, steps and seeds; exact match on held-out problems.")
-    common.chart(st, viz.gain_forgetting_figure(table), key="ft_gain")
+    common.chart(st, gain_forgetting_figure(table), key="ft_gain")
 ppl = {"ppl_before": ("ppl_before", "mean"), "ppl_after": ("ppl_after", "mean")} if llm else {}
 means = (table.groupby(["arm", "role", "task"])
          .agg(runs=("change", "size"), before=("exact_before", "mean"),
@@ -57,4 +62,4 @@ with st.expander("Every arm, draw, seed and " + ("suite" if llm else "task")):
 curves = common.read(run, schema.FINETUNE_CURVES, stage, quiet=True)
 if curves is not None and len(curves):
     value = st.radio("Curve", ["exact_match", "loss"], horizontal=True, key="ft_curve_value")
-    common.chart(st, viz.finetune_curves_figure(curves, value=value), key="ft_curves")
+    common.chart(st, finetune_curves_figure(curves, value=value), key="ft_curves")

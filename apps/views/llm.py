@@ -8,7 +8,11 @@ heads, DLA, the logit lens and the heads' attention to the operands."""
 import common
 import streamlit as st
 
-from arithinterp import schema, viz
+from arithinterp import schema
+from arithinterp.viz.attention import operand_attention_figure
+from arithinterp.viz.attribution import attribution_scatter_figure, dla_figure
+from arithinterp.viz.fourier import llm_fourier_figure
+from arithinterp.viz.patching import knockout_figure, patching_figure, paths_figure
 
 TOP = 20  # components shown in the DLA and operand-attention figures
 
@@ -50,13 +54,13 @@ st.caption(f"Pairs changing **{summary.get('change', '?')}**, metric **{summary.
 attribution = common.read(run, schema.ATTRIBUTION, stage)
 if attribution is not None and len(attribution):
     heads = attribution[attribution["site"] == "z"]
-    common.heatmap(viz.patching_figure(heads, rows="layer", cols="head", value="normalized",
-                                       zrange=(-1.0, 1.0), title="Every head, all positions "
-                                       "(attribution estimate)"), "llm_heads", heads, run)
+    common.heatmap(patching_figure(heads, rows="layer", cols="head", value="normalized",
+                                   zrange=(-1.0, 1.0), title="Every head, all positions "
+                                   "(attribution estimate)"), "llm_heads", heads, run)
     sites = [s for s in ("resid_pre", "mlp_out") if (attribution["site"] == s).any()]
     site = st.radio("By position", sites, horizontal=True, key="llm_site")
     part = attribution[attribution["site"] == site]
-    common.heatmap(viz.patching_figure(
+    common.heatmap(patching_figure(
         part, rows="layer", cols="pos", value="normalized", zrange=(-1.0, 1.0),
         mark_pos=summary.get("metric_pos"), mark_label="answer read here",
         title=f"{site} by layer × position (attribution estimate)"), "llm_positions", part, run)
@@ -65,24 +69,24 @@ if exact is not None and (exact["site"] == "resid_pre").any():
     st.caption("The fast exact engine patched every head and the residual stream at every "
                "layer and position, one patched run per cell, no estimate.")
     heads = exact[exact["site"] == "z"]
-    common.heatmap(viz.patching_figure(heads, rows="layer", cols="head", value="normalized",
-                                       zrange=(-1.0, 1.0), title="Every head, all positions "
-                                       "(exact)"), "llm_heads_exact", heads, run)
+    common.heatmap(patching_figure(heads, rows="layer", cols="head", value="normalized",
+                                   zrange=(-1.0, 1.0), title="Every head, all positions "
+                                   "(exact)"), "llm_heads_exact", heads, run)
     part = exact[exact["site"] == "resid_pre"]
-    common.heatmap(viz.patching_figure(
+    common.heatmap(patching_figure(
         part, rows="layer", cols="pos", value="normalized", zrange=(-1.0, 1.0),
         mark_pos=summary.get("metric_pos"), mark_label="answer read here",
         title="resid_pre by layer × position (exact)"), "llm_positions_exact", part, run)
 paths = common.read(run, schema.PATHS, stage, quiet=True)
 if paths is not None and len(paths):
-    common.chart(st, viz.paths_figure(paths), key="llm_paths")
+    common.chart(st, paths_figure(paths), key="llm_paths")
     st.caption("Path patching of the top heads to the logits: each head's clean output "
                "difference reaches the final norm and unembedding only, not the later layers "
                "(its direct effect; 1 = the clean metric).")
 if exact is not None and attribution is not None and len(exact):
     left, right = st.columns(2)
     with left:
-        common.chart(st, viz.attribution_scatter_figure(
+        common.chart(st, attribution_scatter_figure(
             attribution[attribution["site"] == "z"], exact[exact["site"] == "z"],
             value="normalized"), key="llm_scatter")
         st.caption(f"Exactly patched heads against their estimate; Pearson r over every "
@@ -97,7 +101,7 @@ if exact is not None and attribution is not None and len(exact):
 st.subheader("Knockout: the top heads against random heads")
 knockout = common.read(run, schema.KNOCKOUT, stage)
 if knockout is not None and len(knockout):
-    common.chart(st, viz.knockout_figure(knockout), key="llm_knockout")
+    common.chart(st, knockout_figure(knockout), key="llm_knockout")
     st.caption("Mean ablation over the pairs' clean prompts; exact match is the accuracy of "
                "the answer's first token at the last position.")
 
@@ -107,7 +111,7 @@ with left:
     dla = common.read(run, schema.DLA, stage)
     if dla is not None and len(dla):
         top = dla.reindex(dla["value"].abs().sort_values(ascending=False).index).head(TOP)
-        common.chart(st, viz.dla_figure(top), key="llm_dla")
+        common.chart(st, dla_figure(top), key="llm_dla")
         st.caption(f"The {TOP} largest of {len(dla)} contributions; all of them sum to "
                    f"{dla['value'].sum():.2f}, the mean logit difference.")
 with right:
@@ -118,7 +122,7 @@ attention = common.read(run, schema.OPERAND_ATTENTION, stage)
 if attention is not None and len(attention):
     operand = attention[attention["key"] != "other"]
     strongest = operand.groupby("component")["attention"].sum().nlargest(TOP).index
-    common.chart(st, viz.operand_attention_figure(
+    common.chart(st, operand_attention_figure(
         attention[attention["component"].isin(strongest)]), key="llm_attention")
     st.caption(f"The {TOP} heads that attend most from the last position to the question's "
                "operands (a: all of a's tokens; b: all of b's).")
@@ -129,7 +133,7 @@ if fourier is None:
     st.info("This experiment has no Fourier table (it needs answers starting with each of the "
             "ten digits: a 1-digit addition suite has them).")
 else:
-    common.chart(st, viz.llm_fourier_figure(fourier), key="llm_fourier")
+    common.chart(st, llm_fourier_figure(fourier), key="llm_fourier")
     st.caption("Each table has one row per digit 0–9: the digit tokens' embedding and "
                "unembedding rows, and the mean residual stream at the last position over the "
                "prompts whose answer starts with that digit. Zhou et al. (2024) find periods "

@@ -6,7 +6,13 @@ Fourier probes."""
 import common
 import streamlit as st
 
-from arithinterp import schema, viz
+from arithinterp import schema
+from arithinterp.viz.fourier import (
+    fourier_spectrum_figure,
+    grokking_curves_figure,
+    neuron_frequencies_figure,
+    progress_figure,
+)
 
 run = common.current_run()
 st.title("Modular arithmetic")
@@ -33,7 +39,7 @@ c4.metric("neuron variance explained", f"{summary.get('neuron_fve', float('nan')
 
 curve = common.read(run, schema.TRAINING_CURVE, schema.MODEL, quiet=True)
 if curve is not None and len(curve):
-    common.chart(st, viz.grokking_curves_figure(curve, marks=marks), key="mod_curves")
+    common.chart(st, grokking_curves_figure(curve, marks=marks), key="mod_curves")
 else:
     st.caption("This model's training curve is not in the run.")
 
@@ -44,12 +50,12 @@ st.caption("Logits: the share of their power (after removing what softmax and th
 left, right = st.columns(2)
 spectrum = common.read(run, schema.MOD_LOGIT_SPECTRUM, stage)
 if spectrum is not None:
-    common.chart(left, viz.fourier_spectrum_figure(
+    common.chart(left, fourier_spectrum_figure(
         spectrum, frequency="frequency", value="fraction", color="key",
         title="Logits over (a, b): share per frequency"), key="mod_logit_spectrum")
 embedding = common.read(run, schema.MOD_EMBEDDING_SPECTRUM, stage)
 if embedding is not None:
-    common.chart(right, viz.fourier_spectrum_figure(
+    common.chart(right, fourier_spectrum_figure(
         embedding[embedding["frequency"] > 0], frequency="frequency", value="fraction",
         color="key", title="Embedding W_E: share per frequency"), key="mod_embedding_spectrum")
 
@@ -60,7 +66,7 @@ if progress is not None and len(progress):
                "frequencies' directions of the logits, excluded loss removes them; the Gini "
                "coefficient of the Fourier norms rises as the embedding and the neuron-logit "
                "map concentrate on a few frequencies.")
-    common.chart(st, viz.progress_figure(progress, marks=marks), key="mod_progress")
+    common.chart(st, progress_figure(progress, marks=marks), key="mod_progress")
 else:
     st.caption("No weight snapshots were saved while this model trained "
                "(TrainConfig.snapshot_every), so there are no progress measures.")
@@ -73,7 +79,7 @@ if losses is not None:
 st.subheader("Neurons")
 neurons = common.read(run, schema.MOD_NEURONS, stage)
 if neurons is not None:
-    common.chart(st, viz.neuron_frequencies_figure(neurons), key="mod_neurons")
+    common.chart(st, neuron_frequencies_figure(neurons), key="mod_neurons")
 
 probes = common.read(run, schema.MOD_PROBES, stage, quiet=True)
 if probes is not None and len(probes):

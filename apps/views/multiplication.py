@@ -6,10 +6,13 @@ import common
 import pandas as pd
 import streamlit as st
 
-from arithinterp import schema, viz
+from arithinterp import schema
 from arithinterp.components import Component, head_label, layer_label
 from arithinterp.models import facts
 from arithinterp.runs import RunDir
+from arithinterp.viz.attention import attention_graph_figure
+from arithinterp.viz.attribution import digit_attribution_figure
+from arithinterp.viz.multiplication import arm_digits_figure, digit_curves_figure
 
 STUDY = "study"  # the stage of a study's report run
 
@@ -30,17 +33,17 @@ if summary is not None:
         st.dataframe(comparison[cols], hide_index=True, key="mul_comparison")
         left, right = st.columns(2)
         with left:
-            common.chart(st, viz.arm_digits_figure(
+            common.chart(st, arm_digits_figure(
                 comparison, prefix="acc_c", title="Held-out accuracy per answer digit",
                 y_title="accuracy"), key="mul_digit_accuracy")
         with right:
-            common.chart(st, viz.arm_digits_figure(
+            common.chart(st, arm_digits_figure(
                 comparison, prefix="mae_c", title="Running-sum probe MAE per c_k (lower: "
                 "c_k is linearly readable)", y_title="MAE"), key="mul_probe_mae")
     if curves is not None and len(curves):
         value = st.radio("Over training", ["digit_accuracy", "digit_loss"], horizontal=True,
                          key="mul_curve_value")
-        common.chart(st, viz.digit_curves_figure(curves, value=value), key="mul_curves")
+        common.chart(st, digit_curves_figure(curves, value=value), key="mul_curves")
     names = [n for n in summary.get("runs", []) if (run.dir.parent / n).is_dir()]
     if not names:
         st.info("The study's arm runs are not beside its report in this runs folder.")
@@ -81,7 +84,7 @@ if loaded is not None:
     rows = [{"query_pos": q, "key_pos": k, "attention": float(pattern[q, k])}
             for q in range(len(labels)) for k in range(q + 1) if pattern[q, k] >= threshold]
     name = Component("head", layer, head).name
-    common.chart(st, viz.attention_graph_figure(
+    common.chart(st, attention_graph_figure(
         pd.DataFrame(rows, columns=["query_pos", "key_pos", "attention"]), labels,
         title=f"{name} on {task.display(*prompts[i])}: key → query, attention ≥ {threshold}"),
         key="mul_graph")
@@ -96,7 +99,7 @@ if loaded is not None:
 st.subheader("Logit attribution per answer digit")
 attribution = common.read(target, schema.MUL_DIGIT_ATTRIBUTION, stage)
 if attribution is not None and len(attribution):
-    common.chart(st, viz.digit_attribution_figure(attribution), key="mul_attribution")
+    common.chart(st, digit_attribution_figure(attribution), key="mul_attribution")
 
 st.subheader("Fourier features")
 fourier = common.read(target, schema.MUL_FOURIER, stage)

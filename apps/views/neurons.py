@@ -6,10 +6,11 @@ activation by an operand digit, a carry or a running sum. Live forward passes, c
 import common
 import streamlit as st
 
-from arithinterp import schema, viz
+from arithinterp import schema
 from arithinterp.analysis.neurons import activation_by
 from arithinterp.components import layer_label, neuron_label
 from arithinterp.models import facts
+from arithinterp.viz.neurons import activation_by_figure, neuron_dla_figure, neuron_patching_figure
 
 N_PROBLEMS = 512  # fresh problems for a neuron's profile
 TOP = 10  # neurons patched one at a time
@@ -45,14 +46,14 @@ st.caption(f"{len(pairs)} minimal pairs of **{stage}** (changing {pairs.change})
 left, right = st.columns(2)
 with left:
     st.subheader(f"Direct logit attribution, top {TOP * 2}")
-    common.chart(st, viz.neuron_dla_figure(
+    common.chart(st, neuron_dla_figure(
         table.head(TOP * 2), title=f"{layer_label(layer)} neurons by |DLA| (mean ± std over "
-                                   "prompts)"), key="neurons_dla")
+                               "prompts)"), key="neurons_dla")
 with right:
     st.subheader(f"Patching the top {TOP}, one at a time")
     shown = patched.merge(table[["neuron", "component"]].astype({"neuron": str}),
                           left_on="neurons", right_on="neuron")
-    common.chart(st, viz.neuron_patching_figure(
+    common.chart(st, neuron_patching_figure(
         shown, title="Patching one neuron at every position"), key="neurons_patching")
 
 with st.expander("Every neuron of the layer"):
@@ -72,6 +73,6 @@ with right:
     st.subheader("Activation by a property of the problem")
     target = st.selectbox("Property", list(targets), key="neurons_target")
     by = activation_by(acts, targets[target], name=target)
-    common.chart(st, viz.activation_by_figure(
+    common.chart(st, activation_by_figure(
         by, target, title=f"{neuron_label(layer, neuron)}: mean activation by {target} "
-                          f"({N_PROBLEMS} fresh problems)"), key="neurons_by")
+                      f"({N_PROBLEMS} fresh problems)"), key="neurons_by")

@@ -4,7 +4,9 @@ import common
 import pandas as pd
 import streamlit as st
 
-from arithinterp import schema, viz
+from arithinterp import schema
+from arithinterp.viz.evaluation import accuracy_by_carries_figure, digit_accuracy_figure
+from arithinterp.viz.training import training_curve_figure
 
 run = common.current_run()
 st.title(f"Run {run.name}")
@@ -46,12 +48,12 @@ if summary is not None:
     cols[2].metric("problems", summary.get("n", "?"))
     left, right = st.columns(2)
     with left:
-        common.chart(st, viz.digit_accuracy_figure(summary["digit_accuracy"]),
+        common.chart(st, digit_accuracy_figure(summary["digit_accuracy"]),
                         key="overview_digits")
     with right:
         by_carries = common.read(run, schema.EVAL_BY_CARRIES, schema.EVALUATE)
         if by_carries is not None and len(by_carries):
-            common.chart(st, viz.accuracy_by_carries_figure(by_carries), key="overview_carries")
+            common.chart(st, accuracy_by_carries_figure(by_carries), key="overview_carries")
     examples = common.read(run, schema.EVAL_EXAMPLES, schema.EVALUATE, quiet=True)
     if examples is not None:
         wrong = examples[~examples["correct"]]
@@ -67,7 +69,7 @@ if curve is None:
 elif curve.empty:
     st.info("The training curve is empty.")
 else:
-    common.chart(st, viz.training_curve_figure(curve), key="overview_training")
+    common.chart(st, training_curve_figure(curve), key="overview_training")
 
 common.provenance(run)
 with st.expander("Stages and artifacts"):

@@ -16,10 +16,17 @@ import common
 import numpy as np
 import pandas as pd
 import streamlit as st
-
-from arithinterp import schema, viz
 from arithinterp.analysis.metrics import directed_effect
+
+from arithinterp import schema
 from arithinterp.components import Component, layer_label
+from arithinterp.viz.attention import attention_pattern_figure
+from arithinterp.viz.patching import (
+    effect_distribution_figure,
+    knockout_figure,
+    patching_figure,
+    patching_panels_figure,
+)
 
 METRICS = {"effect": "effect (0 = no change, 1 = all the way)", "value": "raw metric"}
 SCALES = {"fixed": "fixed (one range for all)", "free": "per heatmap"}
@@ -189,7 +196,7 @@ with grids:
         site = st.selectbox("Site", sites, key="patching_site_pos")
         url["site"] = site
         grid = resid[resid["site"] == site]
-        fig = viz.patching_figure(
+        fig = patching_figure(
             grid, rows="layer", cols="pos", value=value, zrange=zrange,
             selected=outline(shown, site, True, "layer", "pos"), **marks,
             title=f"Layer × position: {site}, {direction} ({reading})")
@@ -211,7 +218,7 @@ with grids:
                                  "attention pattern")
         url["head_site"] = site
         grid = heads_all[heads_all["site"] == site]
-        fig = viz.patching_figure(
+        fig = patching_figure(
             grid, rows="layer", cols="head", value=value,
             zrange=zrange, selected=outline(shown, site, False, "layer", "head"),
             title=f"Layer × head: {site}, all positions, {direction} ({reading})")
@@ -235,7 +242,7 @@ with grids:
         layer = c2.selectbox("Layer", layers, format_func=layer_label, key="patching_layer")
         url.update(head_pos_site=site, layer=str(layer))
         grid = heads_pos[(heads_pos["site"] == site) & (heads_pos["layer"] == layer)]
-        fig = viz.patching_figure(
+        fig = patching_figure(
             grid, rows="head", cols="pos", value=value, zrange=zrange,
             selected=outline(shown, site, True, "head", "pos", layer), **marks,
             title=f"Head × position: {layer_label(layer)} {site}, {direction} ({reading})")
@@ -281,7 +288,7 @@ with details:
                 clean = float(values[keys["clean"]].mean())
                 corrupted = float(values[keys["corrupted"]].mean())
                 x_title = summary.get("metric", "patched metric")
-            fig = viz.effect_distribution_figure(
+            fig = effect_distribution_figure(
                 per_prompt.astype(float), clean=clean, corrupted=corrupted, x_title=x_title,
                 title=f"Effect over {len(per_prompt)} prompts")
             common.chart(st, fig, key="patching_distribution")
@@ -303,7 +310,7 @@ with details:
                 loaded, common.model_key(run), common.task_key(task), a, b, shown["layer"],
                 shown["head"])
             head = Component("head", shown["layer"], shown["head"]).name
-            common.chart(st, viz.attention_pattern_figure(
+            common.chart(st, attention_pattern_figure(
                 pattern, tokens, title=f"Attention of {head} on {task.display(a, b)}",
                 mark_query=summary.get("metric_pos"),
                 mark_label=f"query of {summary.get('metric', 'the metric')}"),
@@ -318,7 +325,7 @@ if st.toggle("Every site side by side, on one scale", key="patching_panels",
              "patching_panels_heads")):
         sites = list(dict.fromkeys(part["site"]))
         if sites:
-            common.chart(st, viz.patching_panels_figure(
+            common.chart(st, patching_panels_figure(
                 part, sites, rows="layer", cols=cols, value=value, zrange=zrange,
                 title=f"{what}: {', '.join(sites)}, {direction} ({reading})"), key=key)
 
@@ -350,7 +357,7 @@ else:
         with left:
             grid, rows_axis, cols_axis = prompt_grid(values, keys, axes, shown, pair, direction,
                                                      labels)
-            common.chart(st, viz.patching_figure(
+            common.chart(st, patching_figure(
                 grid, rows=rows_axis, cols=cols_axis, value="effect", zrange=zrange if
                 value == "effect" else (-1.0, 1.0), **(marks if cols_axis == "pos" else {}),
                 selected=(shown[rows_axis], shown[cols_axis]),
@@ -364,7 +371,7 @@ else:
                     pattern, tokens = common.attention_pattern(
                         loaded, common.model_key(run), common.task_key(task), a, b,
                         shown["layer"], shown["head"])
-                    common.chart(st, viz.attention_pattern_figure(
+                    common.chart(st, attention_pattern_figure(
                         pattern, tokens, mark_query=summary.get("metric_pos"),
                         title=f"{Component('head', shown['layer'], shown['head']).name} on the "
                               f"{name} prompt {task.display(a, b)}"),
@@ -382,4 +389,4 @@ with left:
 with right:
     knockout = common.read(run, schema.KNOCKOUT, stage)
     if knockout is not None and len(knockout):
-        common.chart(st, viz.knockout_figure(knockout), key="patching_knockout")
+        common.chart(st, knockout_figure(knockout), key="patching_knockout")

@@ -9,8 +9,9 @@ import common
 import streamlit as st
 import torch
 
-from arithinterp import viz
 from arithinterp.tasks.corrupt import corrupt_problem
+from arithinterp.viz.attention import attention_pattern_figure
+from arithinterp.viz.patching import patching_figure
 
 
 @st.cache_data(show_spinner="Running the model…", max_entries=256)
@@ -31,6 +32,7 @@ def live_patching(_loaded, model_key: str, task_json: str, clean: tuple[int, int
                   corrupt: tuple[int, int], site: str, change: str, direction: str):
     """Exact patching of one clean / corrupt pair by position: the tidy grid and baselines."""
     from arithinterp.analysis.metrics import answer_metric, default_digit
+
     from arithinterp.analysis.patching import PatchSpec, sweep_patching
     from arithinterp.tasks import PromptPairs, make_dataset
 
@@ -124,7 +126,7 @@ if not info["normalized"]:
                "metric instead of the effect.")
 head_site = site in ("z", "q", "k", "v", "pattern")
 rows = "component" if head_site else "layer"
-fig = viz.patching_figure(
+fig = patching_figure(
     frame, rows=rows, cols="pos", value=value,
     zrange=(-1.0, 1.0) if value == "effect" else None,
     selected=st.session_state.get("playground_cell"),
@@ -155,7 +157,7 @@ if cell is not None:
                 pattern, tokens = common.attention_pattern(
                     loaded, key, tkey, *problem, int(r["layer"]), int(r["head"]))
                 with col:
-                    common.chart(st, viz.attention_pattern_figure(
+                    common.chart(st, attention_pattern_figure(
                         pattern, tokens, mark_query=info["pos"],
                         title=f"{r['component']} on the {name} {task.display(*problem)}"),
                         key=f"playground_attention_{name}")

@@ -5,9 +5,16 @@ import common
 import pandas as pd
 import streamlit as st
 
-from arithinterp import schema, viz
+from arithinterp import schema
 from arithinterp.components import layer_label
 from arithinterp.probes import direction_cosines, pca_projection
+from arithinterp.viz.fourier import fourier_spectrum_figure
+from arithinterp.viz.probes import (
+    cosine_figure,
+    pca_figure,
+    probe_predictions_figure,
+    probe_scores_figure,
+)
 
 # columns that together name one spectrum (e.g. W_E, or activations at resid_post L1 of a0)
 TABLE_ID = ("source", "site", "layer", "label", "grouped_by")
@@ -53,7 +60,7 @@ else:
             if df["metric"].nunique() > 1:
                 metric = st.selectbox("Metric", list(dict.fromkeys(df["metric"])),
                                       key="probes_metric")
-        common.chart(st, viz.probe_scores_figure(df, target=target, metric=metric, site=site),
+        common.chart(st, probe_scores_figure(df, target=target, metric=metric, site=site),
                         key="probes_scores")
         st.caption("score: held-out probe score; shuffled: the same probe on permuted labels; "
                    "random_model: on a randomly initialised model; selectivity: score − "
@@ -81,14 +88,14 @@ else:
     names = [str(int(c)) for c in classes]
     left, right = st.columns(2)
     with left:
-        common.chart(st, viz.cosine_figure(
+        common.chart(st, cosine_figure(
             direction_cosines(coef, coef), names, names, x_title="class", y_title="class",
             title=f"{probe}: cosine between class directions"), key="probes_weights_self")
     with right:
         if loaded is not None and coef.shape[1] == loaded.model.cfg.d_model:
             digit_ids = loaded.task.vocab.digit_ids()
             W_U = loaded.model.W_U.detach()[:, digit_ids].T
-            common.chart(st, viz.cosine_figure(
+            common.chart(st, cosine_figure(
                 direction_cosines(coef, W_U), names, [str(d) for d in range(len(digit_ids))],
                 x_title="unembedding of digit", y_title="class",
                 title=f"{probe}: class directions vs the digits' unembedding"),
@@ -106,8 +113,8 @@ if preds is None or preds.empty:
 else:
     for col, label in (("target", "Target"), ("layer", "Layer"), ("pos", "Position")):
         preds = pick(preds, col, label, f"probes_pred_{col}")
-    common.chart(st, viz.probe_predictions_figure(preds, truth="truth", prediction="prediction",
-                                                 title=f"{stage}: prediction vs truth"),
+    common.chart(st, probe_predictions_figure(preds, truth="truth", prediction="prediction",
+                                             title=f"{stage}: prediction vs truth"),
                     key="probes_predictions")
 
 st.subheader("Residual stream: principal components")
@@ -137,7 +144,7 @@ else:
                                    tuple(int(x) for x in b))
     target = c3.selectbox("Colour by", list(targets), key="pca_target")
     coords, explained = pca_projection(arrays[hook][:, pos], k=2)
-    common.chart(st, viz.pca_figure(
+    common.chart(st, pca_figure(
         coords, explained, targets[target], colour_title=target,
         hover=[task.display(int(x), int(y)) for x, y in zip(a, b, strict=True)],
         title=f"{hook} at {labels[pos] if pos < len(labels) else pos}: the clean prompts of "
@@ -158,7 +165,7 @@ if spectrum is not None and len(spectrum):
                             help="W_E / W_U: the digit rows of the (un)embedding; "
                                  "activations: mean activation per digit value")
     if chosen:
-        common.chart(st, viz.fourier_spectrum_figure(
+        common.chart(st, fourier_spectrum_figure(
             df[df["table"].isin(chosen)], frequency="frequency", value=power, color="table",
             title=f"Fourier spectrum ({power})"), key="fourier_spectrum")
     r2 = common.read(run, schema.FOURIER_R2, schema.FOURIER, quiet=True)

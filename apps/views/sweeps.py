@@ -6,8 +6,9 @@ import common
 import pandas as pd
 import streamlit as st
 
-from arithinterp import schema, viz
+from arithinterp import schema
 from arithinterp.runs import list_runs
+from arithinterp.viz.sweeps import sweep_figure
 
 st.title("Sweeps")
 records = [r for r in list_runs(common.runs_dir(), include_incomplete=True)
@@ -52,8 +53,8 @@ else:
     positive = pd.api.types.is_numeric_dtype(done[x]) and (done[x] > 0).all()
     log_x = far.toggle("log x", value=bool(positive) and x == "n_train", key="sweep_log",
                        disabled=not positive)
-    fig = viz.sweep_figure(table, x=x, y=y, color=None if color == "(none)" else color,
-                           log_x=log_x)
+    fig = sweep_figure(table, x=x, y=y, color=None if color == "(none)" else color,
+                       log_x=log_x)
     event = common.chart(st, fig, key="sweep_plot", on_select="rerun",
                             selection_mode="points", width="stretch")
     clicked = next((p["customdata"][0] for p in common.new_points(event, "sweep_plot")
