@@ -10,6 +10,7 @@ import torch
 
 from arithinterp.viz.attention import (
     TOKENS_VIEW_ID,
+    attention_graph_figure,
     attention_heads_figure,
     attention_pattern_figure,
     attention_tokens_html,
@@ -71,3 +72,15 @@ def test_operand_attention_one_panel_per_answer_digit():
     assert len(fig.data) == 3
     assert list(fig.data[0].x) == ["a0", "b0", "other"]
     assert list(fig.data[0].y) == ["L0H0", "L0H1", "L1H0", "L1H1"]
+
+
+def test_attention_graph_draws_one_arc_per_edge_between_positions():
+    edges = pd.DataFrame({"key_pos": [0, 1, 2], "query_pos": [2, 1, 3],
+                          "attention": [0.5, 1.0, 0.25]})
+    fig = attention_graph_figure(edges, ["<bos>", "1", "+", "1"])
+    tokens, *arcs = fig.data
+    assert list(tokens.text) == ["0:<bos>", "1:1", "2:+", "3:1"]
+    assert len(arcs) == 2  # the self-attention edge 1 -> 1 draws none
+    assert (arcs[0].x[0], arcs[0].x[-1]) == (0, 2)
+    assert max(arcs[0].y) == pytest.approx(1.0, abs=0.01)  # as high as half its span
+    assert arcs[0].line.width == pytest.approx(1 + 5 * 0.5)

@@ -3,7 +3,12 @@
 import numpy as np
 import pandas as pd
 
-from arithinterp.viz.attribution import attribution_scatter_figure, dla_figure, logit_lens_figure
+from arithinterp.viz.attribution import (
+    attribution_scatter_figure,
+    digit_attribution_figure,
+    dla_figure,
+    logit_lens_figure,
+)
 from tests.viz.conftest import patch_table
 
 
@@ -25,3 +30,12 @@ def test_dla_logit_lens_and_attribution_figures():
     fig = attribution_scatter_figure(attribution, exact)
     assert len(fig.data[0].x) == len(exact) and fig.data[-1].name == "y = x"
     np.testing.assert_allclose(fig.data[0].y, np.asarray(fig.data[0].x) * 0.9)
+
+
+def test_digit_attribution_is_signed_and_symmetric_around_zero():
+    table = pd.DataFrame({"digit": [0, 1, 0, 1], "component": ["L0H0", "L0H0", "L1.mlp", "L1.mlp"],
+                          "value": [0.5, -2.0, 1.0, 0.25]})
+    fig = digit_attribution_figure(table)
+    assert list(fig.data[0].x) == ["c0", "c1"] and list(fig.data[0].y) == ["L0H0", "L1.mlp"]
+    assert np.asarray(fig.data[0].z)[0, 1] == -2.0
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (-2.0, 2.0)

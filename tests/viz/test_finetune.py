@@ -3,7 +3,11 @@
 import pandas as pd
 import pytest
 
-from arithinterp.viz.finetune import gain_forgetting_figure, gain_perplexity_figure
+from arithinterp.viz.finetune import (
+    finetune_curves_figure,
+    gain_forgetting_figure,
+    gain_perplexity_figure,
+)
 
 
 def test_gain_against_perplexity_and_against_forgetting():
@@ -26,3 +30,15 @@ def test_gain_against_perplexity_and_against_forgetting():
     assert list(points["none"].y) == [0.0] and "perplexity" in fig.layout.yaxis.title.text
     forgetting = {t.name: t for t in gain_forgetting_figure(table).data}
     assert list(forgetting["random"].y) == pytest.approx([0.0, -0.2])
+
+
+def test_finetune_curves_one_line_per_run_one_legend_entry_per_arm():
+    curves = pd.DataFrame([{"arm": arm, "draw": draw, "seed": 0, "step": step,
+                            "exact_match": step / 10 + draw, "loss": None}
+                           for arm, draws in (("selected", 1), ("random", 2))
+                           for draw in range(draws) for step in (5, 0, 10)])
+    fig = finetune_curves_figure(curves)
+    assert len(fig.data) == 3
+    assert [t.showlegend for t in fig.data if t.name == "random"] == [True, False]
+    assert all(list(t.x) == [0, 5, 10] for t in fig.data)  # in step order
+    assert len(finetune_curves_figure(curves, value="loss").data) == 0  # no loss recorded
