@@ -20,8 +20,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from arithinterp.cache import check_batch_size
 from arithinterp.components import Component, hook_name
+from arithinterp.core.cache import check_batch_size
+from arithinterp.core.engine import run
 from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.tasks import Dataset, Task
 
@@ -49,8 +50,7 @@ def compute_attention_patterns(
     device = device_of(model)
     out = []
     for start in range(0, tokens.shape[0], batch_size):
-        _, cache = model.run_with_cache(tokens[start : start + batch_size].to(device),
-                                        names_filter=lambda n: n == name)
+        cache = run(model, tokens[start : start + batch_size].to(device), capture=[name]).acts
         out.append(cache[name][:, head].cpu())
     return torch.cat(out)
 
@@ -70,7 +70,7 @@ def _operand_attention_batch(
 ) -> Float[Tensor, "batch layer head digit key"]:
     """Attention from each answer digit's query position to each key group."""
     names = [hook_name("pattern", L) for L in range(facts(model).n_layers)]
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    cache = run(model, tokens, capture=names).acts
     queries = [p - 1 for p in spec.answer_positions()]
     patterns = torch.stack([cache[n][:, :, queries] for n in names], dim=1)
     return torch.stack([patterns[..., ps].sum(-1) for _, ps in _key_groups(spec)], dim=-1)
@@ -117,8 +117,7 @@ def _mean_patterns(model: HookedModel, data: Dataset, batch_size: int
     device = device_of(model)
     total = total_sq = None
     for start in range(0, len(data), batch_size):
-        _, cache = model.run_with_cache(data.tokens[start : start + batch_size].to(device),
-                                        names_filter=lambda n: n in names)
+        cache = run(model, data.tokens[start : start + batch_size].to(device), capture=names).acts
         p = torch.stack([cache[n] for n in names], dim=1).double().cpu()  # [b L H q k]
         total = p.sum(0) if total is None else total + p.sum(0)
         total_sq = (p * p).sum(0) if total_sq is None else total_sq + (p * p).sum(0)

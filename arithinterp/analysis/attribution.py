@@ -17,9 +17,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from arithinterp.analysis.metrics import AnswerMetric
-from arithinterp.cache import check_batch_size
 from arithinterp.components import Component, hook_name, layer_label
+from arithinterp.core.cache import check_batch_size
+from arithinterp.core.engine import run
+from arithinterp.core.metrics import AnswerMetric
 from arithinterp.models import (
     HookedModel,
     device_of,
@@ -72,7 +73,7 @@ def _dla_batch(
     """Per-prompt DLA rows (in `_dla_labels` order) for one batch, toward each prompt's
     unembedding `direction` (bias: its share of b_U)."""
     hooks = _dla_hooks(model)
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
+    cache = run(model, tokens, capture=hooks).acts
     f = facts(model)
     W_O, b_O = head_out_weights(model)
     parts = [cache[hook_name("embed")][:, pos, None]]
@@ -206,7 +207,7 @@ def compute_logit_lens(model: HookedModel, data: Prompts, *, batch_size: int = 2
     acc, rank, prob = [], [], []  # each: [stage, batch, digit] per batch
     for start in range(0, len(data), batch_size):
         tokens = data.tokens[start : start + batch_size].to(device)
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
+        cache = run(model, tokens, capture=hooks).acts
         correct = tokens[:, targets] if isinstance(data, Dataset) else \
             data.target[start : start + batch_size, None].to(device)
         logits = torch.stack([run_readout(model, cache[s[2]][:, queries]) for s in stages])

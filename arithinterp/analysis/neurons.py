@@ -21,10 +21,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from arithinterp.analysis.metrics import AnswerMetric, directed_effect, normalized_effect
-from arithinterp.analysis.patching import Direction
-from arithinterp.cache import check_batch_size, run_cached
 from arithinterp.components import hook_name, neuron_label
+from arithinterp.core.cache import check_batch_size, run_cached
+from arithinterp.core.contrast import Contrast, Direction
+from arithinterp.core.engine import run
+from arithinterp.core.interventions import patch
+from arithinterp.core.metrics import AnswerMetric, directed_effect, normalized_effect
 from arithinterp.models import HookedModel, device_of, facts, readout
 from arithinterp.tasks import Dataset, PromptPairs
 
@@ -117,25 +119,16 @@ def compute_neuron_patching(
     if bad:
         raise ValueError(f"neurons must be in 0..{d_mlp - 1}, got {bad}")
     name = hook_name("mlp_post", layer)
-    device = device_of(model)
-    clean, corrupt = pairs.clean.tokens.to(device), pairs.corrupt.tokens.to(device)
-    logits_clean, cache_clean = model.run_with_cache(clean, names_filter=[name])
-    logits_corrupt, cache_corrupt = model.run_with_cache(corrupt, names_filter=[name])
-    m_clean = float(metric(logits_clean).mean())
-    m_corrupt = float(metric(logits_corrupt).mean())
-    base, donor = (corrupt, cache_clean[name]) if direction == "denoise" \
-        else (clean, cache_corrupt[name])
-    where = slice(None) if pos is None else slice(pos, pos + 1)
+    contrast = Contrast(pairs, metric, direction)
+    base_tokens, donor_tokens = contrast.tokens(model)
+    base_run, donor_run = run(model, base_tokens), run(model, donor_tokens, capture=[name])
+    m_clean, m_corrupt = (float(metric(r.logits).mean())
+                          for r in contrast.clean_and_corrupted(base_run, donor_run))
     rows = []
     for group in groups:
-        idx = torch.tensor(group, device=device)
-
-        def patch(act: Tensor, hook, idx=idx) -> Tensor:
-            act = act.clone()
-            act[:, where, idx] = donor[:, where][..., idx].to(act.dtype)
-            return act
-
-        value = float(metric(model.run_with_hooks(base, fwd_hooks=[(name, patch)])).mean())
+        patched = run(model, base_tokens, [patch("mlp_post", layer, donor_run.acts, pos=pos,
+                                                 units=tuple(group))])
+        value = float(metric(patched.logits).mean())
         norm = float(normalized_effect(torch.tensor(value), m_clean, m_corrupt))
         rows.append({"neurons": ",".join(map(str, group)), "pos": pos, "value": value,
                      "normalized": norm, "effect": directed_effect(norm, direction)})
