@@ -20,7 +20,8 @@ for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
             data = output.get("data", {})
             if PLOTLY in data and "text/html" not in data:
                 data["text/html"] = pio.to_html(data[PLOTLY], include_plotlyjs=False,
-                                                full_html=False, validate=False)
+                                                full_html=False, validate=False,
+                                                default_height=450)
     target = Path("notebooks", path.name)
     with mkdocs_gen_files.open(target, "w") as out:
         json.dump(notebook, out)
