@@ -38,7 +38,7 @@ from arithinterp.models import (
     facts,
     parameters_by_key,
 )
-from arithinterp.train import answer_loss, batch_indices, lr_at, parameter_groups
+from arithinterp.training.loop import answer_loss, batch_indices, lr_at, parameter_groups
 
 
 @runtime_checkable

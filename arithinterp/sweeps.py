@@ -62,7 +62,8 @@ from arithinterp.stages.base import Context
 from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.job import holds_job, job_is_done, job_json, read_job, run_job
 from arithinterp.stages.registry import STAGES, stage_name
-from arithinterp.train import TrainConfig, zoo_recipe
+from arithinterp.training.config import TrainConfig
+from arithinterp.training.recipes import zoo_recipe
 
 Backend = Literal["ray", "serial"]
 REPORT = schema.SWEEP  # the record run's one stage

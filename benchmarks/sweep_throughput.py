@@ -24,7 +24,7 @@ from arithinterp import schema
 from arithinterp.models import ModelSpec
 from arithinterp.sweeps import Sweep, run_sweep
 from arithinterp.tasks import TaskSpec
-from arithinterp.train import TrainConfig
+from arithinterp.training.config import TrainConfig
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -3,7 +3,7 @@
 Trains this project's model (``build_model``: a ``TransformerBridge`` booted natively) and a
 minimal GPT-style decoder written here with the same shapes, parameter count and weights on
 the same batch of real task tokens (same loss, AdamW, lr schedule and grad clipping as
-``arithinterp.train``), interleaving the two in alternating rounds so background load hits
+``arithinterp.training``), interleaving the two in alternating rounds so background load hits
 both alike. Prints the median step time and tokens/s of each and the ratio
 tokens/s(TL) / tokens/s(plain); the goal is >= 0.9 (the bridge costs at most ~10%).
 
@@ -26,7 +26,9 @@ from torch import Tensor, nn
 from arithinterp.models import ModelSpec, build_model, context_length, resolve_device
 from arithinterp.tasks import make_splits
 from arithinterp.tasks.vocab import CHAR_VOCAB
-from arithinterp.train import TrainConfig, answer_loss, batch_indices, lr_at, zoo_recipe
+from arithinterp.training.config import TrainConfig
+from arithinterp.training.loop import answer_loss, batch_indices, lr_at
+from arithinterp.training.recipes import zoo_recipe
 
 
 class Block(nn.Module):
@@ -117,7 +119,7 @@ def n_params(model: nn.Module) -> int:
 
 
 class Trainer:
-    """One model's training step, as in arithinterp.train (loss, clip, lr schedule, AdamW)."""
+    """One model's training step, as in arithinterp.training (loss, clip, lr schedule, AdamW)."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, tokens: Tensor,
                  loss_mask: Tensor) -> None:

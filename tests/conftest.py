@@ -85,7 +85,7 @@ def demo_runs(tmp_path_factory, tiny_task, tiny_spec, ctx):
     from arithinterp.analysis.suite import LocalizeConfig
     from arithinterp.stages.job import run_job
     from arithinterp.studies.demo import demo_job
-    from arithinterp.train import TrainConfig
+    from arithinterp.training.config import TrainConfig
 
     root = tmp_path_factory.mktemp("demo-runs")
     config = TrainConfig(task=tiny_task, model=tiny_spec, n_train=1_000, n_test=100,
@@ -107,7 +107,7 @@ def tiny_sweep(tmp_path_factory):
     from arithinterp.models import ModelSpec
     from arithinterp.sweeps import Sweep, run_sweep
     from arithinterp.tasks import TaskSpec
-    from arithinterp.train import TrainConfig
+    from arithinterp.training.config import TrainConfig
 
     base = TrainConfig(task=TaskSpec(digits_a=1, digits_b=1),
                        model=ModelSpec(n_layers=1, d_model=16, n_heads=2, d_mlp=32),
@@ -208,7 +208,7 @@ def modular_run(tmp_path_factory, ctx):
     from arithinterp.stages.job import run_job
     from arithinterp.stages.modular import ModularConfig
     from arithinterp.tasks import ModularTask
-    from arithinterp.train import grokking_config
+    from arithinterp.training.recipes import grokking_config
 
     config = replace(grokking_config(ModularTask(p=23), max_steps=200, snapshot_every=50),
                      eval_every=50)

@@ -12,7 +12,7 @@ PKG = ROOT / "arithinterp"
 LAYERS = {
     "fields": 0, "tasks": 0, "components": 0, "schema": 0, "runs": 0, "viz": 0,
     "models": 1, "pretrained": 1,
-    "cache": 2, "evaluate": 2, "train": 2, "analysis": 2, "probes": 2, "fourier": 2, "llm": 2,
+    "cache": 2, "evaluate": 2, "training": 2, "analysis": 2, "probes": 2, "fourier": 2, "llm": 2,
     "finetune": 2, "llm_finetune": 2, "grokking": 2,
     "stages": 3,
     "studies": 4, "sweeps": 4,
@@ -29,6 +29,7 @@ INNER = {  # order of the modules inside a subpackage
                "model": 2, "registry": 3, "job": 4},
     "tasks": {"vocab": 0, "spec": 1, "modular": 2, "data": 3, "prompts": 3, "corrupt": 4},
     "cli": {"common": 0, "llm": 1, "core": 2, "studies": 1, "sweeps": 1},
+    "training": {"plugins": 0, "config": 1, "recipes": 2, "checkpoints": 2, "loop": 3},
     "viz": {"common": 0, "training": 1, "evaluation": 1, "patching": 1, "attribution": 1,
             "neurons": 1, "attention": 1, "probes": 1, "fourier": 1, "multiplication": 1,
             "finetune": 1, "sweeps": 1},

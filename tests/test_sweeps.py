@@ -26,7 +26,7 @@ from arithinterp.sweeps import (
     toml_nones,
 )
 from arithinterp.tasks import TaskSpec
-from arithinterp.train import TrainConfig
+from arithinterp.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = TrainConfig(task=TaskSpec(digits_a=1, digits_b=1),

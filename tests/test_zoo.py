@@ -8,7 +8,9 @@ from arithinterp.models import ZOO_DIR, load_model, zoo_names
 from arithinterp.runs import RunDir
 from arithinterp.stages.job import read_job
 from arithinterp.studies.multiplication import MultiplicationStudy, arm_config
-from arithinterp.train import TrainConfig, held_out_split, zoo_recipe
+from arithinterp.training.checkpoints import held_out_split
+from arithinterp.training.config import TrainConfig
+from arithinterp.training.recipes import zoo_recipe
 
 
 def test_zoo_ships_the_addition_multiplication_and_grokking_models():

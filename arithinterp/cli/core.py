@@ -81,7 +81,8 @@ def train_cmd(
     from arithinterp.stages.job import run_job
     from arithinterp.tasks import ModularTask
     from arithinterp.tasks.data import fraction_split
-    from arithinterp.train import TrainConfig, grokking_config, with_mode, zoo_recipe
+    from arithinterp.training.config import TrainConfig, with_mode
+    from arithinterp.training.recipes import grokking_config, zoo_recipe
 
     with user_errors():
         if recipe and config:
@@ -146,7 +147,7 @@ def eval_cmd(
     """Evaluate a model on its held-out problems: exact match, per digit, by carries."""
     from arithinterp.evaluate import evaluate
     from arithinterp.models import load_model
-    from arithinterp.train import held_out_split
+    from arithinterp.training.checkpoints import held_out_split
 
     with user_errors():
         if n is not None and n < 1:

@@ -9,7 +9,7 @@ from arithinterp.evaluate import evaluate
 from arithinterp.fields import check_int
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, need_task, run_model
-from arithinterp.train import held_out_split
+from arithinterp.training.checkpoints import held_out_split
 
 NAME = "evaluate"
 

@@ -35,7 +35,7 @@ from arithinterp.models import LoadedModel, facts
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, need_task, run_model
 from arithinterp.tasks import TaskSpec, make_dataset, sample_problems
-from arithinterp.train import held_out_split
+from arithinterp.training.checkpoints import held_out_split
 
 NAME = "finetune"
 Arm = Literal["selected", "random", "full", "none"]

@@ -8,7 +8,7 @@ from arithinterp import schema
 from arithinterp.analysis.suite import LocalizeConfig, compute_localization
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, need_task, run_model
-from arithinterp.train import held_out_split
+from arithinterp.training.checkpoints import held_out_split
 
 NAME = "localize"
 Config = LocalizeConfig

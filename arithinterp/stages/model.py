@@ -20,7 +20,7 @@ from arithinterp.pretrained import check_llm_source, is_llm_source, load_llm
 from arithinterp.runs import RunDir
 from arithinterp.stages import train as train_stage
 from arithinterp.stages.base import Context
-from arithinterp.train import ZOO_RECIPES, zoo_recipe
+from arithinterp.training.recipes import ZOO_RECIPES, zoo_recipe
 
 NAME = "model"
 COPIED = (schema.CHECKPOINT_CONFIG, schema.WEIGHTS, schema.TRAIN_CONFIG, schema.TRAIN_FINAL,

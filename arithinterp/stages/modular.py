@@ -34,7 +34,7 @@ from arithinterp.models import ZOO_DIR, read_weights
 from arithinterp.probes import ProbeConfig, fit_probes, make_targets
 from arithinterp.runs import RunDir, is_run
 from arithinterp.stages.base import Context, need_task, run_model
-from arithinterp.train import training_split
+from arithinterp.training.checkpoints import training_split
 
 NAME = "modular"
 MILESTONE = 0.99  # accuracy that counts as memorized (train) / generalized (test)

@@ -14,7 +14,8 @@ import pandas as pd
 from arithinterp import schema
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context
-from arithinterp.train import TrainConfig, train
+from arithinterp.training.config import TrainConfig
+from arithinterp.training.loop import train
 
 NAME = "train"
 Config = TrainConfig

@@ -33,7 +33,8 @@ from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.job import ensure_job, run_on
 from arithinterp.stages.multiplication import MultiplicationConfig
 from arithinterp.tasks import TaskSpec
-from arithinterp.train import ICoT, TrainConfig, with_mode
+from arithinterp.training.config import TrainConfig, with_mode
+from arithinterp.training.plugins import ICoT
 
 Arm = Literal["sft", "icot", "aux"]
 ARMS: tuple[str, ...] = ("sft", "icot", "aux")

@@ -29,7 +29,8 @@ from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.finetune import FinetuneConfig, Selection
 from arithinterp.stages.job import ensure_job, run_on
 from arithinterp.tasks import TaskSpec
-from arithinterp.train import Mixture, TrainConfig
+from arithinterp.training.config import TrainConfig
+from arithinterp.training.plugins import Mixture
 
 ADD = TaskSpec(op="add", digits_a=3, digits_b=3, format="reversed")
 SUB = TaskSpec(op="sub", digits_a=3, digits_b=3, format="reversed", signed=True)

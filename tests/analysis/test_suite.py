@@ -9,7 +9,9 @@ from arithinterp.analysis.suite import GridConfig, LocalizeConfig, compute_local
 from arithinterp.evaluate import teacher_forced_correct
 from arithinterp.models import ModelSpec, build_model, load_model
 from arithinterp.tasks import TaskSpec, make_dataset, make_splits
-from arithinterp.train import TrainConfig, held_out_split, train
+from arithinterp.training.checkpoints import held_out_split
+from arithinterp.training.config import TrainConfig
+from arithinterp.training.loop import train
 
 SMALL = dict(n_pairs=48, n_eval=32, n_random=1, save_cache=False,
              grids=(GridConfig("z", by_pos=False), GridConfig("mlp_out")))

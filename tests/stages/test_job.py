@@ -22,7 +22,8 @@ from arithinterp.stages.multiplication import MultiplicationConfig
 from arithinterp.stages.probes import ProbesConfig
 from arithinterp.stages.registry import STAGES, stage_key
 from arithinterp.tasks import PromptSuite, TaskSpec
-from arithinterp.train import ICoT, RunningSumLoss, TrainConfig
+from arithinterp.training.config import TrainConfig
+from arithinterp.training.plugins import ICoT, RunningSumLoss
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from arithinterp.runs import RunDir
 from arithinterp.stages import model as model_stage
 from arithinterp.stages.job import run_job
 from arithinterp.stages.model import ModelSource
-from arithinterp.train import TrainConfig
+from arithinterp.training.config import TrainConfig
 
 
 def test_a_model_is_copied_into_the_run_with_its_history(tmp_path, demo_runs, ctx):

@@ -6,7 +6,8 @@ from arithinterp import schema
 from arithinterp.models import load_model
 from arithinterp.runs import RunDir
 from arithinterp.stages.job import run_job
-from arithinterp.train import TrainConfig, train
+from arithinterp.training.config import TrainConfig
+from arithinterp.training.loop import train
 
 
 def test_training_writes_the_model_and_its_curve_and_resumes_exactly(tmp_path, ctx, tiny_task,

@@ -1,0 +1,24 @@
+"""The zoo's recipes: named, shipped, refused by name; the grokking setup."""
+
+import pytest
+
+from arithinterp.models import zoo_names
+from arithinterp.tasks import ModularTask
+from arithinterp.training import recipes
+from arithinterp.training.recipes import grokking_config, zoo_recipe
+
+
+def test_every_recipe_is_shipped_and_an_unknown_name_is_refused_with_the_known_ones():
+    assert set(recipes.ZOO_RECIPES) == {"add3-reversed", "add3-plain", "modadd-113"}
+    assert set(recipes.ZOO_RECIPES) <= set(zoo_names())
+    with pytest.raises(ValueError, match="no recipe for 'nothing'; recipes: add3-plain, "
+                                         "add3-reversed, modadd-113"):
+        zoo_recipe("nothing")
+
+
+def test_the_grokking_recipe_is_full_batch_on_a_fraction_of_the_pairs():
+    cfg = grokking_config(ModularTask(p=23), train_fraction=0.3, max_steps=100, seed=2)
+    assert cfg.n_train + cfg.n_test == 23 * 23 and cfg.n_train == round(0.3 * 23 * 23)
+    assert cfg.batch_size == cfg.n_train and cfg.eval_size == cfg.n_test
+    assert cfg.weight_decay == 1.0 and cfg.decay == "all" and cfg.lr_schedule == "constant"
+    assert cfg.model.seed == cfg.seed == 2 and cfg.model.n_layers == 1
