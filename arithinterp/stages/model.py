@@ -15,12 +15,12 @@ import shutil
 from dataclasses import dataclass
 
 from arithinterp import schema
-from arithinterp.models import describe_source, load_model, resolve_model_path, zoo_names
+from arithinterp.models import describe_source, load_model, resolve_model_path
 from arithinterp.pretrained import check_llm_source, is_llm_source, load_llm
 from arithinterp.runs import RunDir
 from arithinterp.stages import train as train_stage
 from arithinterp.stages.base import Context
-from arithinterp.training.recipes import ZOO_RECIPES, zoo_recipe
+from arithinterp.training.recipes import unshipped_recipe, zoo_recipe
 
 NAME = "model"
 COPIED = (schema.CHECKPOINT_CONFIG, schema.WEIGHTS, schema.TRAIN_CONFIG, schema.TRAIN_FINAL,
@@ -43,7 +43,7 @@ class ModelSource:
         if is_llm_source(self.source):
             check_llm_source(self.source)
             return
-        if self.source in ZOO_RECIPES and self.source not in zoo_names():
+        if unshipped_recipe(self.source) is not None:
             return  # trained with its recipe
         try:
             resolve_model_path(self.source)
@@ -67,8 +67,9 @@ def run(config: ModelSource, run: RunDir, ctx: Context) -> dict:
         f = loaded.facts
         return {"source": config.source, "family": f.family, "n_layers": f.n_layers,
                 "n_heads": f.n_heads, "n_kv_heads": f.n_kv_heads}
-    if config.source in ZOO_RECIPES and config.source not in zoo_names():
-        summary = train_stage.run(zoo_recipe(config.source), run, ctx)
+    recipe = unshipped_recipe(config.source)
+    if recipe is not None:
+        summary = train_stage.run(recipe, run, ctx)
         return {**summary, "source": f"recipe:{config.source}"}
     path = resolve_model_path(config.source)
     load_model(path)  # a broken checkpoint fails here, before anything is copied

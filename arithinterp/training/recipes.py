@@ -6,7 +6,7 @@ trained into the run that asks for it (stage `model`). The multiplication arms
 
 from __future__ import annotations
 
-from arithinterp.models import ModelSpec
+from arithinterp.models import ModelSpec, zoo_names
 from arithinterp.tasks import ModularTask, TaskSpec
 from arithinterp.tasks.data import fraction_split
 from arithinterp.training.config import TrainConfig
@@ -46,3 +46,10 @@ def zoo_recipe(name: str) -> TrainConfig:
         raise ValueError(f"no recipe for {name!r}; recipes: {', '.join(sorted(ZOO_RECIPES))}")
     return ZOO_RECIPES[name]
 
+
+def unshipped_recipe(name: str) -> TrainConfig | None:
+    """The recipe of a zoo model this installation does not ship (None: shipped, or no
+    recipe), to train it where it is asked for."""
+    if name in ZOO_RECIPES and name not in zoo_names():
+        return ZOO_RECIPES[name]
+    return None

@@ -6,9 +6,9 @@ import torch
 from arithinterp import schema
 from arithinterp.models import load_model
 from arithinterp.runs import RunDir
-from arithinterp.stages import model as model_stage
 from arithinterp.stages.job import run_job
 from arithinterp.stages.model import ModelSource
+from arithinterp.training import recipes
 from arithinterp.training.config import TrainConfig
 
 
@@ -28,7 +28,7 @@ def test_a_zoo_model_missing_from_disk_is_trained_with_its_recipe(tmp_path, ctx,
                                                                    tiny_task, tiny_spec):
     recipe = TrainConfig(task=tiny_task, model=tiny_spec, n_train=256, n_test=64,
                          batch_size=32, max_steps=4, eval_every=4, eval_size=32)
-    monkeypatch.setitem(model_stage.ZOO_RECIPES, "tiny-recipe", recipe)
+    monkeypatch.setitem(recipes.ZOO_RECIPES, "tiny-recipe", recipe)
     run = run_job(tmp_path, "r", [ModelSource("tiny-recipe")], ctx=ctx).run
     assert run.stage_summary("model")["source"] == "recipe:tiny-recipe"
     assert run.stage_summary("model")["steps"] == 4
