@@ -1,11 +1,14 @@
 """Checks of config fields, shared by every config's `__post_init__`: each refuses a bad
 value with a ValueError that names the field, says what it accepts and shows what it got
-("digits_a must be an integer in 1..9, got 12"). A bool is never an integer or a number."""
+("digits_a must be an integer in 1..9, got 12"). A bool is never an integer or a number.
+A field can carry its help (`described`), which the command line shows for its option."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import field, fields
 from numbers import Real
+from typing import Any
 
 Bound = int | float
 
@@ -88,3 +91,14 @@ def _interval(min: Bound | None, max: Bound | None, min_open: bool, max_open: bo
     if max is not None:
         return f"{'<' if max_open else '<='} {max}"
     return "a number"
+
+
+def described(default: object, help: str) -> Any:
+    """A dataclass field with its one-line help, which the command line shows for it:
+    ``n_pairs: int = described(256, "Clean/corrupt minimal pairs.")``."""
+    return field(default=default, metadata={"help": help})
+
+
+def help_of(cls: type, name: str) -> str | None:
+    """The help of field `name` of dataclass `cls` (None where it has none)."""
+    return next((f.metadata.get("help") for f in fields(cls) if f.name == name), None)

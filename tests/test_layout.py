@@ -28,7 +28,7 @@ INNER = {  # order of the modules inside a subpackage
                "multiplication": 1, "finetune": 1, "modular": 1, "llm": 1, "llm_finetune": 1,
                "model": 2, "registry": 3, "job": 4},
     "tasks": {"vocab": 0, "spec": 1, "modular": 2, "data": 3, "prompts": 3, "corrupt": 4},
-    "cli": {"common": 0, "llm": 1, "core": 2, "studies": 1, "sweeps": 1},
+    "cli": {"common": 0, "options": 0, "llm": 1, "core": 2, "studies": 1, "sweeps": 1},
     "training": {"plugins": 0, "config": 1, "recipes": 2, "checkpoints": 2, "loop": 3},
     "viz": {"common": 0, "training": 1, "evaluation": 1, "patching": 1, "attribution": 1,
             "neurons": 1, "attention": 1, "probes": 1, "fourier": 1, "multiplication": 1,
