@@ -103,3 +103,17 @@ def test_check_bool_and_check_choice():
     with pytest.raises(ValueError) as e:
         check_choice("op", "div", ("add", "sub"))
     assert str(e.value) == "op must be one of ['add', 'sub'], got 'div'"
+
+
+def test_described_fields_carry_their_help():
+    from dataclasses import dataclass
+
+    from arithinterp.fields import described, help_of
+
+    @dataclass(frozen=True)
+    class Config:
+        n: int = described(3, "How many.")
+        m: int = 1
+
+    assert Config().n == 3 and Config(n=4).n == 4
+    assert help_of(Config, "n") == "How many." and help_of(Config, "m") is None
