@@ -30,7 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from arithinterp.components import Component, check_component
-from arithinterp.fields import check_float, check_int
+from arithinterp.fields import check_float, check_int, described
 from arithinterp.models import (
     HookedModel,
     component_slices,
@@ -53,10 +53,10 @@ class TokenData(Protocol):
 class Schedule:
     """Steps, learning rate and the rest of one fine-tuning run (seeded batch order)."""
 
-    max_steps: int = 200
-    lr: float = 1e-3
+    max_steps: int = described(200, "Steps per fine-tune.")
+    lr: float = described(1e-3, "Peak learning rate.")
     warmup_steps: int = 10
-    batch_size: int = 128
+    batch_size: int = described(128, "Problems per step.")
     weight_decay: float = 0.01
     grad_clip: float | None = 1.0
     seed: int = 0

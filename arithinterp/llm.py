@@ -38,7 +38,7 @@ from arithinterp.analysis.paths import sweep_paths
 from arithinterp.cache import run_cached
 from arithinterp.components import Component, hook_name
 from arithinterp.evaluate import run_greedy
-from arithinterp.fields import check_int
+from arithinterp.fields import check_int, described
 from arithinterp.fourier import (
     BAI_FREQS,
     compute_digit_means,
@@ -284,10 +284,11 @@ def pair_metric(pairs: PromptPairs) -> AnswerMetric:
 class LLMLocalizeConfig:
     """How much of the pipeline to run on an LLM's pairs."""
 
-    n_exact: int = 20  # top MLPs patched exactly (and as many top heads where the fast
-    # engine does not cover the model; where it does, every head is)
-    top_k: int = 10  # heads knocked out together
-    n_random: int = 5  # random draws of as many heads
+    n_exact: int = described(
+        20, "Top MLPs patched exactly, and as many top heads where the fast engine does not "
+        "cover the model (on Llama-family models every head is).")
+    top_k: int = described(10, "Heads knocked out together.")
+    n_random: int = described(5, "Random draws of as many heads.")
     seed: int = 0
 
     def __post_init__(self) -> None:

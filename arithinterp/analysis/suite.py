@@ -56,7 +56,7 @@ from arithinterp.analysis.paths import sweep_paths
 from arithinterp.cache import act_names, run_cached
 from arithinterp.components import Component
 from arithinterp.evaluate import teacher_forced_correct
-from arithinterp.fields import check_choice, check_float, check_int
+from arithinterp.fields import check_choice, check_float, check_int, described
 from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.schema import Artifact
 from arithinterp.tasks import (
@@ -105,26 +105,30 @@ class LocalizeConfig:
     """Which minimal pairs, which metric, which grids, and how large each analysis is."""
 
     name: str | None = None  # experiment name; None: from the corruption ('a1', 'carry2')
-    n_pairs: int = 256
-    corrupt: Literal["digit", "carry"] = "digit"
-    operand: Literal["a", "b"] = "a"  # digit corruption: which operand
-    digit: int = 1  # digit corruption: which digit of it (0 = least significant)
-    position: int = 1  # carry corruption: the answer position whose carry flips
-    # metric's answer digit; None: the one the digit corruption changes most, or for a carry
-    # corruption the digit the carry flows into
-    answer_digit: int | None = None
-    metric: MetricKind = "logit_diff"
+    n_pairs: int = described(256, "Clean/corrupt minimal pairs.")
+    corrupt: Literal["digit", "carry"] = described(
+        "digit", "digit: change one operand digit; carry: flip the carry into an answer "
+        "position.")
+    operand: Literal["a", "b"] = described("a", "Operand whose digit changes.")
+    digit: int = described(1, "Which digit of it (0 = least significant).")
+    position: int = described(1, "Answer position whose carry flips.")
+    answer_digit: int | None = described(
+        None, "Answer digit the metric reads (default: the one the digit corruption changes, "
+        "or the one the flipped carry flows into).")
+    metric: MetricKind = described("logit_diff", "What to measure at the answer digit.")
     task: Task | None = None  # None: the model's own task (else one with its vocabulary)
-    prompts: Literal["held_out", "fresh"] = "held_out"  # clean problems: the model's test split
-    only_correct: bool = False  # keep pairs the model answers correctly (clean and corrupt)
+    prompts: Literal["held_out", "fresh"] = described(
+        "held_out", "Clean problems from the model's held-out split, or fresh seeded draws.")
+    only_correct: bool = described(
+        False, "Keep only pairs the model answers correctly (clean and corrupt).")
     min_accuracy: float = 0.5  # warn when clean accuracy on the pairs is below this
     n_eval: int = 256  # held-out prompts for DLA, logit lens, attention and knockout
     grids: tuple[GridConfig, ...] = DEFAULT_GRIDS
     paths: bool = True
-    top_k: int = 3
+    top_k: int = described(3, "Components to knock out together.")
     knockout: Literal["zero", "mean", "resample"] = "mean"
     n_random: int = 5
-    seed: int = 0
+    seed: int = described(0, "Seed for pairs and random draws.")
     save_cache: bool = True
 
     def __post_init__(self) -> None:

@@ -6,12 +6,13 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from arithinterp import schema
+from arithinterp.analysis.suite import LocalizeConfig
 from arithinterp.cli.common import (
     Device,
     Mode,
@@ -27,6 +28,7 @@ from arithinterp.cli.common import (
     user_errors,
 )
 from arithinterp.cli.llm import print_llm
+from arithinterp.cli.options import Opt, Options, with_options
 from arithinterp.tasks.data import Sampling
 from arithinterp.tasks.spec import Format, Op
 
@@ -213,40 +215,27 @@ def runs_cmd(
         out.print(f"{hidden} unfinished, failed or damaged runs not shown (--all shows them)")
 
 
+LOCALIZE = Options(LocalizeConfig, Opt("n_pairs", flag="pairs"), "corrupt", "operand", "digit",
+                   "position", "answer_digit", "metric", "only_correct", "prompts", "top_k",
+                   "seed")
+
+
 @app.command("localize")
+@with_options(LOCALIZE, before="add")
 def localize_cmd(
     target: Annotated[str, typer.Argument(help="A run directory (its model is used), a zoo name "
                                                "or a model folder.")],
     task: Annotated[str | None, typer.Option(help="Task name such as add3x3-reversed (default: "
                                                   "the model's own).")] = None,
-    pairs: Annotated[int, typer.Option(help="Clean/corrupt minimal pairs.")] = 256,
-    corrupt: Annotated[Literal["digit", "carry"], typer.Option(
-        help="digit: change one operand digit; carry: flip the carry into --position.")] = "digit",
-    operand: Annotated[Literal["a", "b"], typer.Option(
-        help="Operand whose digit changes.")] = "a",
-    digit: Annotated[int, typer.Option(help="Which digit of it (0 = least significant).")] = 1,
-    position: Annotated[int, typer.Option(help="Answer position whose carry flips.")] = 1,
-    answer_digit: Annotated[int | None, typer.Option(
-        help="Answer digit the metric reads (default: the one the digit corruption changes, "
-             "or the one the flipped carry flows into).")] = None,
-    metric: Annotated[Literal["logit_diff", "prob", "logprob"], typer.Option(
-        help="What to measure at the answer digit.")] = "logit_diff",
-    only_correct: Annotated[bool, typer.Option(
-        help="Keep only pairs the model answers correctly (clean and corrupt).")] = False,
-    prompts: Annotated[Literal["held_out", "fresh"], typer.Option(
-        help="Clean problems from the model's held-out split, or fresh seeded draws.")
-    ] = "held_out",
-    top_k: Annotated[int, typer.Option(help="Components to knock out together.")] = 3,
-    seed: Annotated[int, typer.Option(help="Seed for pairs and random draws.")] = 0,
     add: Annotated[bool, typer.Option(
         help="Add the experiment to TARGET (a run) instead of making a new run.")] = False,
     runs_dir: RunsDir = Path("runs"),
     name: RunName = None,
     device: Device = "auto",
     progress: Progress = True,
+    **parsed: Any,
 ) -> None:
     """Find the heads, MLPs, positions and paths that carry the answer (writes a run)."""
-    from arithinterp.analysis.suite import LocalizeConfig
     from arithinterp.models import load_model
     from arithinterp.runs import is_run
     from arithinterp.stages.job import run_job
@@ -256,10 +245,7 @@ def localize_cmd(
     with user_errors():
         loaded = load_model(target)
         spec = TaskSpec.from_name(task) if task else None
-        config = LocalizeConfig(n_pairs=pairs, corrupt=corrupt, operand=operand, digit=digit,
-                                position=position, answer_digit=answer_digit, metric=metric,
-                                only_correct=only_correct, prompts=prompts, top_k=top_k,
-                                seed=seed, task=spec)
+        config = LocalizeConfig(task=spec, **LOCALIZE.values(parsed))
         config.check(loaded.with_task(spec).task if spec else loaded.task)
         ctx = make_ctx(device, progress)
         if add:

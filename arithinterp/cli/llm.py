@@ -4,7 +4,7 @@ localization pipeline on it into a run directory."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import typer
 
@@ -20,6 +20,10 @@ from arithinterp.cli.common import (
     rich_table,
     user_errors,
 )
+from arithinterp.cli.options import Opt, Options, with_options
+from arithinterp.llm import LLMLocalizeConfig
+from arithinterp.stages.llm import LLMConfig
+from arithinterp.tasks import PromptSuite
 
 llm_app = typer.Typer(help="Pretrained LLMs: llm:smollm2 (embedded, offline) or any Hugging "
                            "Face causal LM (hf:<hub name or folder>).", rich_markup_mode=None)
@@ -54,32 +58,21 @@ def info_cmd(model: Model = "llm:smollm2") -> None:
     out.print(f"cache: {cache_dir()}")
 
 
+SUITE = Options(PromptSuite, "op", "digits", "template", Opt("n_shots", flag="shots"))
+PAIRS = Options(LLMConfig, "n_eval", "change", "digit", "n_pairs")
+LOCALIZE = Options(LLMLocalizeConfig, "n_exact", "top_k", "n_random")
+BATCH = Options(LLMConfig, "seed", "batch_size")  # the seed draws the localization's too
+
+
 @llm_app.command("run")
+@with_options(SUITE, PAIRS, LOCALIZE, BATCH, before="runs_dir")
 def run_cmd(
     model: Model = "llm:smollm2",
-    op: Annotated[Literal["+", "-", "*"], typer.Option(help="The operation.")] = "+",
-    digits: Annotated[int, typer.Option(help="Digits of each operand (1..6).")] = 1,
-    template: Annotated[Literal["few-shot", "chat"], typer.Option(
-        help="Solved examples then the question, or the model's chat template.")] = "few-shot",
-    shots: Annotated[int, typer.Option(help="Solved examples before the question.")] = 3,
-    n_eval: Annotated[int, typer.Option(help="Problems to evaluate.")] = 100,
-    change: Annotated[Literal["a", "b", "op"], typer.Option(
-        help="What a minimal pair changes: a digit of a, of b, or the operator.")] = "a",
-    digit: Annotated[int, typer.Option(help="Which digit (0 = least significant).")] = 0,
-    n_pairs: Annotated[int, typer.Option(help="Minimal pairs (from the correct answers).")] = 32,
-    n_exact: Annotated[int, typer.Option(
-        help="Top MLPs patched exactly, and as many top heads where the fast engine does not "
-             "cover the model (on Llama-family models every head is).")] = 20,
-    top_k: Annotated[int, typer.Option(help="Heads knocked out together.")] = 10,
-    n_random: Annotated[int, typer.Option(help="Random draws of as many heads.")] = 5,
-    seed: Annotated[int, typer.Option(help="Draws the problems and the pairs.")] = 0,
-    batch_size: Annotated[int | None, typer.Option(
-        help="Prompts per forward pass (default: as many as fit in a quarter of the free "
-             "memory, at most 64).")] = None,
     runs_dir: RunsDir = Path("runs"),
     name: RunName = None,
     device: Device = "cpu",
     progress: Progress = True,
+    **parsed: Any,
 ) -> None:
     """Evaluate the LLM on a prompt suite, keep the problems it answers, and localize: every
     head and MLP by attribution patching, exact patching (every head and the residual stream
@@ -90,25 +83,14 @@ def run_cmd(
     from arithinterp.studies.demo import llm_job
 
     with user_errors():
-        config = _config(op, digits, template, shots, n_eval, change, digit, n_pairs, n_exact,
-                         top_k, n_random, seed, batch_size)
+        batch = BATCH.values(parsed)
+        config = LLMConfig(suite=PromptSuite(**SUITE.values(parsed)), **PAIRS.values(parsed),
+                           localize=LLMLocalizeConfig(**LOCALIZE.values(parsed),
+                                                      seed=batch["seed"]), **batch)
         run = run_job(runs_dir, name, llm_job(llm_source(model), config),
                       ctx=make_ctx(device, progress)).run
     print_llm(run, config)
     out.print(f"run written to {run.dir}")
-
-
-def _config(op, digits, template, shots, n_eval, change, digit, n_pairs, n_exact, top_k,
-            n_random, seed, batch_size):
-    from arithinterp.llm import LLMLocalizeConfig
-    from arithinterp.stages.llm import LLMConfig
-    from arithinterp.tasks import PromptSuite
-
-    suite = PromptSuite(op=op, digits=digits, template=template, n_shots=shots)
-    return LLMConfig(suite=suite, n_eval=n_eval, change=change, digit=digit, n_pairs=n_pairs,
-                     localize=LLMLocalizeConfig(n_exact=n_exact, top_k=top_k,
-                                                n_random=n_random, seed=seed), seed=seed,
-                     batch_size=batch_size)
 
 
 def print_llm(run, config) -> None:

@@ -29,7 +29,7 @@ from arithinterp.analysis.localize import (
 )
 from arithinterp.components import Component, parse_components
 from arithinterp.evaluate import evaluate
-from arithinterp.fields import check_int
+from arithinterp.fields import check_int, described
 from arithinterp.finetune import Schedule, copy_model, finetune
 from arithinterp.models import LoadedModel, facts
 from arithinterp.runs import RunDir
@@ -47,11 +47,16 @@ class Selection:
     """Which components the `selected` arm trains: named ones, or the top of a
     localization's ranking (`top_k` or |effect| >= `threshold`, of the given kinds)."""
 
-    components: tuple[str, ...] = ()
-    experiment: str | None = None  # localize/<experiment> of the run
-    top_k: int | None = 3
-    threshold: float | None = None
-    kinds: tuple[Literal["head", "mlp", "attn"], ...] = ("head",)
+    components: tuple[str, ...] = described(
+        (), "Components to fine-tune, by name: L1H3,L0.mlp (instead of an experiment).")
+    experiment: str | None = described(
+        None, "Select from this localization experiment of the run (e.g. a1, or an llm run's "
+        "add1-few-shot-a0).")
+    top_k: int | None = described(3, "The top K ranked components.")
+    threshold: float | None = described(
+        None, "Every component with |normalized effect| >= this (instead of the top K).")
+    kinds: tuple[Literal["head", "mlp", "attn"], ...] = described(
+        ("head",), "Kinds to select: head, mlp, attn.")
 
     def __post_init__(self) -> None:
         if self.components:
@@ -68,18 +73,20 @@ class FinetuneConfig:
     """The target task (default: the model's own), the other tasks forgetting is measured
     on, the selection, the arms, and the shared budget: steps, problems, seeds."""
 
-    name: str = "ft"
-    task: TaskSpec | None = None
-    other_tasks: tuple[TaskSpec, ...] = ()
+    name: str = described("ft", "The comparison's name: finetune/<name>.")
+    task: TaskSpec | None = described(
+        None, "Target task such as add3x3-plain (default: the model's own).")
+    other_tasks: tuple[TaskSpec, ...] = described((), "Tasks forgetting is measured on.")
     select: Selection = field(default_factory=lambda: Selection(experiment="a1"))
-    arms: tuple[Arm, ...] = ARMS
-    n_random: int = 3
-    seeds: tuple[int, ...] = (0,)
+    arms: tuple[Arm, ...] = described(ARMS, "Arms: selected, random, full, none.")
+    n_random: int = described(3, "Random component sets (distinct).")
+    seeds: tuple[int, ...] = described((0,), "Seeds.")
     schedule: Schedule = field(default_factory=Schedule)
-    n_train: int = 5_000
-    n_eval: int = 1_000
+    n_train: int = described(5_000, "Training problems.")
+    n_eval: int = described(1_000, "Held-out problems scored.")
     eval_every: int = 50
-    rescale: bool = False
+    rescale: bool = described(
+        False, "Multiply the selected heads' gradients by H/h (Zhang et al.).")
 
     def __post_init__(self) -> None:
         check_comparison(self.name, self.arms, self.n_random, self.seeds)

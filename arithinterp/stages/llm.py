@@ -13,7 +13,7 @@ from typing import Literal
 
 from arithinterp import schema
 from arithinterp.cache import batch_size_for
-from arithinterp.fields import check_choice, check_int
+from arithinterp.fields import check_choice, check_int, described
 from arithinterp.llm import (
     CHANGES,
     LLMLocalizeConfig,
@@ -36,14 +36,17 @@ class LLMConfig:
     """Which questions, how many, which minimal pairs, how much localization."""
 
     suite: PromptSuite = field(default_factory=PromptSuite)
-    n_eval: int = 100
-    change: Literal["a", "b", "op"] = "a"
-    digit: int = 0  # of the operand `change` names (0 = least significant)
-    n_pairs: int = 32
+    n_eval: int = described(100, "Problems to evaluate.")
+    change: Literal["a", "b", "op"] = described(
+        "a", "What a minimal pair changes: a digit of a, of b, or the operator.")
+    digit: int = described(0, "Which digit of that operand (0 = least significant).")
+    n_pairs: int = described(32, "Minimal pairs (from the correct answers).")
     keep: Literal["correct", "all"] = "correct"  # the problems the pairs are made from
     localize: LLMLocalizeConfig = field(default_factory=LLMLocalizeConfig)
-    batch_size: int | None = None  # prompts per forward pass; None: what fits in memory
-    seed: int = 0  # draws the evaluated problems and the pairs
+    batch_size: int | None = described(
+        None, "Prompts per forward pass (default: as many as fit in a quarter of the free "
+        "memory, at most 64).")
+    seed: int = described(0, "Draws the problems and the pairs.")
     name: str | None = None  # the experiment (default: suite, change and digit)
 
     def __post_init__(self) -> None:

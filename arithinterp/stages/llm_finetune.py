@@ -30,7 +30,7 @@ import torch
 
 from arithinterp import schema
 from arithinterp.components import Component
-from arithinterp.fields import check_int
+from arithinterp.fields import check_int, described
 from arithinterp.finetune import Schedule, copy_model, finetune
 from arithinterp.llm import evaluate_llm
 from arithinterp.llm_finetune import (
@@ -67,11 +67,15 @@ class LLMFinetuneConfig:
 
     select: Selection
     name: str = "ft"
-    suite: PromptSuite | None = None
-    other_suites: tuple[PromptSuite, ...] = ()
-    text: str = DEFAULT_TEXT  # or a UTF-8 text file
-    window: int = 128  # tokens per perplexity window
-    n_windows: int = 32
+    suite: PromptSuite | None = described(
+        None, "The target prompt suite, e.g. add1-few-shot, mul2-chat (default: the suite of "
+        "the experiment, else add1-few-shot).")
+    other_suites: tuple[PromptSuite, ...] = described(
+        (), "Suites forgetting of other arithmetic is measured on.")
+    text: str = described(
+        DEFAULT_TEXT, "A UTF-8 text file for the perplexity (default: CPython's pydoc topics).")
+    window: int = described(128, "Tokens per perplexity window.")
+    n_windows: int = described(32, "Perplexity windows, a seeded selection.")
     text_seed: int = 0  # draws the windows
     arms: tuple[Arm, ...] = ARMS
     n_random: int = 3

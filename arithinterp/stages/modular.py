@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from arithinterp import schema
-from arithinterp.fields import check_ints
+from arithinterp.fields import check_ints, described
 from arithinterp.grokking import (
     GrokkingReport,
     check_modular,
@@ -45,9 +45,10 @@ class ModularConfig:
     """`freqs` fixes the key frequencies (None: found from the logit spectrum); progress
     measures over the training snapshots and Fourier probes can be switched off."""
 
-    freqs: tuple[int, ...] | None = None
-    progress: bool = True
-    probes: bool = True
+    freqs: tuple[int, ...] | None = described(
+        None, "Key frequencies, e.g. 14,35,41 (default: found from the logit spectrum).")
+    progress: bool = described(True, "Progress measures over the training snapshots.")
+    probes: bool = described(True, "Probe cos/sin(w_k x) of a, b, c.")
     fit: ProbeConfig = field(default_factory=lambda: ProbeConfig(
         sites=("resid_pre", "resid_mid", "resid_post"), positions=(0, 1, 2)))
 

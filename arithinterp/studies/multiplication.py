@@ -25,7 +25,7 @@ from typing import Literal
 import pandas as pd
 
 from arithinterp import schema
-from arithinterp.fields import check_choice, check_float
+from arithinterp.fields import check_choice, check_float, described
 from arithinterp.models import ZOO_DIR, ModelSpec
 from arithinterp.runs import RunDir, StrPath
 from arithinterp.stages.base import Context
@@ -46,11 +46,13 @@ STUDY = "study"  # the report run's one stage
 class MultiplicationStudy:
     """Which arms, seeds and scale; runs are named ``<name>-<arm>-s<seed>``."""
 
-    name: str = "mul3"
-    arms: tuple[Arm, ...] = ARMS
-    seeds: tuple[int, ...] = (0, 1)
-    scale: Scale = "default"
-    aux_weight: float = 1.0  # λ of the running-sum loss (arm aux)
+    name: str = described("mul3", "Stem of the run names: <name>-<arm>-s<seed>, <name>-study.")
+    arms: tuple[Arm, ...] = described(ARMS, "Arms: sft, icot, aux.")
+    seeds: tuple[int, ...] = described((0, 1), "Seeds per arm.")
+    scale: Scale = described(
+        "default", "default: 3x3 on a CPU (15-20 min a run); quick: 2x2, tiny, for smoke runs; "
+        "paper: Bai et al.'s 4x4, d_model 768, 808k problems, for a GPU.")
+    aux_weight: float = described(1.0, "λ of the running-sum loss (arm aux).")
     n_analysis: int = 2_000  # problems for probes, attention and Fourier
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from arithinterp import schema
 from arithinterp.analysis.suite import LocalizeConfig
-from arithinterp.fields import check_float, check_int
+from arithinterp.fields import check_float, check_int, described
 from arithinterp.finetune import Schedule
 from arithinterp.models import ModelSpec
 from arithinterp.runs import RunDir, StrPath
@@ -42,13 +42,13 @@ COMPARISON = "sub"  # finetune/<this>
 class FinetuneScenario:
     """The base model's training, and the comparison's budget."""
 
-    name: str = "mix"
+    name: str = described("mix", "Stem of the run's name: <name>-base.")
     base_steps: int = 1_000
     weights: tuple[int, int] = (3, 1)  # addition steps, subtraction steps, per cycle
     top_k: int = 2  # heads the selected arm trains (of 8)
     n_random: int = 3
-    seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 300
+    seeds: tuple[int, ...] = described((0, 1, 2), "Fine-tuning seeds.")
+    steps: int = described(300, "Steps per fine-tune.")
     lr: float = 3e-4  # fine-tuning: a third of the pre-training rate
     quick: bool = False  # a tiny model and budget, for tests
 

@@ -20,7 +20,7 @@ from typing import Literal
 from jaxtyping import Int
 from torch import Tensor
 
-from arithinterp.fields import check_choice, check_int
+from arithinterp.fields import check_choice, check_int, described
 
 LLM_OPS = {"+": "add", "-": "sub", "*": "mul"}
 TEMPLATES = ("few-shot", "chat")
@@ -31,10 +31,11 @@ MAX_DIGITS = 6
 class PromptSuite:
     """Arithmetic questions for an LLM: operation, operand width, template and seed."""
 
-    op: Literal["+", "-", "*"] = "+"
-    digits: int = 1
-    template: Literal["few-shot", "chat"] = "few-shot"
-    n_shots: int = 3
+    op: Literal["+", "-", "*"] = described("+", "The operation.")
+    digits: int = described(1, f"Digits of each operand (1..{MAX_DIGITS}).")
+    template: Literal["few-shot", "chat"] = described(
+        "few-shot", "Solved examples then the question, or the model's chat template.")
+    n_shots: int = described(3, "Solved examples before the question.")
     seed: int = 0  # draws the few-shot examples
 
     def __post_init__(self) -> None:
