@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from arithinterp import schema
+from arithinterp.fields import check_choice, check_float, check_int
 from arithinterp.models import ModelSpec
 from arithinterp.tasks import Task, TaskSpec
 from arithinterp.tasks.data import SAMPLINGS, Sampling, problem_space_size
@@ -50,12 +51,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("n_test", "batch_size", "max_steps", "eval_every", "eval_size",
                      "checkpoint_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.n_train is not None and (isinstance(self.n_train, bool) or
-                                         not isinstance(self.n_train, int) or self.n_train < 1):
-            raise ValueError(f"n_train must be None or a positive integer, got {self.n_train!r}")
+            check_int(name, getattr(self, name), min=1)
+        check_int("n_train", self.n_train, min=1, optional=True)
         space = problem_space_size(self.task)
         if self.n_test >= space:
             raise ValueError(f"n_test ({self.n_test}) must be below the {space} problems of "
@@ -64,31 +61,21 @@ class TrainConfig:
             raise ValueError(f"n_train ({self.n_train}) + n_test ({self.n_test}) exceed the "
                              f"{space} problems of task {self.task.name}; lower n_train (at "
                              f"most {space - self.n_test}) or leave it unset")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        check_int("warmup_steps", self.warmup_steps, min=0)
         if self.batch_size > self.train_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be <= n_train "
                              f"({self.train_size})")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.decay not in ("matrices", "all"):
-            raise ValueError(f"decay must be 'matrices' or 'all', got {self.decay!r}")
-        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
-            raise ValueError("target_accuracy must be in (0, 1] or None, "
-                             f"got {self.target_accuracy}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        check_float("lr", self.lr, min=0, min_open=True)
+        check_float("weight_decay", self.weight_decay, min=0)
+        check_choice("decay", self.decay, ("matrices", "all"))
+        check_float("target_accuracy", self.target_accuracy, min=0, max=1, min_open=True,
+                    optional=True)
+        check_float("grad_clip", self.grad_clip, min=0, min_open=True, optional=True)
+        check_choice("sampling", self.sampling, SAMPLINGS)
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be in [0, 1), got {self.betas}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got "
-                             f"{self.lr_schedule!r}")
-        if self.snapshot_every is not None and self.snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be None or >= 1, got {self.snapshot_every}")
+        check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        check_int("snapshot_every", self.snapshot_every, min=1, optional=True)
         if self.curriculum is not None:
             self.curriculum.check(self)
         kinds = [e.kind for e in self.extra_losses]

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from arithinterp import schema
 from arithinterp.components import hook_name
+from arithinterp.fields import check_float, check_int, check_ints
 from arithinterp.models import ModelSpec, context_length
 from arithinterp.tasks import Dataset, Task, TaskSpec
 from arithinterp.tasks.data import make_test_split, problem_space_size
@@ -84,8 +85,7 @@ class Mixture(Curriculum):
             raise ValueError("a mixture needs other tasks and one weight more than tasks (the "
                              f"config's own task first), got {len(self.tasks)} tasks and "
                              f"{len(self.weights)} weights")
-        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.weights):
-            raise ValueError(f"weights must be positive integers, got {self.weights}")
+        check_ints("weights", self.weights, min=1)
 
     def check(self, config: TrainSetup) -> None:
         own = config.task
@@ -144,16 +144,11 @@ class ICoT(Curriculum):
     keep_positions: bool = False
 
     def __post_init__(self) -> None:
-        if self.tokens_per_stage < 1:
-            raise ValueError(f"tokens_per_stage must be >= 1, got {self.tokens_per_stage}")
-        if self.stage_steps is not None and self.stage_steps < 1:
-            raise ValueError(f"stage_steps must be None or >= 1, got {self.stage_steps}")
-        if self.full_chain_steps is not None and self.full_chain_steps < 0:
-            raise ValueError(f"full_chain_steps must be None or >= 0, got "
-                             f"{self.full_chain_steps}")
-        if self.smoothing < 0 or self.max_extra < 0:
-            raise ValueError("smoothing and max_extra must be >= 0, got "
-                             f"{self.smoothing} and {self.max_extra}")
+        check_int("tokens_per_stage", self.tokens_per_stage, min=1)
+        check_int("stage_steps", self.stage_steps, min=1, optional=True)
+        check_int("full_chain_steps", self.full_chain_steps, min=0, optional=True)
+        check_float("smoothing", self.smoothing, min=0)
+        check_int("max_extra", self.max_extra, min=0)
 
     def check(self, config: TrainSetup) -> None:
         if config.task.format != "cot" or config.task.cot_tokens_removed:
@@ -238,10 +233,8 @@ class RunningSumLoss(ExtraLossConfig):
     heads: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if not self.weight >= 0:
-            raise ValueError(f"weight (λ) must be >= 0, got {self.weight}")
-        if self.layer is not None and self.layer < 0:
-            raise ValueError(f"layer must be None or >= 0, got {self.layer}")
+        check_float("weight (λ)", self.weight, min=0)
+        check_int("layer", self.layer, min=0, optional=True)
         if self.heads is not None and self.site != "z":
             raise ValueError("heads only applies to site 'z'")
 
