@@ -1,6 +1,7 @@
-"""The package's structure, enforced by parsing code: the layer order (also inside analysis/
-and stages/), no import cycles, tests mirroring the package, and artifact paths and
-component names spelled only in `schema` and `components`."""
+"""The package's structure, enforced by parsing code: the layer order (also inside the
+subpackages), no import cycles, hooks registered only by the intervention core, tests
+mirroring the package, and artifact paths and component names spelled only in `schema` and
+`components`."""
 
 import ast
 import re
@@ -11,16 +12,19 @@ PKG = ROOT / "arithinterp"
 # Lower layers never import higher ones (same-layer imports are allowed, cycles are not).
 LAYERS = {
     "fields": 0, "tasks": 0, "components": 0, "schema": 0, "runs": 0, "viz": 0,
-    "models": 1, "pretrained": 1,
-    "cache": 2, "evaluate": 2, "training": 2, "analysis": 2, "probes": 2, "fourier": 2, "llm": 2,
-    "finetune": 2, "llm_finetune": 2, "grokking": 2,
-    "stages": 3,
-    "studies": 4, "sweeps": 4,
-    "cli": 5,
+    "models": 1, "pretrained": 1, "checkpoints": 1, "weights": 1,
+    "core": 2,
+    "evaluate": 3, "training": 3, "analysis": 3, "probes": 3, "fourier": 3, "llm": 3,
+    "finetune": 3, "sources": 3, "grokking": 3,
+    "stages": 4,
+    "studies": 5, "sweeps": 5,
+    "cli": 6,
 }
 DATA_ONLY = {"fields", "tasks", "components", "schema", "runs", "viz"}  # import no compute modules
 INNER = {  # order of the modules inside a subpackage
-    "analysis": {"metrics": 0, "forward": 0, "attention": 0, "localize": 0,
+    "core": {"metrics": 0, "interventions": 0, "graph": 0, "fast": 1, "engine": 1, "cache": 2,
+             "contrast": 2, "circuit": 2},
+    "analysis": {"attention": 0, "localize": 0,
                  "patching": 1, "attribution": 1, "attribution_patching": 2, "paths": 2,
                  "neurons": 2,
                  "suite": 3},
@@ -29,10 +33,10 @@ INNER = {  # order of the modules inside a subpackage
                "model": 2, "registry": 3, "job": 4},
     "tasks": {"vocab": 0, "spec": 1, "modular": 2, "data": 3, "prompts": 3, "corrupt": 4},
     "cli": {"common": 0, "options": 0, "llm": 1, "core": 2, "studies": 1, "sweeps": 1},
-    "training": {"plugins": 0, "config": 1, "recipes": 2, "checkpoints": 2, "loop": 3},
     "viz": {"common": 0, "training": 1, "evaluation": 1, "patching": 1, "attribution": 1,
             "neurons": 1, "attention": 1, "probes": 1, "fourier": 1, "multiplication": 1,
             "finetune": 1, "sweeps": 1},
+    "training": {"plugins": 0, "config": 1, "recipes": 2, "checkpoints": 2, "loop": 3},
 }
 
 
@@ -114,6 +118,28 @@ def test_no_import_cycles():
 
     for node in graph:
         visit(node)
+
+
+HOOK_CALLS = {"run_with_hooks", "hooks", "run_with_cache", "add_hook", "add_perma_hook"}
+
+
+def test_hooks_are_registered_only_by_the_intervention_core():
+    """Methods write interventions as values; only arithinterp/core runs them through hooks.
+    A hook function (a parameter named `hook`) or a hook-registering call elsewhere fails."""
+    files = [p for d in ("arithinterp", "apps", "probes") for p in (ROOT / d).rglob("*.py")
+             if (PKG / "core") not in p.parents]
+    bad = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in HOOK_CALLS:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.func.attr}(...)")
+            if isinstance(node, ast.keyword) and node.arg in ("fwd_hooks", "bwd_hooks"):
+                bad.append(f"{path.relative_to(ROOT)}:{node.value.lineno}: {node.arg}=")
+            if isinstance(node, ast.FunctionDef | ast.Lambda) and "hook" in [
+                    a.arg for a in node.args.args + node.args.kwonlyargs]:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: a hook function")
+    assert not bad, "\n".join(bad)
 
 
 def test_tests_mirror_the_package():

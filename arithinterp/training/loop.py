@@ -8,7 +8,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -18,7 +17,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from arithinterp.components import hook_name
+from arithinterp.core.engine import intervening, run
+from arithinterp.core.interventions import Intervention
 from arithinterp.evaluate import answer_digit_loss, evaluate
 from arithinterp.models import (
     HookedModel,
@@ -86,34 +86,36 @@ def answer_loss(
 
 def run_with_activations(
     model: HookedModel, tokens: Int[Tensor, "batch pos"], names: Sequence[str],
-    hooks: Sequence = (),
+    interventions: Sequence[Intervention] = (),
 ) -> tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor]]:
-    """Logits plus the named activations, keeping gradients (run_with_cache detaches);
-    `hooks` (name, fn) pairs run too."""
-    acts: dict[str, Tensor] = {}
-
-    def keep(act: Tensor, hook, *, name: str) -> Tensor:
-        acts[name] = act
-        return act
-
-    all_hooks = [*hooks, *((n, lambda act, hook, n=n: keep(act, hook, name=n)) for n in names)]
-    logits = model.run_with_hooks(tokens, fwd_hooks=all_hooks) if all_hooks else model(tokens)
-    return logits, acts
+    """Logits plus the named activations, keeping gradients (for losses read off them), with
+    `interventions` applied."""
+    out = run(model, tokens, interventions, capture=names, detach=False)
+    return out.logits, out.acts
 
 
-def _gapped_positions(act: Tensor, hook, *, weight: Tensor, start: int, gap: int) -> Tensor:
-    """The position embedding of ids that skip `gap` positions from `start` on."""
-    ids = torch.arange(act.shape[-2], device=act.device)
-    return weight[torch.where(ids >= start, ids + gap, ids)].expand_as(act)
+@dataclass(frozen=True, eq=False)
+class GappedPositions:
+    """The position embedding of ids that skip `gap` positions from `start` on: the rows of
+    `weight` a curriculum that keeps positions gives its shortened sequences."""
+
+    weight: Tensor
+    start: int
+    gap: int
+
+    def apply(self, act: Tensor) -> Tensor:
+        ids = torch.arange(act.shape[-2], device=act.device)
+        return self.weight[torch.where(ids >= self.start, ids + self.gap, ids)].expand_as(act)
 
 
-def position_hooks(config: TrainConfig, model: HookedModel, spec: Task) -> list:
-    """Hooks that give `spec`'s batches the curriculum's position ids (none: plain)."""
+def position_interventions(config: TrainConfig, model: HookedModel, spec: Task
+                           ) -> list[Intervention]:
+    """What gives `spec`'s batches the curriculum's position ids (nothing: plain ids)."""
     gap = config.curriculum.position_gap(spec) if config.curriculum else 0
     if not gap:
         return []
-    return [(hook_name("pos_embed"), partial(_gapped_positions, weight=position_embedding(
-        model), start=spec.prompt_len, gap=gap))]
+    return [Intervention("pos_embed", GappedPositions(position_embedding(model), spec.prompt_len,
+                                                      gap))]
 
 
 def parameter_groups(named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: float,
@@ -207,8 +209,9 @@ def train(
                 opt = make_optimizer()
             batch = train_data[batch_indices(step, len(train_data), config.batch_size, config.seed)]
             tokens = batch.tokens.to(dev)
-            logits, acts = run_with_activations(model, tokens[:, :-1], hook_names,
-                                                position_hooks(config, model, train_data.spec))
+            logits, acts = run_with_activations(
+                model, tokens[:, :-1], hook_names,
+                position_interventions(config, model, train_data.spec))
             loss = answer_loss(logits, tokens, batch.loss_mask.to(dev))
             for extra in extras:
                 loss = loss + extra.weight * extra(acts, batch, logits, gen)
@@ -229,10 +232,10 @@ def train(
             if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
                 probe_set = test_data[: config.eval_size]
                 model.eval()
-                with model.hooks(fwd_hooks=position_hooks(config, model, test_data.spec)):
+                with intervening(model, position_interventions(config, model, test_data.spec)):
                     result = evaluate(model, probe_set)
                     digit_loss = answer_digit_loss(model, probe_set)
-                with model.hooks(fwd_hooks=position_hooks(config, model, train_data.spec)):
+                with intervening(model, position_interventions(config, model, train_data.spec)):
                     train_result = evaluate(model, train_data[: config.eval_size])
                 model.train()
                 record = {"step": state["step"], "loss": state["loss_sum"] / state["loss_count"],

@@ -6,7 +6,9 @@ import json
 import pytest
 import torch
 
-from arithinterp.models import ModelSpec, build_model, load_model
+from arithinterp.checkpoints import load_model
+from arithinterp.core.engine import intervening
+from arithinterp.models import ModelSpec, build_model
 from arithinterp.tasks import TaskSpec, make_dataset
 from arithinterp.training.checkpoints import held_out_split
 from arithinterp.training.config import TrainConfig, with_mode
@@ -14,7 +16,7 @@ from arithinterp.training.loop import (
     answer_loss,
     lr_at,
     parameter_groups,
-    position_hooks,
+    position_interventions,
     train,
 )
 from arithinterp.training.plugins import ICoT
@@ -98,7 +100,7 @@ def test_kept_positions_are_folded_into_the_saved_model(tmp_path):
     model = build_model(cfg.model, task).eval()
     spec = cfg.spec_at(11)
     data = make_dataset(spec, torch.tensor([12, 47]), torch.tensor([34, 38]))
-    with torch.inference_mode(), model.hooks(fwd_hooks=position_hooks(cfg, model, spec)):
+    with torch.inference_mode(), intervening(model, position_interventions(cfg, model, spec)):
         gapped = model(data.tokens)
     close_position_gap(model, spec.prompt_len, 14)
     with torch.inference_mode():
