@@ -265,7 +265,7 @@ def task_from_key(key: str) -> Task:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def _load_model(run_dir: str, task_json: str, stamp: int):
-    from arithinterp.models import load_model
+    from arithinterp.checkpoints import load_model
 
     return load_model(run_dir, device="cpu").with_task(task_from_key(task_json))
 

@@ -45,9 +45,10 @@ from arithinterp.fourier import (
     compute_fourier_r2,
     compute_weight_tables,
 )
-from arithinterp.models import LoadedModel, device_of, facts, fast_engine_gap
+from arithinterp.models import LoadedModel, device_of, facts
 from arithinterp.tasks import PromptPairs, PromptSuite, TokenPrompts
 from arithinterp.tasks.prompts import LLM_OPS
+from arithinterp.weights import fast_engine_gap
 
 CHANGES = ("a", "b", "op")  # what a minimal pair changes: a digit of a, of b, or the operator
 

@@ -34,9 +34,10 @@ from arithinterp.analysis.attribution_patching import (  # noqa: E402
     compare_with_exact,
     sweep_attribution,
 )
-from arithinterp.core.metrics import AnswerMetric, answer_metric  # noqa: E402
 from arithinterp.analysis.patching import PatchSpec, reference_patching, sweep_patching  # noqa: E402
-from arithinterp.models import ModelSpec, build_model, load_model, resolve_device  # noqa: E402
+from arithinterp.checkpoints import load_model  # noqa: E402
+from arithinterp.core.metrics import AnswerMetric, answer_metric  # noqa: E402
+from arithinterp.models import ModelSpec, build_model, resolve_device  # noqa: E402
 from arithinterp.tasks import PromptPairs, make_digit_pairs  # noqa: E402
 
 GRIDS = [("heads x pos (z)", PatchSpec("z")), ("resid_pre layer x pos", PatchSpec("resid_pre")),

@@ -69,7 +69,7 @@ def add_probe_options(p: Parser) -> None:
 
 def source_task(args: argparse.Namespace):
     """The task of RUN_OR_MODEL's model (a bad source fails here, before anything is made)."""
-    from arithinterp.models import load_model
+    from arithinterp.checkpoints import load_model
 
     loaded = load_model(args.source)
     if loaded.task is None:

@@ -12,7 +12,7 @@ PKG = ROOT / "arithinterp"
 # Lower layers never import higher ones (same-layer imports are allowed, cycles are not).
 LAYERS = {
     "fields": 0, "tasks": 0, "components": 0, "schema": 0, "runs": 0, "viz": 0,
-    "models": 1, "pretrained": 1, "checkpoints": 1, "weights": 1,
+    "models": 1, "pretrained": 1, "checkpoints": 1, "weights": 1, "checkpoints": 1, "weights": 1,
     "core": 2,
     "evaluate": 3, "training": 3, "analysis": 3, "probes": 3, "fourier": 3, "llm": 3,
     "finetune": 3, "sources": 3, "grokking": 3,

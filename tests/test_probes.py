@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
+from arithinterp.checkpoints import load_model
 from arithinterp.components import hook_name
-from arithinterp.models import LoadedModel, load_model
+from arithinterp.models import LoadedModel
 from arithinterp.probes import (
     ProbeConfig,
     compute_probe_summary,

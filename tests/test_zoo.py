@@ -3,8 +3,8 @@
 import pytest
 
 from arithinterp import schema
+from arithinterp.checkpoints import ZOO_DIR, load_model, zoo_names
 from arithinterp.evaluate import evaluate
-from arithinterp.models import ZOO_DIR, load_model, zoo_names
 from arithinterp.runs import RunDir
 from arithinterp.stages.job import read_job
 from arithinterp.studies.multiplication import MultiplicationStudy, arm_config

@@ -4,7 +4,7 @@ Denoising copies each clean activation into the corrupted run; noising copies co
 activations into the clean run. A cell's patch can only change the network from its layer
 on, at positions from the first patched one up to the metric's position, so the fast
 engine resumes the forward pass there (`forward.run_suffix`) for all the heads of a
-(layer, position) group at once. It covers the models `models.native_weights` reads: those
+(layer, position) group at once. It covers the models `weights.native_weights` reads: those
 built here with learned positions, and Llama-family LLMs (rotary, RMSNorm, gated MLP,
 grouped-query attention). Other models go through the hook engine: one hooked forward pass
 per cell. Under grouped-query attention k and v belong to key/value heads shared by several
@@ -47,8 +47,9 @@ from arithinterp.core.metrics import (
     normalized_effect,
     normalized_per_prompt,
 )
-from arithinterp.models import HookedModel, NativeWeights, device_of, facts
+from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.tasks import PromptPairs
+from arithinterp.weights import NativeWeights
 
 Site = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
                "z", "q", "k", "v", "pattern"]
@@ -195,7 +196,7 @@ def sweep_patching(
     a bar over the grid's layers, or its cells for the hook engine).
 
     engine 'fast' recomputes only what a patch changes (models built here with learned
-    positions, Llama-family LLMs: `models.fast_engine_gap`); 'hooks' runs one hooked
+    positions, Llama-family LLMs: `weights.fast_engine_gap`); 'hooks' runs one hooked
     forward pass per cell (any model); 'auto' picks.
     """
     contrast = Contrast(pairs, metric, direction)

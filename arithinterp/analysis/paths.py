@@ -31,8 +31,9 @@ from arithinterp.core.contrast import Contrast, Direction, engine_weights
 from arithinterp.core.engine import capture_activations, run
 from arithinterp.core.interventions import Intervention, Replace, patch
 from arithinterp.core.metrics import AnswerMetric, check_finite, normalized_effect
-from arithinterp.models import HookedModel, NativeWeights, facts
+from arithinterp.models import HookedModel, facts
 from arithinterp.tasks import PromptPairs
+from arithinterp.weights import NativeWeights
 
 Input = Literal["q", "k", "v"]
 

@@ -147,8 +147,8 @@ def eval_cmd(
     device: Device = "auto",
 ) -> None:
     """Evaluate a model on its held-out problems: exact match, per digit, by carries."""
+    from arithinterp.checkpoints import load_model
     from arithinterp.evaluate import evaluate
-    from arithinterp.models import load_model
     from arithinterp.training.checkpoints import held_out_split
 
     with user_errors():
@@ -173,7 +173,7 @@ def eval_cmd(
 @app.command("zoo")
 def zoo_cmd() -> None:
     """List the shipped models with their recorded held-out accuracy."""
-    from arithinterp.models import ZOO_DIR, read_checkpoint_config, zoo_names
+    from arithinterp.checkpoints import ZOO_DIR, read_checkpoint_config, zoo_names
     from arithinterp.runs import RunDir
 
     table = Table("name", "task", "mode", "params", "steps", "exact match", "held-out n")
@@ -236,7 +236,7 @@ def localize_cmd(
     **parsed: Any,
 ) -> None:
     """Find the heads, MLPs, positions and paths that carry the answer (writes a run)."""
-    from arithinterp.models import load_model
+    from arithinterp.checkpoints import load_model
     from arithinterp.runs import is_run
     from arithinterp.stages.job import run_job
     from arithinterp.stages.model import ModelSource
@@ -295,7 +295,7 @@ def probe_cmd(
 ) -> None:
     """Linear probes (digits, carries, ...) with controls, and the Fourier report (writes a
     run)."""
-    from arithinterp.models import load_model
+    from arithinterp.checkpoints import load_model
     from arithinterp.probes import ProbeConfig
     from arithinterp.stages.fourier import FourierConfig
     from arithinterp.stages.job import run_job

@@ -72,7 +72,7 @@ def finetune_cmd(
     """Fine-tune only chosen components (heads, MLPs) against random components, full
     fine-tuning and none: gain on the target task, forgetting on the others (for a pretrained
     LLM: gain on a prompt suite, forgetting on other suites and perplexity on English text)."""
-    from arithinterp.models import load_model
+    from arithinterp.checkpoints import load_model
     from arithinterp.runs import RunDir, is_run
     from arithinterp.stages import finetune, llm_finetune
     from arithinterp.stages.base import Context, run_model
@@ -233,8 +233,8 @@ def modular_cmd(
 ) -> None:
     """The Fourier picture of a modular-arithmetic model (Nanda et al. 2023): key
     frequencies, restricted and excluded loss, neurons, progress measures over training."""
+    from arithinterp.checkpoints import load_model
     from arithinterp.grokking import check_modular
-    from arithinterp.models import load_model
     from arithinterp.stages.job import run_on
 
     with user_errors():

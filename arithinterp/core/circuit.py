@@ -24,7 +24,8 @@ from arithinterp.core import fast as fw
 from arithinterp.core.engine import capture_activations, run
 from arithinterp.core.graph import Edge, Graph, Node
 from arithinterp.core.interventions import Intervention, Replace
-from arithinterp.models import HookedModel, NativeWeights
+from arithinterp.models import HookedModel
+from arithinterp.weights import NativeWeights
 
 ABLATIONS: tuple[str, ...] = ("patch", "mean", "zero")
 

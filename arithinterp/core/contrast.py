@@ -19,15 +19,9 @@ from torch import Tensor
 
 from arithinterp.core import fast as fw
 from arithinterp.core.metrics import AnswerMetric, check_finite
-from arithinterp.models import (
-    HookedModel,
-    NativeWeights,
-    device_of,
-    facts,
-    fast_engine_gap,
-    native_weights,
-)
+from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.tasks import PromptPairs
+from arithinterp.weights import NativeWeights, fast_engine_gap, native_weights
 
 Direction = Literal["denoise", "noise"]
 DIRECTIONS: tuple[str, ...] = ("denoise", "noise")

@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from arithinterp.core.interventions import Intervention
-from arithinterp.models import NativeWeights
+from arithinterp.weights import NativeWeights
 
 Stage = Literal["pre", "mid"]
 ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),

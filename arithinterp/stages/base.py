@@ -7,7 +7,8 @@ from dataclasses import Field, dataclass
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from arithinterp import schema
-from arithinterp.models import LoadedModel, load_model
+from arithinterp.checkpoints import load_model
+from arithinterp.models import LoadedModel
 from arithinterp.pretrained import load_llm
 from arithinterp.runs import RunDir
 

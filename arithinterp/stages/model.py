@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 
 from arithinterp import schema
-from arithinterp.models import describe_source, load_model, resolve_model_path
+from arithinterp.checkpoints import describe_source, load_model, resolve_model_path
 from arithinterp.pretrained import check_llm_source, is_llm_source, load_llm
 from arithinterp.runs import RunDir
 from arithinterp.stages import train as train_stage

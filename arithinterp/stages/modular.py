@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from arithinterp import schema
+from arithinterp.checkpoints import ZOO_DIR, read_weights
 from arithinterp.fields import check_ints, described
 from arithinterp.grokking import (
     GrokkingReport,
@@ -30,7 +31,6 @@ from arithinterp.grokking import (
     compute_progress,
     full_grid,
 )
-from arithinterp.models import ZOO_DIR, read_weights
 from arithinterp.probes import ProbeConfig, fit_probes, make_targets
 from arithinterp.runs import RunDir, is_run
 from arithinterp.stages.base import Context, need_task, run_model

@@ -25,8 +25,9 @@ from typing import Literal
 import pandas as pd
 
 from arithinterp import schema
+from arithinterp.checkpoints import ZOO_DIR
 from arithinterp.fields import check_choice, check_float, described
-from arithinterp.models import ZOO_DIR, ModelSpec
+from arithinterp.models import ModelSpec
 from arithinterp.runs import RunDir, StrPath
 from arithinterp.stages.base import Context
 from arithinterp.stages.evaluate import EvaluateConfig

@@ -19,13 +19,8 @@ from pathlib import Path
 import torch
 
 from arithinterp import schema
-from arithinterp.models import (
-    HookedModel,
-    load_model,
-    read_weights,
-    save_model,
-    state_tensors,
-)
+from arithinterp.checkpoints import load_model, read_weights, save_model, state_tensors
+from arithinterp.models import HookedModel
 from arithinterp.runs import atomic_write_bytes, atomic_write_text, safetensors_bytes
 from arithinterp.tasks import Dataset, Task, make_dataset, make_splits
 from arithinterp.tasks.data import make_test_split

@@ -1,12 +1,13 @@
 """The zoo's recipes: the training config each shipped task model is (re)built with, and
 the grokking setup they share with modular runs trained here. The shipped models themselves
-live in ``arithinterp/zoo`` (`models.zoo_names`); a recipe whose model is missing there is
+live in ``arithinterp/zoo`` (`checkpoints.zoo_names`); a recipe whose model is missing there is
 trained into the run that asks for it (stage `model`). The multiplication arms
 (``mul3-*``) come from their study (`studies.multiplication.save_to_zoo`)."""
 
 from __future__ import annotations
 
-from arithinterp.models import ModelSpec, zoo_names
+from arithinterp.checkpoints import zoo_names
+from arithinterp.models import ModelSpec
 from arithinterp.tasks import ModularTask, TaskSpec
 from arithinterp.tasks.data import fraction_split
 from arithinterp.training.config import TrainConfig

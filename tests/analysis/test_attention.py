@@ -8,8 +8,9 @@ from arithinterp.analysis.attention import (
     compute_layer_patterns,
     compute_operand_attention,
 )
+from arithinterp.checkpoints import load_model
 from arithinterp.components import hook_name
-from arithinterp.models import ModelSpec, build_model, load_model
+from arithinterp.models import ModelSpec, build_model
 from arithinterp.tasks import make_splits
 
 

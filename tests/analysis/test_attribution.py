@@ -10,9 +10,10 @@ from arithinterp.analysis.attribution import (
     compute_dla_per_prompt,
     compute_logit_lens,
 )
-from arithinterp.core.metrics import AnswerMetric, answer_metric
+from arithinterp.checkpoints import load_model
 from arithinterp.components import hook_name
-from arithinterp.models import ModelSpec, build_model, load_model
+from arithinterp.core.metrics import AnswerMetric, answer_metric
+from arithinterp.models import ModelSpec, build_model
 from arithinterp.tasks import make_digit_pairs, make_splits
 
 VARIANTS = {

@@ -12,9 +12,10 @@ from arithinterp.analysis.attribution_patching import (
     compare_with_exact,
     sweep_attribution,
 )
-from arithinterp.core.metrics import answer_metric
 from arithinterp.analysis.patching import PatchResult, PatchSpec, sweep_patching
-from arithinterp.models import ModelSpec, build_model, load_model
+from arithinterp.checkpoints import load_model
+from arithinterp.core.metrics import answer_metric
+from arithinterp.models import ModelSpec, build_model
 from arithinterp.tasks import PromptPairs, TaskSpec, make_digit_pairs
 from tests.conftest import with_random_biases
 

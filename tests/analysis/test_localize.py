@@ -14,13 +14,15 @@ from arithinterp.analysis.localize import (
     run_with_ablation,
     select_components,
 )
-from arithinterp.core.metrics import answer_metric
 from arithinterp.analysis.patching import PatchSpec, sweep_patching
+from arithinterp.checkpoints import load_model
 from arithinterp.components import Component, hook_name
 from arithinterp.components import all_components as _all
+from arithinterp.core.metrics import answer_metric
 from arithinterp.evaluate import evaluate
-from arithinterp.models import ModelSpec, build_model, facts, load_model, native_weights
+from arithinterp.models import ModelSpec, build_model, facts
 from arithinterp.tasks import make_dataset, make_digit_pairs, make_splits
+from arithinterp.weights import native_weights
 from tests.conftest import BAD_CONFIG, with_random_biases
 
 COLUMNS = ["condition", "components", "n_components", "method", "exact_match"]

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from arithinterp.analysis.attribution_patching import sweep_attribution
-from arithinterp.core.metrics import AnswerMetric, answer_metric
 from arithinterp.analysis.patching import (
     HEAD_SITES,
     Cell,
@@ -19,7 +18,9 @@ from arithinterp.analysis.patching import (
     sweep_patching,
 )
 from arithinterp.analysis.paths import sweep_paths
-from arithinterp.models import ModelSpec, build_model, load_model
+from arithinterp.checkpoints import load_model
+from arithinterp.core.metrics import AnswerMetric, answer_metric
+from arithinterp.models import ModelSpec, build_model
 from arithinterp.tasks import PromptPairs, TaskSpec, make_digit_pairs
 from tests.conftest import with_random_biases
 

@@ -6,8 +6,9 @@ import torch
 
 from arithinterp import schema
 from arithinterp.analysis.suite import GridConfig, LocalizeConfig, compute_localization
+from arithinterp.checkpoints import load_model
 from arithinterp.evaluate import teacher_forced_correct
-from arithinterp.models import ModelSpec, build_model, load_model
+from arithinterp.models import ModelSpec, build_model
 from arithinterp.tasks import TaskSpec, make_dataset, make_splits
 from arithinterp.training.checkpoints import held_out_split
 from arithinterp.training.config import TrainConfig

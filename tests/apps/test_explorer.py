@@ -351,7 +351,7 @@ def test_attention_on_the_tokens_follows_the_chosen_layer_and_prompt(open_page):
 
 def test_attention_averaged_over_the_runs_prompts(open_page, runs_dir):
     from arithinterp.analysis.attention import compute_attention_patterns
-    from arithinterp.models import load_model
+    from arithinterp.checkpoints import load_model
     from arithinterp.tasks import make_dataset
 
     at = open_page("attention", attention_source="mean over the run's", attention_head=2)
@@ -392,8 +392,9 @@ def test_playground_answers_a_typed_problem(open_page, runs_dir):
 
 def test_playground_typed_partner_noising_any_site_and_a_drill_down(open_page, runs_dir):
     from arithinterp.analysis.metrics import answer_metric, default_digit
+
     from arithinterp.analysis.patching import PatchSpec, sweep_patching
-    from arithinterp.models import load_model
+    from arithinterp.checkpoints import load_model
     from arithinterp.tasks import PromptPairs, make_dataset
 
     at = open_page("playground")
@@ -769,8 +770,9 @@ def test_residual_stream_pca_of_the_cached_activations(open_page, runs_dir):
 
 def test_the_neurons_page_ranks_patches_and_profiles_one_layers_neurons(open_page, runs_dir):
     from arithinterp.analysis.metrics import answer_metric
+
     from arithinterp.analysis.neurons import neuron_table
-    from arithinterp.models import load_model
+    from arithinterp.checkpoints import load_model
     from arithinterp.tasks import PromptPairs, make_dataset
 
     at = open_page("neurons")

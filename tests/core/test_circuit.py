@@ -11,8 +11,9 @@ from arithinterp.core.circuit import ablated_outputs, run_edges, run_nodes, send
 from arithinterp.core.engine import capture_activations, run
 from arithinterp.core.graph import Node, build_graph
 from arithinterp.core.interventions import Add, Intervention, patch
-from arithinterp.models import ModelSpec, build_model, facts, native_weights
+from arithinterp.models import ModelSpec, build_model, facts
 from arithinterp.tasks import TaskSpec, make_digit_pairs
+from arithinterp.weights import native_weights
 from tests.conftest import with_random_biases
 
 TASK = TaskSpec(digits_a=2, digits_b=2, format="reversed")

@@ -23,8 +23,9 @@ from arithinterp.core.interventions import (
     patch,
 )
 from arithinterp.core.metrics import answer_metric
-from arithinterp.models import ModelSpec, build_model, native_weights
+from arithinterp.models import ModelSpec, build_model
 from arithinterp.tasks import TaskSpec, make_digit_pairs
+from arithinterp.weights import native_weights
 from tests.conftest import with_random_biases
 
 TASK = TaskSpec(digits_a=2, digits_b=2, format="reversed")

@@ -5,8 +5,9 @@ import torch
 
 from arithinterp.components import hook_name
 from arithinterp.core import fast as fw
-from arithinterp.models import ModelSpec, build_model, native_weights
+from arithinterp.models import ModelSpec, build_model
 from arithinterp.tasks import TaskSpec
+from arithinterp.weights import native_weights
 
 TASK = TaskSpec(digits_a=2, digits_b=2)
 
@@ -31,11 +32,6 @@ def test_trace_equals_the_bridge_and_an_unchanged_suffix_its_logits(spec):
     start = trace.resid_pre[0][None, :, 2:]  # no change from position 2 on
     out = fw.run_suffix(w, trace, 0, "pre", start[:, :, : hi - 1], 2, hi)
     torch.testing.assert_close(out[0], logits[:, hi], atol=1e-5, rtol=0)
-
-
-def test_native_weights_refuse_models_the_engine_does_not_cover():
-    rotary = build_model(ModelSpec(n_layers=1, d_model=16, n_heads=2, positional="rotary"), TASK)
-    assert native_weights(rotary) is None
 
 
 def test_trace_equals_a_wrapped_llama(tiny_llama_dir):

@@ -84,7 +84,8 @@ def test_scripts_run_as_scripts():
 
 
 def test_running_sums_of_a_multiplication_checkpoint(tmp_path, capsys):
-    from arithinterp.models import ModelSpec, build_model, save_model
+    from arithinterp.checkpoints import save_model
+    from arithinterp.models import ModelSpec, build_model
     from arithinterp.tasks import TaskSpec
 
     task, spec = TaskSpec(op="mul", digits_a=2, digits_b=2), ModelSpec(d_model=16, n_heads=2)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from arithinterp import schema
+from arithinterp.checkpoints import load_model
 from arithinterp.finetune import Schedule, component_masks
-from arithinterp.models import load_model
 from arithinterp.runs import RunDir
 from arithinterp.stages.finetune import FinetuneConfig, Selection, check
 from arithinterp.stages.job import run_on

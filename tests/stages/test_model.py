@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from arithinterp import schema
-from arithinterp.models import load_model
+from arithinterp.checkpoints import load_model
 from arithinterp.runs import RunDir
 from arithinterp.stages.job import run_job
 from arithinterp.stages.model import ModelSource

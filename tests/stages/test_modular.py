@@ -5,7 +5,7 @@ import pytest
 
 from arithinterp import schema
 from arithinterp.analysis.suite import LocalizeConfig
-from arithinterp.models import ZOO_DIR
+from arithinterp.checkpoints import ZOO_DIR
 from arithinterp.runs import RunDir
 from arithinterp.stages.job import run_on
 from arithinterp.stages.modular import ModularConfig

@@ -3,7 +3,7 @@
 import torch
 
 from arithinterp import schema
-from arithinterp.models import load_model
+from arithinterp.checkpoints import load_model
 from arithinterp.runs import RunDir
 from arithinterp.stages.job import run_job
 from arithinterp.training.config import TrainConfig

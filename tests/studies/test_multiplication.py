@@ -42,7 +42,7 @@ def test_the_best_run_of_each_arm_goes_to_the_zoo(quick_study, tmp_path):
     study = MultiplicationStudy(name="q", scale="quick", seeds=(0,))
     written = save_to_zoo(study, runs_dir, zoo=tmp_path)
     assert sorted(written) == ["q-aux", "q-icot", "q-sft"]
-    from arithinterp.models import load_model
+    from arithinterp.checkpoints import load_model
 
     assert load_model(tmp_path / "q-icot").task.op == "mul"
     assert RunDir.open(tmp_path / "q-sft").is_complete

@@ -1,6 +1,7 @@
 """The tiny training config the training tests share, and a trained model's weights."""
 
-from arithinterp.models import ModelSpec, load_model
+from arithinterp.checkpoints import load_model
+from arithinterp.models import ModelSpec
 from arithinterp.tasks import TaskSpec
 from arithinterp.training.config import TrainConfig
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from arithinterp.models import load_model
+from arithinterp.checkpoints import load_model
 from arithinterp.tasks import TaskSpec
 from arithinterp.training.checkpoints import held_out_split, training_split
 from arithinterp.training.config import TrainConfig

@@ -8,7 +8,8 @@ from typing import ClassVar
 import pytest
 import torch
 
-from arithinterp.models import build_model, load_model, read_weights
+from arithinterp.checkpoints import load_model, read_weights
+from arithinterp.models import build_model
 from arithinterp.tasks import TaskSpec, make_dataset
 from arithinterp.training.config import TrainConfig, with_mode
 from arithinterp.training.loop import run_with_activations, train

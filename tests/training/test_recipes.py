@@ -2,7 +2,7 @@
 
 import pytest
 
-from arithinterp.models import zoo_names
+from arithinterp.checkpoints import zoo_names
 from arithinterp.tasks import ModularTask
 from arithinterp.training import recipes
 from arithinterp.training.recipes import grokking_config, unshipped_recipe, zoo_recipe
