@@ -353,18 +353,13 @@ def attention_pattern(loaded, model_key: str, task_json: str, a: int, b: int, la
 
 def experiment_pairs(run: RunDir, stage: str, task: Task):
     """The minimal pairs a localization stored (PromptPairs), or None after a message."""
-    from arithinterp.tasks import PromptPairs, make_dataset
+    from arithinterp.analysis.suite import task_pairs
 
     stored = read(run, schema.PAIRS, stage)
     if stored is None:
         return None
-    p = stored[0]
     summary = read(run, schema.LOCALIZE_SUMMARY, stage, quiet=True) or {}
-    return PromptPairs(make_dataset(task, torch.as_tensor(p["clean_a"]),
-                                    torch.as_tensor(p["clean_b"])),
-                       make_dataset(task, torch.as_tensor(p["corrupt_a"]),
-                                    torch.as_tensor(p["corrupt_b"])),
-                       summary.get("change", "?"))
+    return task_pairs(task, stored[0], summary.get("change", "?"))
 
 
 @st.cache_data(show_spinner="Reading the neurons ...")

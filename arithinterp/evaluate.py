@@ -1,9 +1,19 @@
 """Greedy generation and accuracy breakdowns (exact match, per digit, by number of carries),
-teacher-forced per-digit losses, and one problem's prediction with its top alternatives."""
+teacher-forced per-digit losses, one problem's prediction with its top alternatives, and the
+perplexity of held-out text.
+
+`make_text_windows` cuts a held-out English text (by default the help topics of CPython's
+`pydoc_data.topics`, installed with every Python, so it is there offline) into windows of a
+fixed number of tokens and keeps a seeded selection of them; `compute_perplexity` is the
+token-level perplexity on them: exp of the mean next-token cross-entropy over every
+predicted token of every window (as Hugging Face's ``labels=`` loss, per window): what
+fine-tuning an LLM on arithmetic costs its language.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -11,7 +21,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from arithinterp.models import HookedModel, device_of
+from arithinterp.models import HookedModel, LoadedModel, device_of
 from arithinterp.tasks import Dataset, Task, make_dataset
 
 
@@ -199,3 +209,49 @@ def predict_problem(model: HookedModel, task: Task, a: int, b: int, k: int = 3
         correct=bool((sequence[0, checked] == data.tokens[0, checked]).all()),
         generated=vocab.decode(generated[0], skip_special=False),
         expected=vocab.decode(data.tokens[0, p:], skip_special=False), top=pd.DataFrame(rows))
+
+
+DEFAULT_TEXT = "pydoc_data.topics"  # the name a config uses for the default text
+
+
+def read_text(source: str = DEFAULT_TEXT) -> str:
+    """The held-out text: CPython's pydoc help topics in key order (`DEFAULT_TEXT`), or the
+    UTF-8 file `source`."""
+    if source == DEFAULT_TEXT:
+        from pydoc_data.topics import topics
+
+        return "\n\n".join(topics[k] for k in sorted(topics))
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"text {source!r} is neither {DEFAULT_TEXT} nor a file")
+    return path.read_text(encoding="utf-8")
+
+
+def make_text_windows(loaded: LoadedModel, text: str, *, window: int, n: int, seed: int = 0
+                      ) -> Int[Tensor, "batch pos"]:
+    """`n` windows of `window` consecutive tokens of `text` (cut end to end, the rest
+    dropped), drawn with `seed` and kept in text order; an error when the text has fewer."""
+    ids = loaded.tokenizer.encode(text)
+    available = len(ids) // window
+    if available < n:
+        raise ValueError(f"the text has {len(ids)} tokens: {available} windows of {window}, "
+                         f"{n} asked for")
+    chosen = torch.randperm(available, generator=torch.Generator().manual_seed(seed))[:n]
+    return torch.tensor(ids[:available * window]).view(available, window)[chosen.sort().values]
+
+
+@torch.inference_mode()
+def compute_perplexity(model: HookedModel, windows: Int[Tensor, "batch pos"], *,
+                       batch_size: int = 8) -> float:
+    """Token-level perplexity: exp of the mean cross-entropy of each next token given the
+    window's tokens before it, over every window (lower is better)."""
+    device = device_of(model)
+    total, count = 0.0, 0
+    for start in range(0, windows.shape[0], batch_size):
+        part = windows[start:start + batch_size].to(device)
+        logits = model(part)[:, :-1]
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), part[:, 1:].flatten(),
+                               reduction="sum")
+        total += float(loss)
+        count += part[:, 1:].numel()
+    return float(torch.tensor(total / count).exp())

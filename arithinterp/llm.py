@@ -1,43 +1,56 @@
-"""Arithmetic in a pretrained LLM: tokenized prompt suites, greedy evaluation, minimal pairs
-and the localization pipeline.
+"""Arithmetic in a pretrained LLM: tokenized prompt suites, greedy evaluation, minimal pairs,
+training data, and the localization suite run on them.
 
 `evaluate_llm` asks a `PromptSuite`'s problems, generates greedily (the bridge's own
 forward, no KV cache) and parses the integer the continuation starts with (chat replies are
 prefilled with the question, see `prompt_text`); exact match is against Python's
-arithmetic. `make_llm_pairs` builds minimal pairs from problems (usually
-the correctly answered ones, as Zhang et al. 2024 keep): one operand digit changed, or the
-question's operator, with equal token lengths and a different first answer token, so the
-metric — the logit difference between the clean and the corrupt answer's first token at the
-last position — is read where both answers start. `localize_llm` then runs, on the pairs:
-attribution patching of every head (all positions) and of the MLP outputs and residual
-stream by position, in one forward and backward each; exact patching — of every head and of
-the residual stream by layer x position where the fast engine covers the model (Llama
-family), else of the top heads by the estimate — and of the top MLPs; path patching of the
-top heads to the logits (their direct effect); direct logit attribution; the logit lens at
-the last position; the attention of every head from the last position to the operand
-tokens; and the knockout of the top-k heads against k random heads over several draws
-(mean ablation, first-token accuracy).
+arithmetic. `make_llm_pairs` builds minimal pairs from problems (usually the correctly
+answered ones, as Zhang et al. 2024 keep): one operand digit changed, or the question's
+operator, with equal token lengths and a different first answer token, so the metric — the
+logit difference between the clean and the corrupt answer's first token at the last
+position — is read where both answers start. `make_answer_data` turns problems into training
+data for `finetune.finetune`: each prompt followed by its answer's tokens and the tokenizer's
+end-of-sequence token (when it has one), right-padded to one length, with the loss on the
+answer tokens only (right padding needs no attention mask: a causal model's real positions
+never see the padding after them). `SuiteSource` is all of this as a prompt source.
+
+`localize_llm` runs the localization suite (`analysis.suite`) on the pairs with an LLM's
+plan (`LLMLocalizeConfig.plan`): attribution patching of every head (all positions) and of
+the MLP outputs and residual stream by position, in one forward and backward each; exact
+patching — of every head and of the residual stream by layer x position where the fast
+engine covers the model (Llama family), else of the top heads by the estimate — and of the
+top MLPs; path patching of the top heads to the logits (their direct effect); direct logit
+attribution; the logit lens at the last position; the attention of every head from the last
+position to the operand tokens; and the knockout of the top-k heads against k random heads
+over several draws (mean ablation, first-token accuracy).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from arithinterp import schema
-from arithinterp.analysis.attribution import compute_dla, compute_logit_lens
-from arithinterp.analysis.attribution_patching import sweep_attribution
-from arithinterp.analysis.localize import compute_knockout, rank_components
-from arithinterp.analysis.metrics import AnswerMetric
-from arithinterp.analysis.patching import Cell, PatchSpec, patch_each, sweep_patching
-from arithinterp.analysis.paths import sweep_paths
-from arithinterp.cache import run_cached
+from arithinterp.analysis.localize import max_random_sets
+from arithinterp.analysis.suite import (
+    GridConfig,
+    Localization,
+    LocalizePlan,
+    attribution_estimate,
+    compute_localization,
+)
 from arithinterp.components import Component, hook_name
-from arithinterp.evaluate import run_greedy
+from arithinterp.core.cache import run_cached
+from arithinterp.core.engine import run
+from arithinterp.core.metrics import AnswerMetric
+from arithinterp.evaluate import run_greedy, score_first_token
 from arithinterp.fields import check_int, described
 from arithinterp.fourier import (
     BAI_FREQS,
@@ -45,7 +58,7 @@ from arithinterp.fourier import (
     compute_fourier_r2,
     compute_weight_tables,
 )
-from arithinterp.models import LoadedModel, device_of, facts
+from arithinterp.models import HookedModel, LoadedModel, device_of, facts
 from arithinterp.tasks import PromptPairs, PromptSuite, TokenPrompts
 from arithinterp.tasks.prompts import LLM_OPS
 from arithinterp.weights import fast_engine_gap
@@ -145,6 +158,39 @@ def group_by_length(loaded: LoadedModel, suite: PromptSuite, problems: list[tupl
     return [make_prompts(loaded, suite, group) for _, group in sorted(by_len.items())]
 
 
+@dataclass(frozen=True)
+class AnswerPrompts:
+    """Prompts followed by their answers, right-padded; `loss_mask` marks the answer tokens
+    (and end-of-sequence) that the loss predicts."""
+
+    tokens: Int[Tensor, "batch pos"]
+    loss_mask: Bool[Tensor, "batch pos"]
+    problems: tuple[tuple[int, int], ...]
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+def make_answer_data(loaded: LoadedModel, suite: PromptSuite, problems: list[tuple[int, int]]
+                     ) -> AnswerPrompts:
+    """The problems' prompts with their answers' tokens (and end-of-sequence) appended, padded
+    on the right with end-of-sequence (else token 0) under a loss mask of 0."""
+    if not problems:
+        raise ValueError("no problems to make training data of")
+    eos = getattr(loaded.tokenizer, "eos_id", None)
+    rows = []
+    for a, b in problems:
+        prompt, answer, _ = encode_answer(loaded, suite, a, b)
+        rows.append((prompt, answer + ([] if eos is None else [eos])))
+    length = max(len(p) + len(t) for p, t in rows)
+    tokens = torch.full((len(rows), length), 0 if eos is None else eos, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.bool)
+    for i, (prompt, target) in enumerate(rows):
+        tokens[i, :len(prompt) + len(target)] = torch.tensor(prompt + target)
+        mask[i, len(prompt):len(prompt) + len(target)] = True
+    return AnswerPrompts(tokens, mask, tuple(problems))
+
+
 # ---- evaluation -------------------------------------------------------------------------------
 def parse_answer(text: str) -> int | None:
     """The model's answer: the integer its continuation starts with (None when it does not
@@ -165,6 +211,11 @@ class LLMEval:
     def exact_match(self) -> float:
         return float(self.examples["correct"].mean())
 
+    @property
+    def digit_accuracy(self) -> list[float]:
+        """None: an LLM's answer is parsed whole, not read digit by digit."""
+        return []
+
     def problems(self, *, correct_only: bool = False) -> list[tuple[int, int]]:
         """The evaluated problems (only those answered correctly with `correct_only`)."""
         rows = self.examples[self.examples["correct"]] if correct_only else self.examples
@@ -179,14 +230,13 @@ class LLMEval:
                 "exact_match": self.exact_match}
 
 
-def evaluate_llm(loaded: LoadedModel, suite: PromptSuite, n: int, *, seed: int = 0,
-                 batch_size: int = 16, progress: bool = False) -> LLMEval:
-    """Greedy answers to `n` of the suite's problems (drawn with `seed`), scored exactly."""
-    problems = suite.problems(n, seed)
+def evaluate_llm(loaded: LoadedModel, suite: PromptSuite, problems: Sequence[tuple[int, int]],
+                 *, batch_size: int = 16, progress: bool = False) -> LLMEval:
+    """Greedy answers to the problems (e.g. ``suite.problems(n, seed)``), scored exactly."""
     longest = max(len(loaded.tokenizer.encode(str(suite.answer(a, b)))) for a, b in problems)
     n_new = longest + 1  # the answer and what follows it
     rows = []
-    groups = group_by_length(loaded, suite, problems)
+    groups = group_by_length(loaded, suite, list(problems))
     bar = tqdm(total=len(problems), desc=f"evaluate {suite.name}", unit="prompt",
                disable=not progress)
     for prompts in groups:
@@ -280,10 +330,46 @@ def pair_metric(pairs: PromptPairs) -> AnswerMetric:
                         wrong=pairs.corrupt.target, label="logit_diff(first answer token)")
 
 
+# ---- the prompt source ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SuiteSource:
+    """A prompt suite asked of an LLM as a prompt source (`sources.PromptSource`): its
+    prompts in the model's tokenization, scored by the answer's first token (teacher-forced)
+    or by the parsed greedy answer (evaluation). `model` arguments may be fine-tuned copies of
+    ``loaded.model``: the tokenizer is the same."""
+
+    loaded: LoadedModel
+    suite: PromptSuite
+    batch_size: int = 16  # prompts per forward pass of an evaluation
+
+    @property
+    def name(self) -> str:
+        return self.suite.name
+
+    def make_prompts(self, problems: Sequence[tuple[int, int]]) -> TokenPrompts:
+        return make_prompts(self.loaded, self.suite, list(problems))
+
+    @torch.inference_mode()
+    def correct(self, model: HookedModel, prompts: TokenPrompts) -> Bool[Tensor, " batch"]:
+        return score_first_token(model(prompts.tokens.to(device_of(model))),
+                                 prompts.target)[0].cpu()
+
+    def evaluate(self, model: HookedModel, problems: Sequence[tuple[int, int]], *,
+                 progress: bool = False) -> LLMEval:
+        return evaluate_llm(replace(self.loaded, model=model), self.suite, problems,
+                            batch_size=self.batch_size, progress=progress)
+
+    def training_data(self, problems: Sequence[tuple[int, int]]) -> AnswerPrompts:
+        return make_answer_data(self.loaded, self.suite, list(problems))
+
+    def operand_attention(self, model: HookedModel, prompts: TokenPrompts) -> pd.DataFrame:
+        return _operand_attention(replace(self.loaded, model=model), prompts)
+
+
 # ---- localization -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LLMLocalizeConfig:
-    """How much of the pipeline to run on an LLM's pairs."""
+    """How much of the localization suite to run on an LLM's pairs."""
 
     n_exact: int = described(
         20, "Top MLPs patched exactly, and as many top heads where the fast engine does not "
@@ -297,117 +383,53 @@ class LLMLocalizeConfig:
         check_int("top_k", self.top_k, min=1)
         check_int("n_random", self.n_random, min=0)
 
+    def plan(self, fast: bool, batch_size: int) -> LocalizePlan:
+        """The suite's plan for an LLM: attribution patching of every head (all positions) and
+        of the MLP outputs and residual stream by position; exact patching of every head and
+        of the residual stream by layer x position where the fast engine covers the model
+        (`fast`), else of the top heads by the estimate, and of the top MLPs; the top heads'
+        direct paths to the logits and their knockout; no per-prompt values, agreement table
+        or activation cache."""
+        return LocalizePlan(
+            ((GridConfig("z", by_pos=False, attribution=True), "all" if fast else "top"),
+             (GridConfig("mlp_out", attribution=True), "top"),
+             (GridConfig("resid_pre", attribution=True), "all" if fast else "none")),
+            n_exact=self.n_exact, agreement=False, per_prompt=False, allow_unnormalized=True,
+            paths="top", top_k=self.top_k, n_random=self.n_random, seed=self.seed,
+            save_cache=False, batch_size=batch_size)
 
-GRIDS = (PatchSpec("z", by_pos=False), PatchSpec("mlp_out"), PatchSpec("resid_pre"))
 
-
-def localize_llm(loaded: LoadedModel, pairs: PromptPairs, config: LLMLocalizeConfig, *,
-                 batch_size: int = 8, progress: bool = False) -> dict[str, pd.DataFrame | dict]:
-    """Every analysis of the pipeline on `pairs`: tables keyed 'attribution', 'patching',
-    'ranking', 'paths', 'dla', 'logit_lens', 'operand_attention', 'knockout', and a
-    'summary'."""
-    model, metric = loaded.model, pair_metric(pairs)
+def localize_llm(source: SuiteSource, pairs: PromptPairs, config: LLMLocalizeConfig, *,
+                 batch_size: int = 8, progress: bool = False) -> Localization:
+    """The localization suite (`analysis.suite`) on an LLM's pairs with the config's plan,
+    scored by `pair_metric`, DLA, the logit lens, the operand attention and the knockout on
+    the clean prompts. The summary adds the first-token accuracy of the clean prompts, the
+    correlation of the attribution estimate with exact patching over whole components, the
+    exact engine and the top heads."""
+    model, metric = source.loaded.model, pair_metric(pairs)
     f = facts(model)
-    if config.top_k > f.n_heads * f.n_layers:
-        raise ValueError(f"top_k must be at most {f.n_heads * f.n_layers} (the model's heads), "
-                         f"got {config.top_k}")
+    heads = [Component("head", layer, h) for layer in range(f.n_layers) for h in range(f.n_heads)]
+    if config.top_k > len(heads):
+        raise ValueError(f"top_k must be at most {len(heads)} (the model's heads), got "
+                         f"{config.top_k}")
+    if config.n_random > (most := max_random_sets(model, heads[:config.top_k])):
+        raise ValueError(f"only {most} distinct random sets of {config.top_k} heads exist, "
+                         f"{config.n_random} were asked for; lower n_random")
     fast = fast_engine_gap(model) is None
-    steps = tqdm(total=7, desc="localize llm", unit="step", disable=not progress)
-    attribution = pd.concat([sweep_attribution(model, pairs, spec, metric).to_frame()
-                             for spec in GRIDS], ignore_index=True)
-    steps.update()
-    candidates = _candidates(attribution, config.n_exact)
-    if fast:  # every head exactly below: the fast engine makes the whole grid cheap
-        candidates = [c for c in candidates if c.kind == "mlp"]
-    cells = [Cell("z", c.layer, c.head) if c.kind == "head" else Cell("mlp_out", c.layer)
-             for c in candidates]
-    patched = patch_each(model, pairs.corrupt.tokens, pairs.clean.tokens, cells, metric,
-                         progress=progress) if cells else torch.empty(0, len(pairs))
-    clean_logits = _logits(model, pairs.clean.tokens)
-    clean, corrupted = metric(clean_logits), metric(_logits(model, pairs.corrupt.tokens))
-    accuracy = float((clean_logits[:, -1].argmax(-1).cpu() == pairs.clean.target).double()
-                     .mean())
-    del clean_logits  # [pairs pos d_vocab]: large for an LLM
-    exact = _exact_table(candidates, patched, clean, corrupted, metric.label)
-    if fast:
-        grids = [sweep_patching(model, pairs, spec, metric, progress=progress).to_frame(
-            allow_unnormalized=True) for spec in (PatchSpec("z", by_pos=False),
-                                                  PatchSpec("resid_pre"))]
-        exact = pd.concat([grids[0], exact, grids[1]], ignore_index=True)
-    steps.update()
-    whole = exact[~exact["by_pos"].astype(bool)].reset_index(drop=True)  # whole components
-    ranking = rank_components(whole, value="effect")
-    dla = compute_dla(model, pairs.clean, metric, batch_size=batch_size)
-    steps.update()
-    lens = compute_logit_lens(model, pairs.clean, batch_size=batch_size)
-    attention = _operand_attention(loaded, pairs.clean)
-    steps.update()
-    heads = [Component.parse(c) for c in ranking[ranking["kind"] == "head"]["component"]]
-    top = heads[:config.top_k]
-    paths = sweep_paths(model, pairs, metric, senders=top) if top else pd.DataFrame()
-    steps.update()
-    knockout = compute_knockout(model, pairs.clean, top, n_random=config.n_random,
-                                seed=config.seed) if top else pd.DataFrame()
-    steps.update()
-    steps.close()
-    estimate = [_estimate(attribution, Component.parse(c)) for c in whole["component"]]
+    result = compute_localization(model, source, pairs, metric, config.plan(fast, batch_size),
+                                  eval_prompts=pairs.clean, progress=progress)
+    patching, attribution = result.tables[schema.PATCHING], result.tables[schema.ATTRIBUTION]
+    whole = patching[~patching["by_pos"].astype(bool)].reset_index(drop=True)
+    estimate = [attribution_estimate(attribution, Component.parse(c)) for c in whole["component"]]
+    accuracy = float(source.correct(model, pairs.clean).double().mean())
     summary = {
-        "change": pairs.change, "metric": metric.label, "metric_pos": metric.pos,
-        "n_pairs": len(pairs), "clean_metric": float(clean.mean()),
-        "corrupted_metric": float(corrupted.mean()),
-        "clean_first_token_accuracy": accuracy,
-        "position_labels": list(pairs.position_labels()),
+        **result.summary, "clean_first_token_accuracy": accuracy,
         "attribution_exact_pearson": float(pd.Series(estimate).corr(whole["normalized"]))
         if len(whole) > 1 else float("nan"),
         "exact_engine": "fast" if fast else "hooks",
-        "top_heads": [c.name for c in top], "warnings": [],
+        "top_heads": [c.name for c in result.selected], "warnings": [],
     }
-    return {"attribution": attribution, "patching": exact, "ranking": ranking, "paths": paths,
-            "dla": dla,
-            "logit_lens": lens, "operand_attention": attention, "knockout": knockout,
-            "summary": summary}
-
-
-def _candidates(attribution: pd.DataFrame, n: int) -> list[Component]:
-    """The n heads and the n MLPs whose attribution estimate (see `_estimate`) is largest in
-    size (ranked apart: a few MLPs, early ones above all, would otherwise crowd out the
-    heads a knockout needs)."""
-    part = attribution[attribution["site"].isin(["z", "mlp_out"])]
-    comps = [Component.parse(c) for c in dict.fromkeys(part["component"])]
-    ranked = sorted(comps, key=lambda c: -abs(_estimate(part, c)))
-    return [c for c in ranked if c.kind == "head"][:n] + [c for c in ranked if c.kind == "mlp"][:n]
-
-
-def _estimate(attribution: pd.DataFrame, comp: Component) -> float:
-    """Attribution patching's estimate of patching `comp` at every position (normalized): a
-    head's all-position cell, an MLP's per-position cells summed (the estimate is linear)."""
-    site = "z" if comp.kind == "head" else "mlp_out"
-    rows = attribution[(attribution["site"] == site) & (attribution["component"] == comp.name)]
-    return float(rows["normalized"].sum())
-
-
-@torch.inference_mode()
-def _logits(model, tokens: torch.Tensor) -> torch.Tensor:
-    return model(tokens.to(device_of(model)))
-
-
-def _exact_table(candidates: list[Component], patched: torch.Tensor, clean: torch.Tensor,
-                 corrupted: torch.Tensor, label: str) -> pd.DataFrame:
-    """Rows of `schema.PATCHING` for the exactly patched candidates (denoising, all
-    positions): value, normalized (1 = the clean metric), effect."""
-    c, k = float(clean.mean()), float(corrupted.mean())
-    rows = []
-    for comp, values in zip(candidates, patched, strict=True):
-        mean = float(values.mean())
-        norm = (mean - k) / (c - k) if c != k else float("nan")
-        rows.append({"method": "exact", "site": "z" if comp.kind == "head" else "mlp_out",
-                     "by_pos": False, "direction": "denoise", "layer": comp.layer,
-                     "head": comp.head, "pos": None, "token": None, "component": comp.name,
-                     "value": mean, "normalized": norm, "effect": norm, "metric": label})
-    table = pd.DataFrame(rows, columns=list(schema.PATCHING.columns))
-    table["head"] = table["head"].astype("Int64")
-    table["pos"] = table["pos"].astype("Int64")
-    return table
+    return replace(result, summary=summary)
 
 
 @torch.inference_mode()
@@ -427,8 +449,7 @@ def _operand_attention(loaded: LoadedModel, prompts: TokenPrompts) -> pd.DataFra
     keys = {"a": list(range(start, start + n_a)),
             "b": list(range(start + n_a + n_op, start + n_a + n_op + n_b))}
     names = [hook_name("pattern", layer) for layer in range(f.n_layers)]
-    _, cache = model.run_with_cache(prompts.tokens.to(device_of(model)),
-                                    names_filter=lambda n: n in names)
+    cache = run(model, prompts.tokens.to(device_of(model)), capture=names).acts
     query = int(prompts.tokens.shape[1]) - 1
     rows = []
     for layer, name in enumerate(names):

@@ -177,7 +177,7 @@ KNOCKOUT = Artifact("knockout.parquet", "table", (
     "condition", "components", "n_components", "method", "exact_match", "metric",
     "metric_drop"), extra=r"acc_c\d+")
 ACTIVATION_CACHE = Artifact("cache.safetensors", "tensors")  # hook name -> [batch pos ...]
-PAIRS = Artifact("pairs.safetensors", "tensors")  # the clean / corrupt prompts behind it all
+PAIRS = Artifact("pairs.safetensors", "tensors")  # the minimal pairs: see `pair_keys`
 LOCALIZE_SUMMARY = Artifact("summary.json", "json")
 LLM_EXAMPLES = Artifact("llm_examples.parquet", "table", (  # a pretrained LLM's answers
     "a", "b", "answer", "prompt", "generated", "parsed", "correct", "n_tokens"))
@@ -274,6 +274,18 @@ def prompt_keys(grid: str) -> dict[str, str]:
     """Tensor keys of one grid's per-prompt values."""
     return {"values": grid, "normalized": f"{grid}.normalized", "clean": f"{grid}.clean",
             "corrupted": f"{grid}.corrupted"}
+
+
+# the minimal pairs in PAIRS, per side ('clean', 'corrupt'): its tokens [batch pos] and
+# the operands a, b of its problems [batch]
+PAIR_SIDES = ("clean", "corrupt")
+
+
+def pair_keys(side: str) -> dict[str, str]:
+    """Tensor keys of one side of the minimal pairs in PAIRS: tokens, a, b."""
+    if side not in PAIR_SIDES:
+        raise ValueError(f"side must be one of {PAIR_SIDES}, got {side!r}")
+    return {"tokens": f"{side}_tokens", "a": f"{side}_a", "b": f"{side}_b"}
 
 
 # ---- configs as JSON ----------------------------------------------------------------------

@@ -1,8 +1,18 @@
-"""Scoring checked with an oracle 'model' whose mistakes are planted by hand."""
+"""Scoring checked with an oracle 'model' whose mistakes are planted by hand; seeded text
+windows and a perplexity equal to Hugging Face's own ``labels=`` loss on the tiny Llama."""
 
+import pytest
 import torch
 
-from arithinterp.evaluate import evaluate, run_greedy
+from arithinterp.evaluate import (
+    DEFAULT_TEXT,
+    compute_perplexity,
+    evaluate,
+    make_text_windows,
+    read_text,
+    run_greedy,
+)
+from arithinterp.pretrained import load_pretrained
 from arithinterp.tasks import TaskSpec, make_dataset
 from arithinterp.tasks.vocab import CHAR_VOCAB
 
@@ -70,3 +80,42 @@ def test_scratchpad_scores_the_final_answer_and_the_whole_sequence_separately():
     flips = {(key, step_pos): DIGIT_IDS[5]}  # wrong step, but the oracle still answers right
     result = evaluate(Oracle(data, flips), data)
     assert result.exact_match == 1.0 and result.sequence_match == 0.5
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama_dir):
+    return load_pretrained(tiny_llama_dir)
+
+
+def test_text_windows_are_seeded_chunks_of_the_tokenized_text(llama):
+    whole = read_text()
+    assert whole == read_text(DEFAULT_TEXT) and len(whole) > 100_000
+    text = whole[:20_000]
+    ids = torch.tensor(llama.tokenizer.encode(text))
+    windows = make_text_windows(llama, text, window=16, n=3, seed=5)
+    assert windows.shape == (3, 16)
+    chunks = ids[:len(ids) // 16 * 16].view(-1, 16)  # the text cut end to end
+    for w in windows:
+        assert (chunks == w).all(1).any()
+    assert torch.equal(windows, make_text_windows(llama, text, window=16, n=3, seed=5))
+    assert not torch.equal(windows, make_text_windows(llama, text, window=16, n=3, seed=6))
+    with pytest.raises(ValueError, match="2 windows of 16, 3 asked for"):
+        make_text_windows(llama, "0123456789" * 4, window=16, n=3)
+    with pytest.raises(ValueError, match="neither"):
+        read_text("/no/such/file.txt")
+
+
+def test_perplexity_is_exp_of_hugging_faces_own_loss(llama, tiny_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32,
+                                              attn_implementation="eager").eval()
+    windows = make_text_windows(llama, read_text(), window=32, n=2, seed=0)
+    with torch.no_grad():
+        losses = [float(hf(input_ids=w[None], labels=w[None]).loss) for w in windows]
+    expected = torch.tensor(losses).mean().exp()  # equal lengths: mean of token means
+    assert compute_perplexity(llama.model, windows[:1]) == pytest.approx(
+        float(torch.tensor(losses[0]).exp()), rel=1e-5)
+    assert compute_perplexity(llama.model, windows, batch_size=1) == pytest.approx(
+        float(expected), rel=1e-5)
+    assert 40 < float(expected) < 1_000  # a random 51-token model: near-uniform, worse

@@ -89,12 +89,13 @@ def prompt_rows(values: dict, keys: dict, idx: tuple, direction: str, pairs: dic
     """One row per minimal pair for the selected cell, by effect (largest first): the clean
     and corrupted problems written out, their metrics, the patched metric, the effect."""
     effect = directed_effect(values[keys["normalized"]][idx].astype(float), direction)
+    clean, corrupt = (schema.pair_keys(side) for side in schema.PAIR_SIDES)
     table = pd.DataFrame({
         "pair": range(len(effect)),
         "clean": [task.display(int(a), int(b))
-                  for a, b in zip(pairs["clean_a"], pairs["clean_b"], strict=True)],
+                  for a, b in zip(pairs[clean["a"]], pairs[clean["b"]], strict=True)],
         "corrupted": [task.display(int(a), int(b))
-                      for a, b in zip(pairs["corrupt_a"], pairs["corrupt_b"], strict=True)],
+                      for a, b in zip(pairs[corrupt["a"]], pairs[corrupt["b"]], strict=True)],
         "clean metric": values[keys["clean"]].astype(float),
         "corrupted metric": values[keys["corrupted"]].astype(float),
         "patched metric": values[keys["values"]][idx].astype(float),

@@ -139,7 +139,8 @@ else:
     pos = c2.selectbox("Position", range(arrays[hook].shape[1]), key="pca_pos",
                        index=min(len(labels), arrays[hook].shape[1]) - 1,
                        format_func=lambda p: labels[p] if p < len(labels) else f"p{p}")
-    a, b = pairs[0]["clean_a"], pairs[0]["clean_b"]
+    clean = schema.pair_keys("clean")
+    a, b = pairs[0][clean["a"]], pairs[0][clean["b"]]
     targets = common.probe_targets(common.task_key(task), tuple(int(x) for x in a),
                                    tuple(int(x) for x in b))
     target = c3.selectbox("Colour by", list(targets), key="pca_target")

@@ -3,21 +3,21 @@
 ``llm_examples.parquet``), minimal pairs from the correctly answered problems (or, with
 keep 'all', from every evaluated one), the Fourier picture of the digits (Zhou et al. 2024:
 ``llm_fourier.parquet``, skipped with a warning when the answers do not start with all ten
-digits), and the localization pipeline's tables, in the same artifacts as a task
-localization (so the explorer's pages read them), with the evaluation in the summary."""
+digits), and the localization suite's tables (`llm.localize_llm`), written as a task
+localization's are (so the explorer's pages read them), with the evaluation in the summary."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from arithinterp import schema
-from arithinterp.cache import batch_size_for
+from arithinterp.core.cache import batch_size_for
 from arithinterp.fields import check_choice, check_int, described
 from arithinterp.llm import (
     CHANGES,
     LLMLocalizeConfig,
-    evaluate_llm,
+    SuiteSource,
     group_by_length,
     llm_fourier,
     localize_llm,
@@ -26,6 +26,7 @@ from arithinterp.llm import (
 )
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, run_model
+from arithinterp.stages.localize import save_localization
 from arithinterp.tasks import PromptSuite
 
 NAME = "llm"
@@ -82,8 +83,9 @@ def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
     batch_size = config.batch_size or batch_size_for(loaded.model, max(
         len(loaded.tokenizer.encode(prompt_text(loaded, config.suite, a, b)))
         for a, b in config.suite.problems(config.n_eval, config.seed)) + 8)
-    result = evaluate_llm(loaded, config.suite, config.n_eval, seed=config.seed,
-                          batch_size=batch_size, progress=ctx.progress)
+    source = SuiteSource(loaded, config.suite, batch_size=batch_size)
+    result = source.evaluate(loaded.model, config.suite.problems(config.n_eval, config.seed),
+                             progress=ctx.progress)
     correct = result.correct_problems()
     kept = correct if config.keep == "correct" else result.problems()
     if not kept:
@@ -91,33 +93,24 @@ def run(config: LLMConfig, run: RunDir, ctx: Context) -> dict:
                          "problems: nothing to localize (try another suite, or keep all)")
     pairs = make_llm_pairs(loaded, config.suite, kept, change=config.change,
                            digit=config.digit, n=config.n_pairs, seed=config.seed)
-    out = localize_llm(loaded, pairs, config.localize, batch_size=batch_size,
+    out = localize_llm(source, pairs, config.localize, batch_size=batch_size,
                        progress=ctx.progress)
     stage = key(config)
-    warnings = list(out["summary"]["warnings"])
+    warnings = list(out.summary["warnings"])
     try:  # the evaluated problems of the most common prompt length
         prompts = max(group_by_length(loaded, config.suite, result.problems()), key=len)
         run.save(schema.LLM_FOURIER, stage, llm_fourier(loaded, prompts,
                                                         batch_size=batch_size))
     except ValueError as e:
         warnings.append(f"no Fourier table: {e}")
-    for artifact, name in ((schema.ATTRIBUTION, "attribution"), (schema.PATCHING, "patching"),
-                           (schema.RANKING, "ranking"), (schema.PATHS, "paths"),
-                           (schema.DLA, "dla"),
-                           (schema.LOGIT_LENS, "logit_lens"),
-                           (schema.OPERAND_ATTENTION, "operand_attention"),
-                           (schema.KNOCKOUT, "knockout")):
-        run.save(artifact, stage, out[name])
     run.save(schema.LLM_EXAMPLES, stage, result.examples)
-    run.save(schema.PAIRS, stage, {"clean_tokens": pairs.clean.tokens,
-                                   "corrupt_tokens": pairs.corrupt.tokens})
-    summary = {**out["summary"], "warnings": warnings, "experiment": config.experiment,
+    summary = {**out.summary, "warnings": warnings, "experiment": config.experiment,
                "model": loaded.source,
                "suite": config.suite.name, "evaluation": result.summary(),
                "n_pairs_asked": config.n_pairs, "batch_size": batch_size,
                "kept": f"{len(correct)} of {len(result.examples)} problems answered "
                        f"correctly; {len(pairs)} pairs from "
                        f"{'them' if config.keep == 'correct' else 'all of them'}"}
-    run.save(schema.LOCALIZE_SUMMARY, stage, summary)
+    save_localization(run, stage, replace(out, summary=summary))
     return {"exact_match": result.exact_match, "n_correct": len(correct),
-            "n_pairs": len(pairs), "top_heads": out["summary"]["top_heads"]}
+            "n_pairs": len(pairs), "top_heads": summary["top_heads"]}

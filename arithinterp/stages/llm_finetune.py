@@ -30,16 +30,10 @@ import torch
 
 from arithinterp import schema
 from arithinterp.components import Component
+from arithinterp.evaluate import DEFAULT_TEXT, compute_perplexity, make_text_windows, read_text
 from arithinterp.fields import check_int, described
 from arithinterp.finetune import Schedule, copy_model, finetune
-from arithinterp.llm import evaluate_llm
-from arithinterp.llm_finetune import (
-    DEFAULT_TEXT,
-    compute_perplexity,
-    make_answer_data,
-    make_text_windows,
-    read_text,
-)
+from arithinterp.llm import evaluate_llm, make_answer_data
 from arithinterp.models import LoadedModel
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, run_model
@@ -184,7 +178,7 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
     suites = [("target", plan.suite)] + [("other", s) for s in config.other_suites]
 
     def score(loaded: LoadedModel) -> dict[str, float]:
-        return {s.name: evaluate_llm(loaded, s, config.n_eval, seed=config.eval_seed,
+        return {s.name: evaluate_llm(loaded, s, s.problems(config.n_eval, config.eval_seed),
                                      batch_size=config.batch_size,
                                      progress=ctx.progress).exact_match for _, s in suites}
 
@@ -195,8 +189,9 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
     ppl_before = compute_perplexity(base.model, plan.windows, batch_size=config.batch_size)
     ppl_seconds = time.perf_counter() - started
     n_probe = min(config.n_probe, config.n_eval)
+    probe_problems = plan.suite.problems(n_probe, config.eval_seed)
     rows, records = [], ArmRecords(start={"exact_match": evaluate_llm(
-        base, plan.suite, n_probe, seed=config.eval_seed, batch_size=config.batch_size
+        base, plan.suite, probe_problems, batch_size=config.batch_size
     ).exact_match} if config.eval_every else {})
     step_seconds: dict[str, list[float]] = {}  # per arm, without the probes along the curve
     for seed in config.seeds:
@@ -209,7 +204,7 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
 
             def probe(step, tuned=tuned, probing=probing):
                 started = time.perf_counter()
-                exact = evaluate_llm(tuned, plan.suite, n_probe, seed=config.eval_seed,
+                exact = evaluate_llm(tuned, plan.suite, probe_problems,
                                      batch_size=config.batch_size).exact_match
                 probing[0] += time.perf_counter() - started
                 return {"exact_match": exact}

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 from jaxtyping import Int
 from torch import Tensor
 
@@ -147,3 +148,12 @@ class TokenPrompts:
 
     def position_labels(self) -> list[str]:
         return list(self.labels)
+
+    @property
+    def a(self) -> Int[Tensor, " batch"]:
+        """The first operand of each problem (as a task `Dataset` has it)."""
+        return torch.tensor([a for a, _ in self.problems], dtype=torch.long)
+
+    @property
+    def b(self) -> Int[Tensor, " batch"]:
+        return torch.tensor([b for _, b in self.problems], dtype=torch.long)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from arithinterp import schema
-from arithinterp.analysis.suite import GridConfig, LocalizeConfig, compute_localization
+from arithinterp.analysis.suite import GridConfig, LocalizeConfig, localize_task
 from arithinterp.checkpoints import load_model
 from arithinterp.evaluate import teacher_forced_correct
 from arithinterp.models import ModelSpec, build_model
@@ -33,27 +33,28 @@ def half_trained(tmp_path_factory):
 
 def test_pairs_come_from_the_held_out_split(half_trained):
     pool = held_out_split(half_trained.path, half_trained.task)
-    result = compute_localization(half_trained.model, half_trained.task,
+    result = localize_task(half_trained.model, half_trained.task,
                                   LocalizeConfig(**SMALL), pool=pool, progress=False)
     pairs = result.tensors[schema.PAIRS]
     held_out = set(zip(pool.a.tolist(), pool.b.tolist(), strict=True))
     train_set, _ = make_splits(half_trained.task, 1000, 400, seed=0)
     trained_on = set(zip(train_set.a.tolist(), train_set.b.tolist(), strict=True))
-    clean = set(zip(pairs["clean_a"].tolist(), pairs["clean_b"].tolist(), strict=True))
+    keys = schema.pair_keys("clean")
+    clean = set(zip(pairs[keys["a"]].tolist(), pairs[keys["b"]].tolist(), strict=True))
     assert clean <= held_out and not clean & trained_on
     assert result.summary["prompts"] == "held_out"
     with pytest.raises(ValueError, match="needs the model's held-out problems"):
-        compute_localization(half_trained.model, half_trained.task, LocalizeConfig(**SMALL))
+        localize_task(half_trained.model, half_trained.task, LocalizeConfig(**SMALL))
 
 
 def test_only_correct_keeps_the_pairs_the_model_answers_and_says_how_many(half_trained):
     pool = held_out_split(half_trained.path, half_trained.task)
-    plain = compute_localization(half_trained.model, half_trained.task,
+    plain = localize_task(half_trained.model, half_trained.task,
                                  LocalizeConfig(**SMALL), pool=pool, progress=False)
     acc = plain.summary["clean_accuracy"]
     assert 0.2 < acc < 0.8  # a model that gets some problems wrong
     assert not any("only_correct kept" in w for w in plain.summary["warnings"])
-    kept = compute_localization(half_trained.model, half_trained.task,
+    kept = localize_task(half_trained.model, half_trained.task,
                                 LocalizeConfig(only_correct=True, **SMALL), pool=pool,
                                 progress=False)
     n = kept.summary["n_pairs"]
@@ -62,8 +63,8 @@ def test_only_correct_keeps_the_pairs_the_model_answers_and_says_how_many(half_t
                for w in kept.summary["warnings"])
     t = kept.tensors[schema.PAIRS]
     task = half_trained.task
-    clean = make_dataset(task, t["clean_a"], t["clean_b"])
-    corrupt = make_dataset(task, t["corrupt_a"], t["corrupt_b"])
+    clean, corrupt = (make_dataset(task, t[k["a"]], t[k["b"]])
+                      for k in map(schema.pair_keys, schema.PAIR_SIDES))
     assert teacher_forced_correct(half_trained.model, clean).all()
     assert teacher_forced_correct(half_trained.model, corrupt).all()
 
@@ -71,7 +72,7 @@ def test_only_correct_keeps_the_pairs_the_model_answers_and_says_how_many(half_t
 def test_a_model_that_cannot_do_the_task_is_flagged(demo_runs):
     _, trained = demo_runs  # 20 steps: it answers almost nothing
     loaded = load_model(trained)
-    result = compute_localization(loaded.model, loaded.task, LocalizeConfig(**SMALL),
+    result = localize_task(loaded.model, loaded.task, LocalizeConfig(**SMALL),
                                   pool=held_out_split(loaded.path, loaded.task), progress=False)
     assert result.summary["clean_accuracy"] < 0.5
     assert any("cannot do the task" in w and "only_correct" in w
@@ -82,12 +83,12 @@ def test_a_flipped_carry_is_measured_where_it_flows_in_and_dropped_pairs_are_rep
     task = TaskSpec(op="add", digits_a=3, digits_b=3)
     model = build_model(ModelSpec(n_layers=1, d_model=16, n_heads=2, d_mlp=32), task).eval()
     config = LocalizeConfig(corrupt="carry", position=2, prompts="fresh", **SMALL)
-    result = compute_localization(model, task, config, progress=False)
+    result = localize_task(model, task, config, progress=False)
     assert result.summary["answer_digit"] == 2 and result.summary["metric"] == "logit_diff(c2)"
     assert config.key == "localize/carry2"
     mul = TaskSpec(op="mul", digits_a=2, digits_b=2)
     model = build_model(ModelSpec(n_layers=1, d_model=16, n_heads=2, d_mlp=32), mul).eval()
-    result = compute_localization(model, mul, LocalizeConfig(
+    result = localize_task(model, mul, LocalizeConfig(
         n_pairs=256, digit=1, prompts="fresh", **{k: v for k, v in SMALL.items()
                                                    if k != "n_pairs"}), progress=False)
     used = result.summary["n_pairs"]
@@ -97,7 +98,7 @@ def test_a_flipped_carry_is_measured_where_it_flows_in_and_dropped_pairs_are_rep
 
 def test_only_the_configured_grids_are_computed(tiny_model, tiny_task):
     config = LocalizeConfig(prompts="fresh", paths=False, **SMALL)
-    result = compute_localization(tiny_model, tiny_task, config, progress=False)
+    result = localize_task(tiny_model, tiny_task, config, progress=False)
     table = result.tables[schema.PATCHING]
     grids = set(zip(table["site"], table["by_pos"], strict=True))
     assert grids == {("z", False), ("mlp_out", True)}

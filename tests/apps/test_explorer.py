@@ -761,7 +761,7 @@ def test_residual_stream_pca_of_the_cached_activations(open_page, runs_dir):
     pairs = load_file(runs_dir / "tiny" / "localize" / "a1" / "pairs.safetensors")
     coords, _ = pca_projection(stored[hook][:, LABELS.index("c0")], k=2)
     # one trace per value of a1; each point where the library projection puts that prompt
-    tens = (pairs["clean_a"] // 10 % 10).numpy()
+    tens = (pairs[schema.pair_keys("clean")["a"]] // 10 % 10).numpy()
     for trace in fig["data"]:
         rows = np.flatnonzero(tens == int(trace["name"]))
         assert np.allclose(sorted(trace["x"]), sorted(coords[rows, 0]), atol=1e-4)
@@ -769,19 +769,16 @@ def test_residual_stream_pca_of_the_cached_activations(open_page, runs_dir):
 
 
 def test_the_neurons_page_ranks_patches_and_profiles_one_layers_neurons(open_page, runs_dir):
-    from arithinterp.analysis.metrics import answer_metric
-
     from arithinterp.analysis.neurons import neuron_table
+    from arithinterp.analysis.suite import task_pairs
     from arithinterp.checkpoints import load_model
-    from arithinterp.tasks import PromptPairs, make_dataset
+    from arithinterp.core.metrics import answer_metric
 
     at = open_page("neurons")
     figs = figures(at)
     loaded = load_model(runs_dir / "tiny" / "model")
     stored = load_file(runs_dir / "tiny" / "localize" / "a1" / "pairs.safetensors")
-    pairs = PromptPairs(make_dataset(loaded.task, stored["clean_a"], stored["clean_b"]),
-                        make_dataset(loaded.task, stored["corrupt_a"], stored["corrupt_b"]),
-                        "a_1")
+    pairs = task_pairs(loaded.task, stored, "a_1")
     summary = json.loads((runs_dir / "tiny" / "localize" / "a1" / "summary.json").read_text())
     expected = neuron_table(loaded.model, pairs.clean, answer_metric(pairs,
                                                                      summary["answer_digit"]), 1)

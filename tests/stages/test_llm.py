@@ -26,8 +26,9 @@ def test_an_llm_run_records_its_source_and_writes_every_table(tiny_llm_run, tiny
     assert len(examples) == 10 and summary["evaluation"]["n"] == 10
     assert summary["n_pairs"] == 6 and summary["kept"].endswith("6 pairs from all of them")
     assert 1 <= summary["batch_size"] <= 64  # chosen to fit: the config left it unset
-    assert len(summary["position_labels"]) == run.load(schema.PAIRS, key)["clean_tokens"].shape[1]
-    n_pos = run.load(schema.PAIRS, key)["clean_tokens"].shape[1]
+    pairs = run.load(schema.PAIRS, key)
+    n_pos = pairs[schema.pair_keys("clean")["tokens"]].shape[1]
+    assert len(summary["position_labels"]) == n_pos
     # every head, both MLPs, and the residual stream by layer x position (the fast engine)
     assert len(run.load(schema.PATCHING, key)) == 8 + 2 + 2 * n_pos
     assert len(run.load(schema.PATHS, key)) == 2  # the top heads' direct paths

@@ -9,9 +9,9 @@ import torch
 
 from arithinterp import schema
 from arithinterp.components import Component
+from arithinterp.evaluate import compute_perplexity, make_text_windows, read_text
 from arithinterp.finetune import component_masks
 from arithinterp.llm import evaluate_llm
-from arithinterp.llm_finetune import compute_perplexity, make_text_windows, read_text
 from arithinterp.models import LoadedModel, ModelSpec, build_model
 from arithinterp.pretrained import load_pretrained
 from arithinterp.stages.finetune import Selection
@@ -68,14 +68,16 @@ def test_every_arm_and_seed_is_scored_by_a_real_run(tiny_llm_finetune, base):
         assert row["ppl_after"].iloc[0] != pytest.approx(ppl, rel=1e-3)
         for _, r in row.iterrows():
             suite = config.suite if r["role"] == "target" else config.other_suites[0]
-            assert r["exact_after"] == evaluate_llm(tuned, suite, config.n_eval).exact_match
+            problems = suite.problems(config.n_eval)
+            assert r["exact_after"] == evaluate_llm(tuned, suite, problems).exact_match
     curves = run.load(schema.FINETUNE_CURVES, KEY)
     assert set(curves["arm"]) == {"selected", "random", "full"}
     for _, curve in curves.groupby(["arm", "draw", "seed"]):
         assert list(curve["step"]) == [0, 1, 2, 3, 4, 5, 6]  # step 0: the base model
         assert curve["exact_match"].notna().tolist() == [True] + [False, False, True] * 2
         assert curve["exact_match"].iloc[0] == evaluate_llm(
-            base, config.suite, min(config.n_probe, config.n_eval)).exact_match
+            base, config.suite, config.suite.problems(min(config.n_probe, config.n_eval))
+        ).exact_match
         assert curve["loss"].iloc[0] != curve["loss"].iloc[0]  # no training loss before step 1
         assert curve["loss"].iloc[-1] < curve["loss"].iloc[1]  # it learned the answers
     summary = run.load(schema.FINETUNE_SUMMARY, KEY)

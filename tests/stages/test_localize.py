@@ -23,7 +23,7 @@ def test_an_experiment_writes_its_folder(demo_runs):
     for grid, names in axes.items():
         assert values[grid].ndim == len(json.loads(names))
     pairs = run.load(schema.PAIRS, key)
-    assert pairs["clean_tokens"].shape == (summary["n_pairs"], 11)
+    assert pairs[schema.pair_keys("clean")["tokens"]].shape == (summary["n_pairs"], 11)
     assert run.stage_summary(key)["change"] == "a_1"
 
 
@@ -36,5 +36,5 @@ def test_another_task_of_the_same_vocabulary(tmp_path, demo_runs, ctx):
     summary = run.load(schema.LOCALIZE_SUMMARY, config.key)
     assert summary["task"] == "add2x2-plain"
     assert schema.from_json(TaskSpec, summary["task_spec"]) == plain
-    tokens = run.load(schema.PAIRS, config.key)["clean_tokens"]
+    tokens = run.load(schema.PAIRS, config.key)[schema.pair_keys("clean")["tokens"]]
     assert torch.equal(tokens[:, 7:10] >= 3, torch.ones_like(tokens[:, 7:10], dtype=torch.bool))
