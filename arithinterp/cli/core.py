@@ -29,11 +29,20 @@ from arithinterp.cli.common import (
 )
 from arithinterp.cli.llm import print_llm
 from arithinterp.cli.options import Opt, Options, with_options
-from arithinterp.tasks.data import Sampling
-from arithinterp.tasks.spec import Format, Op
+from arithinterp.models import ModelSpec
+from arithinterp.tasks import TaskSpec
+from arithinterp.training.config import TrainConfig
+
+TASK = Options(TaskSpec, "op", Opt("digits_a", flag="digits",
+                                  help="Digits of both operands (1-9)."), "format", unset=True)
+MODEL = Options(ModelSpec, "n_layers", "d_model", "n_heads", unset=True)
+TRAINING = Options(TrainConfig, Opt("max_steps", flag="steps"), "batch_size", "lr", "n_train",
+                   "n_test", "sampling", "target_accuracy", "seed", unset=True)
+MODEL_SEED = Options(ModelSpec, Opt("seed", flag="model_seed"), unset=True)
 
 
 @app.command("train")
+@with_options(TASK, MODEL, TRAINING, MODEL_SEED, before="config")
 def train_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory to train into (its model/ "
                                                  "folder holds the model and metrics).")],
@@ -51,31 +60,13 @@ def train_cmd(
              "by step (Deng et al.); aux: sft plus the running-sum loss (Bai et al.).")] = None,
     aux_weight: Annotated[float | None, typer.Option(
         help="λ, the weight of the running-sum loss (mode aux).")] = None,
-    op: Annotated[Op | None, typer.Option(help="add, sub or mul.")] = None,
-    digits: Annotated[int | None, typer.Option(help="Digits of both operands (1-9).")] = None,
-    format: Annotated[Format | None, typer.Option(help="plain, reversed, scratchpad, cot.")] = None,
-    n_layers: Annotated[int | None, typer.Option(help="Transformer layers.")] = None,
-    d_model: Annotated[int | None, typer.Option(help="Residual stream width.")] = None,
-    n_heads: Annotated[int | None, typer.Option(help="Attention heads per layer.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Maximum optimizer steps.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Problems per step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
-    n_train: Annotated[int | None, typer.Option(
-        help="Distinct training problems (default: as many as the task has, up to 50,000)."
-    )] = None,
-    n_test: Annotated[int | None, typer.Option(help="Held-out problems (never trained).")] = None,
-    sampling: Annotated[Sampling | None, typer.Option(help="uniform or carries (balanced by "
-                                                           "number of carries).")] = None,
-    target_accuracy: Annotated[float | None, typer.Option(
-        help="Stop once held-out exact match reaches this.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Data seed.")] = None,
-    model_seed: Annotated[int | None, typer.Option(help="Weight-initialisation seed.")] = None,
     config: Annotated[Path | None, typer.Option(
         help=f"A {schema.TRAIN_CONFIG.file} to start from.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an unfinished run.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run of that name.")] = False,
     device: Device = "auto",
     progress: Progress = True,
+    **parsed: Any,
 ) -> None:
     """Train a transformer on an arithmetic task (loss on answer tokens only) into a run."""
     from dataclasses import replace
@@ -83,7 +74,7 @@ def train_cmd(
     from arithinterp.stages.job import run_job
     from arithinterp.tasks import ModularTask
     from arithinterp.tasks.data import fraction_split
-    from arithinterp.training.config import TrainConfig, with_mode
+    from arithinterp.training.config import with_mode
     from arithinterp.training.recipes import grokking_config, zoo_recipe
 
     with user_errors():
@@ -97,32 +88,26 @@ def train_cmd(
             base = grokking_config(ModularTask.from_name(task))
         else:
             base = TrainConfig()
-        if task and any(v is not None for v in (op, digits, format)):
+        task_kw, top_kw = TASK.values(parsed), TRAINING.values(parsed)
+        if task and task_kw:
             raise ValueError("--task names the whole task: drop --op/--digits/--format")
-        task_kw = {k: v for k, v in {"op": op, "format": format, "digits_a": digits,
-                                     "digits_b": digits}.items() if v is not None}
+        if "digits_a" in task_kw:
+            task_kw["digits_b"] = task_kw["digits_a"]
         the_task = ModularTask.from_name(task) if task else replace(base.task, **task_kw)
-        extra_kw = {}
         if train_fraction is not None:
-            if n_train is not None or n_test is not None:
+            if "n_train" in top_kw or "n_test" in top_kw:
                 raise ValueError("give --train-fraction or --n-train/--n-test, not both")
             n_train, n_test = fraction_split(the_task, train_fraction)
-            if base.batch_size == base.n_train and batch_size is None:
-                batch_size = n_train  # full batch stays full batch
+            top_kw.update(n_train=n_train, n_test=n_test)
+            if base.batch_size == base.n_train and "batch_size" not in top_kw:
+                top_kw["batch_size"] = n_train  # full batch stays full batch
             if base.eval_size == base.n_test:
-                extra_kw["eval_size"] = n_test  # as does scoring the whole test split
-        model_kw = {k: v for k, v in {"n_layers": n_layers, "d_model": d_model,
-                                      "n_heads": n_heads, "seed": model_seed}.items()
-                    if v is not None}
-        top_kw = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size, "lr": lr,
-                                    "n_train": n_train, "n_test": n_test, "sampling": sampling,
-                                    "target_accuracy": target_accuracy, "seed": seed}.items()
-                  if v is not None}
-        cfg = replace(base, task=the_task, model=replace(base.model, **model_kw), **top_kw,
-                      **extra_kw)
-        if mode in ("cot", "icot") and format not in (None, "cot"):
+                top_kw["eval_size"] = n_test  # as does scoring the whole test split
+        model = replace(base.model, **MODEL.values(parsed), **MODEL_SEED.values(parsed))
+        cfg = replace(base, task=the_task, model=model, **top_kw)
+        if mode in ("cot", "icot") and task_kw.get("format", "cot") != "cot":
             raise ValueError(f"--mode {mode} trains on the chain of thought: it needs format "
-                             f"cot, got --format {format}")
+                             f"cot, got --format {task_kw['format']}")
         if mode is not None:
             cfg = with_mode(cfg, mode, aux_weight=aux_weight)
         elif aux_weight is not None:

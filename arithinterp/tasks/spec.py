@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from arithinterp.fields import check_bool, check_choice, check_int, is_int
+from arithinterp.fields import check_bool, check_choice, check_int, described, is_int
 from arithinterp.tasks.vocab import CHAR_VOCAB, Vocab
 
 Op = Literal["add", "sub", "mul"]
@@ -43,14 +43,15 @@ MAX_DIGITS = 9  # keeps every value inside int64 and every prompt short
 class TaskSpec:
     """An arithmetic task: operation, operand widths and output format."""
 
-    op: Op = "add"
-    digits_a: int = 3
+    op: Op = described("add", "The operation: add, sub or mul.")
+    digits_a: int = described(3, f"Digits of operand a (1-{MAX_DIGITS}).")
     digits_b: int = 3
     # None: every operand has exactly digits_* digits. An int: the digit count is drawn
     # uniformly from min..digits_* and the operand zero-padded to digits_*.
     min_digits_a: int | None = None
     min_digits_b: int | None = None
-    format: Format = "reversed"
+    format: Format = described("reversed", "How the answer is written: plain, reversed (least "
+                               "significant digit first), scratchpad or cot.")
     signed: bool = False  # subtraction only: allow a < b (answer gets a sign token)
     cot_tokens_removed: int = 0
 

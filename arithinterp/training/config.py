@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from arithinterp import schema
-from arithinterp.fields import check_choice, check_float, check_int
+from arithinterp.fields import check_choice, check_float, check_int, described
 from arithinterp.models import ModelSpec
 from arithinterp.tasks import Task, TaskSpec
 from arithinterp.tasks.data import SAMPLINGS, Sampling, problem_space_size
@@ -26,21 +26,25 @@ class TrainConfig:
 
     task: Task = field(default_factory=TaskSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
-    n_train: int | None = None  # None: as many as the task has, up to 50,000
-    n_test: int = 2_000
-    sampling: Sampling = "uniform"
-    batch_size: int = 256
-    lr: float = 1e-3
+    n_train: int | None = described(
+        None, "Distinct training problems (default: as many as the task has, up to 50,000).")
+    n_test: int = described(2_000, "Held-out problems (never trained).")
+    sampling: Sampling = described(
+        "uniform", "uniform or carries (balanced by number of carries).")
+    batch_size: int = described(256, "Problems per step.")
+    lr: float = described(1e-3, "Peak learning rate (AdamW).")
     weight_decay: float = 0.01
     decay: Literal["matrices", "all"] = "matrices"  # which parameters weight decay shrinks
     warmup_steps: int = 50
-    max_steps: int = 2_000
+    max_steps: int = described(2_000, "Maximum optimizer steps.")
     eval_every: int = 50
     eval_size: int = 500  # test problems scored at intermediate evals; the final eval uses all
-    target_accuracy: float | None = 0.995  # stop once held-out exact match reaches this
+    target_accuracy: float | None = described(
+        0.995, "Stop once held-out exact match reaches this.")
     checkpoint_every: int = 100
     grad_clip: float | None = 1.0
-    seed: int = 0  # data sampling and order; the model's init seed is model.seed
+    seed: int = described(0, "Data seed: the problems drawn and their order (the weights' "
+                          "is the model's).")
     curriculum: Curriculum | None = None
     extra_losses: tuple[ExtraLossConfig, ...] = ()
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW's; Nanda et al. grok with (0.9, 0.98)
