@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from arithinterp.core.cache import run_cached
 from arithinterp.components import Component, hook_name, layer_label
-from arithinterp.fields import check_float, check_int
+from arithinterp.fields import check_float, check_int, described
 from arithinterp.models import (
     HookedModel,
     LoadedModel,
@@ -407,7 +407,7 @@ class ProbeConfig:
     random_model_control: bool = True
     random_model_seed: int | None = None  # None: the model's own seed + 1
     batch_size: int = 256
-    seed: int = 0
+    seed: int = described(0, "Seed of the problems and the split.")
 
     def __post_init__(self) -> None:
         if self.positions == ():

@@ -30,6 +30,8 @@ from arithinterp.cli.common import (
 from arithinterp.cli.llm import print_llm
 from arithinterp.cli.options import Opt, Options, with_options
 from arithinterp.models import ModelSpec
+from arithinterp.probes import ProbeConfig
+from arithinterp.stages.probes import ProbesConfig
 from arithinterp.tasks import TaskSpec
 from arithinterp.training.config import TrainConfig
 
@@ -264,35 +266,35 @@ def _print_localization(run, key: str) -> None:
                          knock[["condition", "components", "exact_match", "metric_drop"]]))
 
 
+PROBES = Options(ProbesConfig, "n", "targets")
+PROBE_SEED = Options(ProbeConfig, "seed")
+
+
 @app.command("probe")
+@with_options(PROBES, PROBE_SEED, before="runs_dir")
 def probe_cmd(
     target: Annotated[str, typer.Argument(help="A run directory (its model is used), a zoo name "
                                                "or a model folder.")],
-    n: Annotated[int, typer.Option(help="Fresh problems to probe.")] = 2000,
-    targets: Annotated[list[str] | None, typer.Option(
-        help="Target groups or names (repeatable): operands, answer, carries, "
-             "partial_products, running_sums, or a0, carry2, ...")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the problems and the split.")] = 0,
     runs_dir: RunsDir = Path("runs"),
     name: RunName = None,
     device: Device = "auto",
     progress: Progress = True,
+    **parsed: Any,
 ) -> None:
     """Linear probes (digits, carries, ...) with controls, and the Fourier report (writes a
     run)."""
     from arithinterp.checkpoints import load_model
-    from arithinterp.probes import ProbeConfig
     from arithinterp.stages.fourier import FourierConfig
     from arithinterp.stages.job import run_job
     from arithinterp.stages.model import ModelSource
-    from arithinterp.stages.probes import DIGIT_GROUPS, ProbesConfig
+    from arithinterp.stages.probes import DIGIT_GROUPS
 
     with user_errors():
-        if n < 10:
+        given, seed = PROBES.values(parsed), PROBE_SEED.values(parsed)["seed"]
+        if (n := given["n"]) < 10:
             raise ValueError(f"--n must be >= 10, got {n}")
-        groups = tuple(targets) if targets else DIGIT_GROUPS
-        probes = ProbesConfig(name="digits" if groups == DIGIT_GROUPS else "probes", n=n,
-                              targets=groups, fit=ProbeConfig(seed=seed))
+        probes = ProbesConfig(name="digits" if given["targets"] == DIGIT_GROUPS else "probes",
+                              **given, fit=ProbeConfig(seed=seed))
         loaded = load_model(target)
         probes.check(loaded.task)
         result = run_job(runs_dir, name, [ModelSource(target), probes,

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from arithinterp import schema
-from arithinterp.fields import check_int
+from arithinterp.fields import check_int, described
 from arithinterp.probes import (
     GROUPS,
     ProbeConfig,
@@ -31,8 +31,10 @@ class ProbesConfig:
     the targets (group or target names) and how to fit."""
 
     name: str = "digits"
-    n: int = 2_000
-    targets: tuple[str, ...] = DIGIT_GROUPS
+    n: int = described(2_000, "Fresh problems to probe.")
+    targets: tuple[str, ...] = described(
+        DIGIT_GROUPS, "Target groups or names: operands, answer, carries, partial_products, "
+        "running_sums, or a0, carry2, ...")
     fit: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
