@@ -23,7 +23,8 @@ import streamlit as st
 import torch
 
 from arithinterp import schema
-from arithinterp.runs import RunDir, list_runs
+from arithinterp.catalog import list_runs
+from arithinterp.runs import RunDir
 from arithinterp.schema import Artifact
 from arithinterp.stages.job import read_job
 from arithinterp.stages.registry import stage_key

@@ -18,6 +18,7 @@ from safetensors.torch import load as st_load
 from torch import Tensor
 
 from arithinterp import schema
+from arithinterp.disk import atomic_write_bytes, atomic_write_text, safetensors_bytes
 from arithinterp.models import (
     Device,
     HookedModel,
@@ -26,7 +27,6 @@ from arithinterp.models import (
     build_model,
     move_to,
 )
-from arithinterp.runs import atomic_write_bytes, atomic_write_text, safetensors_bytes
 from arithinterp.tasks import Task
 
 ZOO_DIR = Path(__file__).parent / "zoo"

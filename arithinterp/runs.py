@@ -1,11 +1,11 @@
 """Run directories: the on-disk home of every result (manifest, json, parquet, safetensors).
 
 A run is a folder holding ``manifest.json`` (schema version, provenance, the job's config,
-seeds, stage statuses, artifact list) beside its stage folders (see `schema`). Every file is
-written atomically and the manifest last, so a crash never leaves the manifest naming a
-half-written file. Table provenance lives in the parquet schema metadata under the key
-``arithinterp`` (``{"run": ..., "stage": ...}``); ``load_table`` returns it as
-``df.attrs["provenance"]``.
+seeds, stage statuses, artifact list; see `manifest`) beside its stage folders (see
+`schema`). Every file is written atomically (`disk`) and the manifest last, so a crash never
+leaves the manifest naming a half-written file. Table provenance lives in the parquet schema
+metadata under the key ``arithinterp`` (``{"run": ..., "stage": ...}``); ``load_table``
+returns it as ``df.attrs["provenance"]``. The runs of a folder are listed by `catalog`.
 
 Creation is exclusive: a new run's folder is made with ``mkdir`` (never shared), and the
 process that creates or resumes a run holds an advisory lock on it (``.lock``, released when
@@ -18,16 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import json
-import os
-import platform
 import secrets
 import shutil
-import subprocess
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -38,98 +32,15 @@ import safetensors.torch
 import torch
 
 from arithinterp import schema
-from arithinterp.schema import LOCK, MANIFEST, SCHEMA_VERSION, Artifact
-
-_KEYS = {"schema_version", "created", "updated", "status", "package_versions", "git_commit",
-         "seeds", "config", "stages", "artifacts"}
-STATUSES = ("running", "complete", "failed")
-# importlib.metadata normalizes "_" and "-", so these are also the distribution names.
-_DISTS = ("arithinterp", "torch", "transformer_lens", "numpy", "pandas")
-StrPath = str | os.PathLike[str]
-
-
-class RunBusyError(FileExistsError):
-    """Another process holds the run's lock."""
-
-
-def atomic_write_bytes(path: StrPath, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A hand-made name opened with "xb" (not mkstemp) so the file gets the umask's mode.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: StrPath, text: str, encoding: str = "utf-8") -> None:
-    """Write ``text`` to ``path`` atomically (see ``atomic_write_bytes``)."""
-    atomic_write_bytes(path, text.encode(encoding))
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _json_roundtrip(obj: Any, field: str) -> Any:
-    # Stored as it will read back (tuples become lists), so resume comparisons are fair.
-    try:
-        return json.loads(json.dumps(obj))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{field} must be json-serializable: {e}") from e
-
-
-def _package_versions() -> dict[str, str]:
-    versions = {}
-    for dist in _DISTS:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[dist] = metadata.version(dist)
-    return versions | {"python": platform.python_version()}
-
-
-def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
-    # An installed copy in site-packages would report the commit of whatever repo holds the venv.
-    if "site-packages" in here.parts:
-        return None
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
-
-
-def _read_manifest(directory: Path) -> dict[str, Any]:
-    file = directory / MANIFEST
-    if not file.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {directory}: not a run directory")
-    try:
-        m = json.loads(file.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise ValueError(f"{file} is not valid JSON: {e}") from e
-    if not isinstance(m, dict):
-        raise ValueError(f"{file} must hold a JSON object, found {type(m).__name__}")
-    version = m.get("schema_version")
-    if isinstance(version, bool) or version != SCHEMA_VERSION:
-        raise ValueError(f"{file} has schema_version {version!r}; this arithinterp reads "
-                         f"schema_version {SCHEMA_VERSION}")
-    if set(m) != _KEYS:
-        raise ValueError(f"{file} does not match schema {SCHEMA_VERSION}: unknown keys "
-                         f"{sorted(set(m) - _KEYS)}, missing keys {sorted(_KEYS - set(m))}")
-    if m["status"] not in STATUSES:
-        raise ValueError(f"{file}: status must be one of {STATUSES}, got {m['status']!r}")
-    for key in ("seeds", "config", "stages", "artifacts", "package_versions"):
-        if not isinstance(m[key], dict):
-            raise ValueError(f"{file}: {key} must be an object")
-    return m
+from arithinterp.disk import (
+    StrPath,
+    atomic_write_bytes,
+    atomic_write_text,
+    lock_run,
+    safetensors_bytes,
+)
+from arithinterp.manifest import json_roundtrip, new_manifest, now, read_manifest
+from arithinterp.schema import LOCK, MANIFEST, Artifact
 
 
 def _check_relpath(relpath: StrPath) -> str:
@@ -139,24 +50,6 @@ def _check_relpath(relpath: StrPath) -> str:
     if p.as_posix() in (MANIFEST, LOCK):
         raise ValueError(f"relpath {p.as_posix()!r} is reserved")
     return p.as_posix()
-
-
-def _lock(directory: Path):
-    """An exclusive, non-blocking advisory lock on the run (released with the file or process)."""
-    f = open(directory / LOCK, "a+")  # noqa: SIM115 - held open for the lock's lifetime
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise RunBusyError(f"{directory} is being written by another process (pid {holder}); "
-                           "wait for it or pick another name") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
 
 
 class RunDir:
@@ -174,8 +67,8 @@ class RunDir:
         """Start ``root/name`` (default: UTC timestamp) and lock it; an unfinished run of that
         name with the same config resumes (unless ``resume=False``), a finished one is replaced
         only with ``overwrite=True``. A new folder is never shared with another process."""
-        config = _json_roundtrip(config, "config")
-        seeds = _json_roundtrip(seeds, "seeds")
+        config = json_roundtrip(config, "config")
+        seeds = json_roundtrip(seeds, "seeds")
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise NotADirectoryError(f"runs folder {root} is a file")
@@ -199,14 +92,8 @@ class RunDir:
 
     @classmethod
     def _new(cls, directory: Path, config: dict, seeds: dict, lock=None) -> RunDir:
-        lock = lock or _lock(directory)
-        now = _now()
-        run = cls(directory, {
-            "schema_version": SCHEMA_VERSION, "created": now, "updated": now,
-            "status": "running", "package_versions": _package_versions(),
-            "git_commit": _git_commit(), "seeds": seeds, "config": config,
-            "stages": {}, "artifacts": {},
-        }, lock)
+        lock = lock or lock_run(directory)
+        run = cls(directory, new_manifest(config, seeds), lock)
         run._write_manifest()
         return run
 
@@ -219,9 +106,9 @@ class RunDir:
             # Never delete (overwrite) something that is not a run of ours; an empty folder is
             # someone's fresh mkdir (perhaps another process creating this run right now).
             raise FileExistsError(f"{directory} exists and is not a run directory")
-        lock = _lock(directory)
+        lock = lock_run(directory)
         try:
-            run = cls(directory, _read_manifest(directory), lock)  # unreadable: never deleted
+            run = cls(directory, read_manifest(directory), lock)  # unreadable: never deleted
             if overwrite:
                 for child in directory.iterdir():
                     if child.name != LOCK:
@@ -247,13 +134,13 @@ class RunDir:
     @classmethod
     def open(cls, path: StrPath) -> RunDir:
         """Open an existing run (unlocked, for reading), validating its manifest."""
-        return cls(Path(path), _read_manifest(Path(path)))
+        return cls(Path(path), read_manifest(Path(path)))
 
     def lock(self) -> RunDir:
         """Take the run's lock (for adding stages to an existing run); returns self."""
         if self._lock is None:
-            self._lock = _lock(self.dir)
-            self._m = _read_manifest(self.dir)  # what the last writer left
+            self._lock = lock_run(self.dir)
+            self._m = read_manifest(self.dir)  # what the last writer left
         return self
 
     def close(self) -> None:
@@ -282,6 +169,11 @@ class RunDir:
         return copy.deepcopy(self._m)
 
     @property
+    def created(self) -> str:
+        """When the run was started (ISO 8601, UTC)."""
+        return self._m["created"]
+
+    @property
     def is_complete(self) -> bool:
         """Whether ``finish()`` was called."""
         return self._m["status"] == "complete"
@@ -292,7 +184,7 @@ class RunDir:
         return self._m["status"]
 
     def _write_manifest(self) -> None:
-        self._m["updated"] = _now()
+        self._m["updated"] = now()
         atomic_write_text(self.dir / MANIFEST, json.dumps(self._m, indent=2) + "\n")
 
     def _record(self, key: str, kind: str, stage: str | None) -> None:
@@ -395,8 +287,8 @@ class RunDir:
 
     def set_job(self, config: dict[str, Any], seeds: dict[str, Any]) -> None:
         """Replace the run's job config and seeds (when stages are added to it)."""
-        self._m["config"] = _json_roundtrip(config, "config")
-        self._m["seeds"] = _json_roundtrip(seeds, "seeds")
+        self._m["config"] = json_roundtrip(config, "config")
+        self._m["seeds"] = json_roundtrip(seeds, "seeds")
         self._m["status"] = "running"
         self._write_manifest()
 
@@ -406,7 +298,7 @@ class RunDir:
         if not key:
             raise ValueError("stage key must be a non-empty string")
         self._m["stages"][key] = {"stage": stage or schema.stage_family(key),
-                                  "status": "running", "started": _now(), "finished": None}
+                                  "status": "running", "started": now(), "finished": None}
         self._m["status"] = "running"
         self._write_manifest()
 
@@ -415,17 +307,17 @@ class RunDir:
         stage = self._m["stages"].get(key)
         if stage is None:
             raise ValueError(f"stage {key!r} was never started")
-        stage.update(status="done", finished=_now())
+        stage.update(status="done", finished=now())
         stage.pop("error", None)
         if summary is not None:
-            stage["summary"] = _json_roundtrip(summary, "summary")
+            stage["summary"] = json_roundtrip(summary, "summary")
         self._write_manifest()
 
     def fail_stage(self, key: str, error: str) -> None:
         """Mark stage `key` (and the run) failed with a one-line reason."""
         stage = self._m["stages"].setdefault(key, {"stage": schema.stage_family(key),
-                                                   "started": _now()})
-        stage.update(status="failed", finished=_now(), error=str(error).splitlines()[0]
+                                                   "started": now()})
+        stage.update(status="failed", finished=now(), error=str(error).splitlines()[0]
                      if str(error) else "error")
         self._m["status"] = "failed"
         self._write_manifest()
@@ -459,67 +351,3 @@ class RunDir:
                 out.append(f"artifact {key} has {p.stat().st_size} bytes, the manifest "
                            f"recorded {info['bytes']}")
         return out
-
-
-def safetensors_bytes(tensors: dict[str, torch.Tensor],
-                      metadata: dict[str, str] | None = None) -> bytes:
-    """Tensors as safetensors bytes (cpu, contiguous, shared storage unshared)."""
-    out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for k, t in tensors.items():
-        t = t.detach().to("cpu").contiguous()
-        # safetensors refuses tensors that share storage (tied weights, views of one buffer).
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in seen or t.numel() * t.element_size() != t.untyped_storage().nbytes():
-            t = t.clone()
-        seen.add(t.untyped_storage().data_ptr())
-        out[k] = t
-    return safetensors.torch.save(out, metadata=metadata)
-
-
-def is_run(path: StrPath) -> bool:
-    """Whether `path` is a run directory (holds a manifest)."""
-    return (Path(path) / MANIFEST).is_file()
-
-
-@dataclass(frozen=True)
-class RunEntry:
-    """One folder of a runs directory: the run (None when unreadable), its status and
-    what is wrong with it (empty for a sound run)."""
-
-    path: Path
-    run: RunDir | None
-    status: str
-    problems: tuple[str, ...]
-
-
-def scan_runs(root: StrPath) -> list[RunEntry]:
-    """Every folder of `root` that holds a manifest, readable or not, flagged with problems;
-    sorted by creation time (unreadable ones last)."""
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"runs folder {root} does not exist")
-    if not root.is_dir():
-        raise NotADirectoryError(f"runs folder {root} is a file, not a folder")
-    entries = []
-    for d in sorted(root.iterdir()):
-        if not (d / MANIFEST).is_file():
-            continue
-        try:
-            run = RunDir.open(d)
-        except (OSError, ValueError) as e:
-            entries.append(RunEntry(d, None, "invalid", (str(e).splitlines()[0],)))
-            continue
-        entries.append(RunEntry(d, run, run.status, tuple(run.problems())))
-    return sorted(entries, key=lambda e: (e.run is None, str(e.run._m["created"]) if e.run
-                                          else "", e.path.name))
-
-
-def list_runs(root: StrPath, include_incomplete: bool = False) -> list[RunDir]:
-    """Runs under ``root`` sorted by creation time: complete and sound ones, or with
-    ``include_incomplete`` every readable one (unfinished, failed or damaged too; see
-    `scan_runs` for what is wrong with them)."""
-    if not Path(root).is_dir():
-        return []
-    return [e.run for e in scan_runs(root) if e.run is not None
-            and (include_incomplete or (e.run.is_complete and not e.problems))]

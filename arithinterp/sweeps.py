@@ -57,7 +57,9 @@ import torch
 from tqdm.auto import tqdm
 
 from arithinterp import schema
-from arithinterp.runs import RunDir, StrPath, is_run
+from arithinterp.catalog import is_run
+from arithinterp.disk import StrPath
+from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context
 from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.job import holds_job, job_is_done, job_json, read_job, run_job

@@ -89,7 +89,7 @@ def run_stages(args: argparse.Namespace, configs: list):
 
 
 def _is_run(path: str) -> bool:
-    from arithinterp.runs import is_run
+    from arithinterp.catalog import is_run
 
     return is_run(path)
 

@@ -12,6 +12,7 @@ PKG = ROOT / "arithinterp"
 # Lower layers never import higher ones (same-layer imports are allowed, cycles are not).
 LAYERS = {
     "fields": 0, "tasks": 0, "components": 0, "schema": 0, "runs": 0, "viz": 0,
+    "disk": 0, "manifest": 0, "catalog": 0,
     "models": 1, "pretrained": 1, "checkpoints": 1, "weights": 1, "checkpoints": 1, "weights": 1,
     "core": 2,
     "evaluate": 3, "training": 3, "analysis": 3, "probes": 3, "fourier": 3, "llm": 3,
@@ -20,7 +21,8 @@ LAYERS = {
     "studies": 5, "sweeps": 5,
     "cli": 6,
 }
-DATA_ONLY = {"fields", "tasks", "components", "schema", "runs", "viz"}  # import no compute modules
+DATA_ONLY = {"fields", "tasks", "components", "schema", "runs", "viz", "disk",
+             "manifest", "catalog"}  # import no compute modules
 INNER = {  # order of the modules inside a subpackage
     "core": {"metrics": 0, "interventions": 0, "graph": 0, "fast": 1, "engine": 1, "cache": 2,
              "contrast": 2, "circuit": 2},

@@ -1,15 +1,15 @@
-"""Run directories: round trips, manifest, atomic writes, resume, listing."""
+"""Run directories: round trips, manifest, atomic writes, resume, locks."""
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from arithinterp import runs
-from arithinterp.runs import SCHEMA_VERSION, RunDir, atomic_write_bytes, list_runs
+from arithinterp import disk
+from arithinterp.runs import RunDir
+from arithinterp.schema import SCHEMA_VERSION
 
 CONFIG = {"task": "add", "digits": 3, "layers": (2,)}
 SEEDS = {"data": 0, "model": 1}
@@ -81,21 +81,13 @@ def test_atomic_writes_leave_no_temp_and_failures_change_nothing(tmp_path, monke
     def boom(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(runs.os, "replace", boom)
+    monkeypatch.setattr(disk.os, "replace", boom)
     with pytest.raises(OSError, match="disk gone"):
         run.save_json("x.json", {"v": 2})
     monkeypatch.undo()
     assert run.load_json("x.json") == {"v": 1}
     assert (run.dir / "manifest.json").read_bytes() == manifest_before
     assert temp_files(tmp_path) == []
-
-
-def test_atomic_write_bytes_outside_run(tmp_path):
-    target = tmp_path / "ckpt" / "deep" / "w.bin"
-    atomic_write_bytes(target, b"abc")
-    atomic_write_bytes(target, b"de")
-    assert target.read_bytes() == b"de"
-    assert os.listdir(target.parent) == ["w.bin"]
 
 
 def test_refuse_to_overwrite_complete_run(tmp_path):
@@ -138,92 +130,9 @@ def test_auto_names_do_not_collide(tmp_path):
     assert a.dir != b.dir and a.dir.parent == tmp_path
 
 
-def test_open_rejects_bad_manifests(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        RunDir.open(tmp_path)
-    run = make(tmp_path)
-    good = run.manifest
-    mpath = run.dir / "manifest.json"
-
-    mpath.write_text(json.dumps({**good, "schema_version": 99}))
-    with pytest.raises(ValueError, match="99") as e:
-        RunDir.open(run.dir)
-    assert str(SCHEMA_VERSION) in str(e.value)
-    mpath.write_text(json.dumps({**good, "schema_version": True}))
-    with pytest.raises(ValueError, match="schema_version True"):
-        RunDir.open(run.dir)
-    mpath.write_text(json.dumps({**good, "surprise": 1}))
-    with pytest.raises(ValueError, match="surprise"):
-        RunDir.open(run.dir)
-    mpath.write_text(json.dumps({k: v for k, v in good.items() if k != "stages"}))
-    with pytest.raises(ValueError, match="stages"):
-        RunDir.open(run.dir)
-    mpath.write_text("{not json")
-    with pytest.raises(ValueError, match="JSON"):
-        RunDir.open(run.dir)
-
-
-def test_list_runs_hides_incomplete_and_ignores_junk(tmp_path):
-    first = make(tmp_path, "first")
-    first.finish()
-    make(tmp_path, "pending").close()
-    second = make(tmp_path, "second")
-    second.finish()
-    (tmp_path / "junk").mkdir()
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "manifest.json").write_text("[]")
-    (tmp_path / "stray.txt").write_text("x")
-
-    assert [r.name for r in list_runs(tmp_path)] == ["first", "second"]
-    assert [r.name for r in list_runs(tmp_path, include_incomplete=True)] == [
-        "first", "pending", "second"]
-    assert list_runs(tmp_path / "missing") == []
-
-
-def test_scan_flags_broken_runs_with_the_reason(tmp_path):
-    ok = make(tmp_path, "ok")
-    ok.save_json("a/x.json", {"v": 1})
-    ok.finish()
-    gone = make(tmp_path, "gone")
-    gone.save_json("a/x.json", {"v": 1})
-    gone.finish()
-    (gone.dir / "a" / "x.json").unlink()
-    cut = make(tmp_path, "cut")
-    cut.save_tensors("w.safetensors", {"w": torch.zeros(100)})
-    cut.finish()
-    (cut.dir / "w.safetensors").write_bytes(b"12")
-    failed = make(tmp_path, "failed")
-    failed.start_stage("train")
-    failed.fail_stage("train", "ValueError: loss is NaN\nsecond line")
-    failed.close()
-    (tmp_path / "future").mkdir()
-    (tmp_path / "future" / "manifest.json").write_text(json.dumps(
-        {**ok.manifest, "schema_version": 7}))
-    (tmp_path / "garbage").mkdir()
-    (tmp_path / "garbage" / "manifest.json").write_text("{")
-
-    entries = {e.path.name: e for e in runs.scan_runs(tmp_path)}
-    assert entries["ok"].problems == () and entries["ok"].status == "complete"
-    assert entries["gone"].problems == ("artifact a/x.json is missing",)
-    assert "recorded" in entries["cut"].problems[0]
-    assert entries["failed"].status == "failed"
-    assert entries["failed"].problems == ("stage train failed: ValueError: loss is NaN",)
-    assert entries["future"].status == "invalid" and "schema_version 7" in \
-        entries["future"].problems[0]
-    assert entries["garbage"].status == "invalid" and "JSON" in entries["garbage"].problems[0]
-    assert [r.name for r in list_runs(tmp_path)] == ["ok"]
-    assert [r.name for r in list_runs(tmp_path, include_incomplete=True)] == [
-        "ok", "gone", "cut", "failed"]
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        runs.scan_runs(tmp_path / "nowhere")
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(NotADirectoryError, match="is a file"):
-        runs.scan_runs(tmp_path / "file")
-
-
 def test_a_second_writer_is_refused_until_the_first_is_done(tmp_path):
     first = make(tmp_path, "r")
-    with pytest.raises(runs.RunBusyError, match="another process"):
+    with pytest.raises(disk.RunBusyError, match="another process"):
         make(tmp_path, "r")
     first.close()
     second = make(tmp_path, "r")  # resumes: same config, unfinished

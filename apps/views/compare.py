@@ -8,7 +8,7 @@ import streamlit as st
 
 from arithinterp import schema
 from arithinterp.analysis.patching import HEAD_SITES, patching_difference
-from arithinterp.runs import list_runs
+from arithinterp.catalog import list_runs
 from arithinterp.viz.patching import patching_figure
 
 VALUES = {"effect": "effect (0 = no change, 1 = all the way)", "value": "raw metric"}

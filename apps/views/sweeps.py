@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from arithinterp import schema
-from arithinterp.runs import list_runs
+from arithinterp.catalog import list_runs
 from arithinterp.viz.sweeps import sweep_figure
 
 st.title("Sweeps")

@@ -185,7 +185,7 @@ def runs_cmd(
                         ] = False,
 ) -> None:
     """List run directories (sound, finished ones unless --all)."""
-    from arithinterp.runs import scan_runs
+    from arithinterp.catalog import scan_runs
 
     with user_errors():
         entries = scan_runs(runs_dir)
@@ -223,8 +223,8 @@ def localize_cmd(
     **parsed: Any,
 ) -> None:
     """Find the heads, MLPs, positions and paths that carry the answer (writes a run)."""
+    from arithinterp.catalog import is_run
     from arithinterp.checkpoints import load_model
-    from arithinterp.runs import is_run
     from arithinterp.stages.job import run_job
     from arithinterp.stages.model import ModelSource
     from arithinterp.tasks import TaskSpec

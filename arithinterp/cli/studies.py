@@ -72,8 +72,9 @@ def finetune_cmd(
     """Fine-tune only chosen components (heads, MLPs) against random components, full
     fine-tuning and none: gain on the target task, forgetting on the others (for a pretrained
     LLM: gain on a prompt suite, forgetting on other suites and perplexity on English text)."""
+    from arithinterp.catalog import is_run
     from arithinterp.checkpoints import load_model
-    from arithinterp.runs import RunDir, is_run
+    from arithinterp.runs import RunDir
     from arithinterp.stages import finetune, llm_finetune
     from arithinterp.stages.base import Context, run_model
     from arithinterp.stages.job import run_on

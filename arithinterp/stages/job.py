@@ -17,7 +17,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from arithinterp import schema
-from arithinterp.runs import RunDir, StrPath, is_run
+from arithinterp.catalog import is_run
+from arithinterp.disk import StrPath
+from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context
 from arithinterp.stages.model import ModelSource
 from arithinterp.stages.registry import STAGES, stage_key, stage_name

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from arithinterp import schema
+from arithinterp.catalog import is_run
 from arithinterp.checkpoints import ZOO_DIR, read_weights
 from arithinterp.fields import check_ints, described
 from arithinterp.grokking import (
@@ -32,7 +33,7 @@ from arithinterp.grokking import (
     full_grid,
 )
 from arithinterp.probes import ProbeConfig, fit_probes, make_targets
-from arithinterp.runs import RunDir, is_run
+from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, need_task, run_model
 from arithinterp.training.checkpoints import training_split
 

@@ -26,9 +26,10 @@ import pandas as pd
 
 from arithinterp import schema
 from arithinterp.checkpoints import ZOO_DIR
+from arithinterp.disk import StrPath
 from arithinterp.fields import check_choice, check_float, described
 from arithinterp.models import ModelSpec
-from arithinterp.runs import RunDir, StrPath
+from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context
 from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.job import ensure_job, run_on

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 from arithinterp import schema
 from arithinterp.analysis.suite import LocalizeConfig
+from arithinterp.disk import StrPath
 from arithinterp.fields import check_float, check_int, described
 from arithinterp.finetune import Schedule
 from arithinterp.models import ModelSpec
-from arithinterp.runs import RunDir, StrPath
+from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context
 from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.finetune import FinetuneConfig, Selection

@@ -20,8 +20,8 @@ import torch
 
 from arithinterp import schema
 from arithinterp.checkpoints import load_model, read_weights, save_model, state_tensors
+from arithinterp.disk import atomic_write_bytes, atomic_write_text, safetensors_bytes
 from arithinterp.models import HookedModel
-from arithinterp.runs import atomic_write_bytes, atomic_write_text, safetensors_bytes
 from arithinterp.tasks import Dataset, Task, make_dataset, make_splits
 from arithinterp.tasks.data import make_test_split
 from arithinterp.training.config import TrainConfig

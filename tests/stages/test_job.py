@@ -7,9 +7,10 @@ import pytest
 
 from arithinterp import schema
 from arithinterp.analysis.suite import GridConfig, LocalizeConfig
+from arithinterp.catalog import list_runs
 from arithinterp.llm import LLMLocalizeConfig
 from arithinterp.probes import ProbeConfig
-from arithinterp.runs import RunDir, list_runs
+from arithinterp.runs import RunDir
 from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.finetune import FinetuneConfig, Selection
 from arithinterp.stages.fourier import FourierConfig

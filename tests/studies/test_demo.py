@@ -6,7 +6,8 @@ import pytest
 
 from arithinterp import schema
 from arithinterp.analysis.suite import LocalizeConfig
-from arithinterp.runs import RunDir, list_runs
+from arithinterp.catalog import list_runs
+from arithinterp.runs import RunDir
 from arithinterp.stages.job import check_job, job_json, job_seeds, run_job
 from arithinterp.stages.llm import LLMConfig
 from arithinterp.stages.model import ModelSource
