@@ -13,7 +13,7 @@ PKG = ROOT / "arithinterp"
 LAYERS = {
     "fields": 0, "tasks": 0, "components": 0, "schema": 0, "runs": 0, "viz": 0,
     "disk": 0, "manifest": 0, "catalog": 0,
-    "models": 1, "pretrained": 1, "checkpoints": 1, "weights": 1, "checkpoints": 1, "weights": 1,
+    "models": 1, "pretrained": 1, "checkpoints": 1, "weights": 1,
     "core": 2,
     "evaluate": 3, "training": 3, "analysis": 3, "probes": 3, "fourier": 3, "llm": 3,
     "finetune": 3, "sources": 3, "grokking": 3,
