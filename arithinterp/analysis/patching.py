@@ -47,6 +47,7 @@ from arithinterp.core.metrics import (
     normalized_effect,
     normalized_per_prompt,
 )
+from arithinterp.fields import check_choice, is_int
 from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.tasks import PromptPairs
 from arithinterp.weights import NativeWeights
@@ -69,13 +70,11 @@ class PatchSpec:
     layers: tuple[int, ...] | None = None  # None: every layer; else these, ascending
 
     def __post_init__(self) -> None:
-        if self.site not in RESID_SITES + HEAD_SITES:
-            raise ValueError(f"site must be one of {RESID_SITES + HEAD_SITES}, got {self.site!r}")
+        check_choice("site", self.site, RESID_SITES + HEAD_SITES)
         if self.site in RESID_SITES and not self.by_pos:
             raise ValueError(f"site {self.site!r} is patched by position (by_pos=True)")
         if self.layers is not None:
-            ok = all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
-                     for x in self.layers)
+            ok = all(is_int(x) and x >= 0 for x in self.layers)
             if not self.layers or not ok or list(self.layers) != sorted(set(self.layers)):
                 raise ValueError(f"layers must be None or distinct ascending layer indices >= 0, "
                                  f"got {self.layers!r}")

@@ -22,6 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from arithinterp.components import Component
+from arithinterp.fields import check_int
 
 NodeKind = Literal["embed", "pos_embed", "head", "mlp", "logits"]
 Input = Literal["q", "k", "v", "mlp", "logits"]
@@ -94,8 +95,7 @@ class Graph:
 
     def top_n(self, method: str, n: int) -> frozenset[Edge]:
         """The n edges of largest |score| (ties in the graph's order)."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(self.edges):
-            raise ValueError(f"n must be an integer in 0..{len(self.edges)}, got {n!r}")
+        check_int("n", n, min=0, max=len(self.edges))
         order = torch.argsort(self._scores(method).abs(), descending=True, stable=True)
         return frozenset(self.edges[i] for i in order[:n].tolist())
 

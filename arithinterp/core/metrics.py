@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from arithinterp.fields import check_choice
 from arithinterp.tasks import PromptPairs
 
 MetricKind = Literal["logit_diff", "prob", "logprob"]
@@ -36,8 +37,7 @@ class AnswerMetric:
     label: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in METRIC_KINDS:
-            raise ValueError(f"kind must be one of {METRIC_KINDS}, got {self.kind!r}")
+        check_choice("kind", self.kind, METRIC_KINDS)
 
     def score(self, logits_at_pos: Float[Tensor, "batch d_vocab"]) -> Float[Tensor, " batch"]:
         """The metric from the logits at `pos` only."""
