@@ -11,12 +11,17 @@ problems and on the other tasks the model already did (forgetting).
 Writes ``comparison.parquet`` (one row per arm, draw, seed and task), ``curves.parquet``
 (training loss and the target's held-out exact match over steps), ``weights.safetensors``
 (only the tensors each arm changed; the base is the run's ``model/``) and ``summary.json``.
+
+`compare` is the comparison itself, over prompt sources (`sources.PromptSource`): this stage
+runs it on tasks, the `llm_finetune` stage on an LLM's prompt suites.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import pandas as pd
 import torch
@@ -28,13 +33,13 @@ from arithinterp.analysis.localize import (
     select_components,
 )
 from arithinterp.components import Component, parse_components
-from arithinterp.evaluate import evaluate
 from arithinterp.fields import check_int, described
 from arithinterp.finetune import Schedule, copy_model, finetune
-from arithinterp.models import LoadedModel, facts
+from arithinterp.models import HookedModel, LoadedModel, facts
 from arithinterp.runs import RunDir
+from arithinterp.sources import Problem, PromptSource, TaskSource, problems_of
 from arithinterp.stages.base import Context, need_task, run_model
-from arithinterp.tasks import TaskSpec, make_dataset, sample_problems
+from arithinterp.tasks import TaskSpec, sample_problems
 from arithinterp.training.checkpoints import held_out_split
 
 NAME = "finetune"
@@ -210,56 +215,141 @@ class ArmRecords:
                                                  "that arm changed"})
 
 
+@runtime_checkable
+class Budget(Protocol):
+    """What a comparison's config shares with the other kind's: the arms and the budget."""
+
+    arms: tuple[str, ...]
+    n_random: int
+    seeds: tuple[int, ...]
+    schedule: Schedule
+    eval_every: int
+    rescale: bool
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a comparison trains and scores, resolved before anything trains: the base model,
+    the selection, the held-out problems of each prompt source (the target first: it gives
+    the training data), the target's problems scored along the curves, each seed's training
+    problems, and what else is measured of every arm (e.g. an LLM's perplexity on text)."""
+
+    base: LoadedModel
+    components: list[Component]
+    scored: list[tuple[str, PromptSource, list[Problem]]]  # (role, source, held-out problems)
+    probe: list[Problem]
+    train: Callable[[int], list[Problem]]
+    measure: Callable[[HookedModel], dict[str, float]] | None = None
+
+
+@dataclass(frozen=True)
+class Compared:
+    """A comparison's table (one row per arm, draw, seed and prompt source; the measures
+    before and after as ``<name>_before`` / ``<name>_after``), its curves and changed tensors,
+    the base model's exact match per source and measures, the training problems of the last
+    seed, and seconds: of a training step per arm (the probes left out), of evaluating one
+    source and of one measure."""
+
+    table: pd.DataFrame
+    records: ArmRecords
+    before: dict[str, float]
+    measured: dict[str, float]
+    n_train: int
+    seconds: dict
+
+
+def compare(c: Comparison, config: Budget, *, progress: bool = False) -> Compared:
+    """Fine-tune every arm and seed of `config` from the base model; score before and after."""
+    target = c.scored[0][1]
+
+    def evaluate_all(model: HookedModel) -> dict:
+        return {s.name: s.evaluate(model, problems, progress=progress)
+                for _, s, problems in c.scored}
+
+    def measure(model: HookedModel) -> dict[str, float]:
+        return c.measure(model) if c.measure is not None else {}
+
+    started = time.perf_counter()
+    before = evaluate_all(c.base.model)
+    eval_seconds = (time.perf_counter() - started) / len(c.scored)
+    started = time.perf_counter()
+    measured = measure(c.base.model)
+    measure_seconds = time.perf_counter() - started
+    records = ArmRecords(start={"exact_match": target.evaluate(c.base.model, c.probe)
+                                .exact_match} if config.eval_every else {})
+    rows, step_seconds, n_train = [], {}, 0
+    for seed in config.seeds:
+        data = target.training_data(c.train(seed))
+        n_train = len(data)
+        for arm, draw, comps in arm_components(config.arms, config.n_random, c.components,
+                                               c.base, seed):
+            model = copy_model(c.base.model) if comps != [] else c.base.model
+            probing = [0.0]  # seconds the probes took
+
+            def probe(step, model=model, probing=probing):
+                started = time.perf_counter()
+                exact = target.evaluate(model, c.probe).exact_match
+                probing[0] += time.perf_counter() - started
+                return {"exact_match": exact}
+
+            if comps == []:  # the no-training baseline
+                n_params, seconds, changed, curve = 0, 0.0, {}, pd.DataFrame()
+                after, measured_after = before, measured
+            else:
+                result = finetune(model, data, replace(config.schedule, seed=seed),
+                                  components=comps, rescale=config.rescale,
+                                  every=config.eval_every, callback=probe, progress=progress)
+                n_params, seconds, changed = result.n_params, result.seconds, result.changed
+                curve = result.curve
+                step_seconds.setdefault(arm, []).append(
+                    (seconds - probing[0]) / config.schedule.max_steps)
+                after, measured_after = evaluate_all(model), measure(model)
+            label = records.add(arm, draw, seed, comps, curve, changed)
+            for role, source, _ in c.scored:
+                was, now = before[source.name], after[source.name]
+                row = {**label, "n_params": n_params, "seconds": seconds, "task": source.name,
+                       "role": role, "exact_before": was.exact_match,
+                       "exact_after": now.exact_match,
+                       "change": now.exact_match - was.exact_match}
+                row.update({f"acc_c{k}": v for k, v in enumerate(now.digit_accuracy)})
+                row.update({f"{k}_before": v for k, v in measured.items()})
+                row.update({f"{k}_after": v for k, v in measured_after.items()})
+                rows.append(row)
+    return Compared(
+        pd.DataFrame(rows), records, {k: e.exact_match for k, e in before.items()}, measured,
+        n_train, {"train_step": {arm: sum(v) / len(v) for arm, v in step_seconds.items()},
+                  "evaluate": eval_seconds, "measure": measure_seconds})
+
+
+def mean_change(table: pd.DataFrame) -> dict[str, float]:
+    """The mean change of exact match per arm and role: {'selected/target': ...}."""
+    return {f"{arm}/{role}": float(g["change"].mean())
+            for (arm, role), g in table.groupby(["arm", "role"])}
+
+
 def run(config: FinetuneConfig, run: RunDir, ctx: Context) -> dict:
     """Fine-tune every arm and seed from the run's model; score before and after."""
     base = run_model(run, ctx)
     chosen = check(config, run, base)
     target = config.task or base.task
-    base_t = base.with_task(target)
     tasks = [("target", target)] + [("other", t) for t in config.other_tasks]
-    evals = {t.name: held_out_split(base.path, t, config.n_eval) for _, t in tasks}
-    before = {t.name: evaluate(base.model, evals[t.name]) for _, t in tasks}
-    held_out = set(zip(evals[target.name].a.tolist(), evals[target.name].b.tolist(),
-                       strict=True))
-    probe = evals[target.name][:200]  # scored along the curves
-    rows, records = [], ArmRecords(start={"exact_match": evaluate(base.model, probe).exact_match}
-                                   if config.eval_every else {})
-    for seed in config.seeds:
+    held = {t.name: problems_of(held_out_split(base.path, t, config.n_eval)) for _, t in tasks}
+    held_out = set(held[target.name])
+
+    def train(seed: int) -> list[Problem]:  # never the problems it is scored on
         a, b = sample_problems(target, config.n_train, torch.Generator().manual_seed(
-            10_000 + seed), exclude=held_out)  # never the problems it is scored on
-        train_set = make_dataset(target, a, b)
-        for arm, draw, comps in arm_components(config.arms, config.n_random, chosen, base_t,
-                                               seed):
-            model = copy_model(base.model)
+            10_000 + seed), exclude=held_out)
+        return list(zip(a.tolist(), b.tolist(), strict=True))
 
-            def score(step, model=model):
-                return {"exact_match": evaluate(model, probe).exact_match}
-
-            if comps == []:  # the no-training baseline
-                n_params, seconds, changed, curve = 0, 0.0, {}, pd.DataFrame()
-            else:
-                result = finetune(model, train_set, replace(config.schedule, seed=seed),
-                                  components=comps,
-                                  rescale=config.rescale, every=config.eval_every,
-                                  callback=score, progress=ctx.progress)
-                n_params, seconds, changed = result.n_params, result.seconds, result.changed
-                curve = result.curve
-            label = records.add(arm, draw, seed, comps, curve, changed)
-            for role, task in tasks:
-                after = evaluate(model, evals[task.name]) if comps != [] else before[task.name]
-                row = {**label, "n_params": n_params, "seconds": seconds, "task": task.name,
-                       "role": role, "exact_before": before[task.name].exact_match,
-                       "exact_after": after.exact_match,
-                       "change": after.exact_match - before[task.name].exact_match}
-                row.update({f"acc_c{k}": v for k, v in enumerate(after.digit_accuracy)})
-                rows.append(row)
+    done = compare(Comparison(base.with_task(target), chosen,
+                              [(role, TaskSource(t), held[t.name]) for role, t in tasks],
+                              probe=held[target.name][:200], train=train),
+                   config, progress=ctx.progress)
     stage = key(config)
-    table = pd.DataFrame(rows)
-    run.save(schema.FINETUNE_COMPARISON, stage, table)
-    records.save(run, stage, schema.WEIGHTS.at(schema.MODEL))
+    run.save(schema.FINETUNE_COMPARISON, stage, done.table)
+    done.records.save(run, stage, schema.WEIGHTS.at(schema.MODEL))
     summary = {"selected": [c.name for c in chosen], "target": target.name,
                "other_tasks": [t.name for t in config.other_tasks],
-               "mean_change": {f"{arm}/{role}": float(g["change"].mean())
-                               for (arm, role), g in table.groupby(["arm", "role"])}}
+               "mean_change": mean_change(done.table)}
     run.save(schema.FINETUNE_SUMMARY, stage, summary)
     return summary

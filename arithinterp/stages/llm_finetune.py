@@ -7,7 +7,7 @@ Every arm starts from the run's LLM and trains on the same problems of the targe
 heads an llm localization of the run ranked highest, or named components), ``random`` (as
 many components of the same kinds outside the selection, `n_random` distinct sets),
 ``full`` and ``none``. The training data is each prompt followed by its answer's tokens
-(and end-of-sequence), the loss on the answer only (`llm_finetune.make_answer_data`). Each
+(and end-of-sequence), the loss on the answer only (`llm.make_answer_data`). Each
 arm is scored before and after by greedy exact match on held-out problems of the target
 suite and of the other suites (forgetting of other arithmetic), and by the token-level
 perplexity of a held-out English text (forgetting of language).
@@ -17,34 +17,34 @@ before and after), ``curves.parquet`` (training loss, and the target's exact mat
 first `n_probe` held-out problems every `eval_every` steps), ``weights.safetensors`` (only
 the tensors each arm changed; the base is the run's model source) and ``summary.json``
 (with the seconds of one training step per arm, the probes left out, of one evaluation of
-`n_eval` problems of one suite and of one perplexity pass).
+`n_eval` problems of one suite and of one perplexity pass). The comparison is the finetune
+stage's (`finetune.compare`), over the suites as prompt sources (`llm.SuiteSource`).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-import pandas as pd
 import torch
 
 from arithinterp import schema
 from arithinterp.components import Component
 from arithinterp.evaluate import DEFAULT_TEXT, compute_perplexity, make_text_windows, read_text
 from arithinterp.fields import check_int, described
-from arithinterp.finetune import Schedule, copy_model, finetune
-from arithinterp.llm import evaluate_llm, make_answer_data
-from arithinterp.models import LoadedModel
+from arithinterp.finetune import Schedule
+from arithinterp.llm import SuiteSource, make_answer_data
+from arithinterp.models import HookedModel, LoadedModel
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, run_model
 from arithinterp.stages.finetune import (
     ARMS,
     Arm,
-    ArmRecords,
+    Comparison,
     Selection,
-    arm_components,
     check_comparison,
     check_random_sets,
+    compare,
+    mean_change,
     selected_components,
 )
 from arithinterp.tasks import PromptSuite
@@ -177,79 +177,33 @@ def run(config: LLMFinetuneConfig, run: RunDir, ctx: Context) -> dict:
     plan = check(config, run, base)
     suites = [("target", plan.suite)] + [("other", s) for s in config.other_suites]
 
-    def score(loaded: LoadedModel) -> dict[str, float]:
-        return {s.name: evaluate_llm(loaded, s, s.problems(config.n_eval, config.eval_seed),
-                                     batch_size=config.batch_size,
-                                     progress=ctx.progress).exact_match for _, s in suites}
+    def perplexity(model: HookedModel) -> dict[str, float]:
+        return {"ppl": compute_perplexity(model, plan.windows, batch_size=config.batch_size)}
 
-    started = time.perf_counter()
-    before = score(base)
-    eval_seconds = (time.perf_counter() - started) / len(suites)
-    started = time.perf_counter()
-    ppl_before = compute_perplexity(base.model, plan.windows, batch_size=config.batch_size)
-    ppl_seconds = time.perf_counter() - started
-    n_probe = min(config.n_probe, config.n_eval)
-    probe_problems = plan.suite.problems(n_probe, config.eval_seed)
-    rows, records = [], ArmRecords(start={"exact_match": evaluate_llm(
-        base, plan.suite, probe_problems, batch_size=config.batch_size
-    ).exact_match} if config.eval_every else {})
-    step_seconds: dict[str, list[float]] = {}  # per arm, without the probes along the curve
-    for seed in config.seeds:
-        data = make_answer_data(base, plan.suite, training_problems(config, plan.suite, seed))
-        for arm, draw, comps in arm_components(config.arms, config.n_random,
-                                                    plan.components, base, seed):
-            tuned = replace(base, model=copy_model(base.model)) if comps != [] else base
-
-            probing = [0.0]  # seconds the probes took
-
-            def probe(step, tuned=tuned, probing=probing):
-                started = time.perf_counter()
-                exact = evaluate_llm(tuned, plan.suite, probe_problems,
-                                     batch_size=config.batch_size).exact_match
-                probing[0] += time.perf_counter() - started
-                return {"exact_match": exact}
-
-            if comps == []:  # the no-training baseline
-                n_params, seconds, changed, curve = 0, 0.0, {}, pd.DataFrame()
-                after, ppl_after = before, ppl_before
-            else:
-                result = finetune(tuned.model, data, replace(config.schedule, seed=seed),
-                                  components=comps, rescale=config.rescale,
-                                  every=config.eval_every, callback=probe,
-                                  progress=ctx.progress)
-                n_params, seconds, changed = result.n_params, result.seconds, result.changed
-                curve = result.curve
-                step_seconds.setdefault(arm, []).append(
-                    (seconds - probing[0]) / config.schedule.max_steps)
-                after = score(tuned)
-                ppl_after = compute_perplexity(tuned.model, plan.windows,
-                                               batch_size=config.batch_size)
-            label = records.add(arm, draw, seed, comps, curve, changed)
-            for role, suite in suites:
-                rows.append({**label, "n_params": n_params, "seconds": seconds,
-                             "task": suite.name, "role": role,
-                             "exact_before": before[suite.name],
-                             "exact_after": after[suite.name],
-                             "change": after[suite.name] - before[suite.name],
-                             "ppl_before": ppl_before, "ppl_after": ppl_after})
+    done = compare(Comparison(
+        base, plan.components,
+        [(role, SuiteSource(base, s, batch_size=config.batch_size),
+          s.problems(config.n_eval, config.eval_seed)) for role, s in suites],
+        probe=plan.suite.problems(min(config.n_probe, config.n_eval), config.eval_seed),
+        train=lambda seed: training_problems(config, plan.suite, seed), measure=perplexity),
+        config, progress=ctx.progress)
     stage = key(config)
-    table = pd.DataFrame(rows)
+    table = done.table
     run.save(schema.FINETUNE_COMPARISON, stage, table)
-    records.save(run, stage, base.source)
+    done.records.save(run, stage, base.source)
     target = table[table["role"] == "target"]
     summary = {
         "model": base.source, "selected": [c.name for c in plan.components],
         "experiment": None if config.select.components else config.select.experiment,
         "target": plan.suite.name, "other_tasks": [s.name for s in config.other_suites],
-        "exact_before": before, "perplexity_before": ppl_before,
+        "exact_before": done.before, "perplexity_before": done.measured["ppl"],
         "text": config.text, "window": config.window, "n_windows": config.n_windows,
-        "n_train": len(data), "n_eval": config.n_eval,
-        "mean_change": {f"{arm}/{role}": float(g["change"].mean())
-                        for (arm, role), g in table.groupby(["arm", "role"])},
+        "n_train": done.n_train, "n_eval": config.n_eval, "mean_change": mean_change(table),
         "mean_perplexity_change": {arm: float((g["ppl_after"] - g["ppl_before"]).mean())
                                    for arm, g in target.groupby("arm")},
-        "seconds": {"train_step": {arm: sum(v) / len(v) for arm, v in step_seconds.items()},
-                    "evaluate": eval_seconds, "perplexity": ppl_seconds}}
+        "seconds": {"train_step": done.seconds["train_step"],
+                    "evaluate": done.seconds["evaluate"],
+                    "perplexity": done.seconds["measure"]}}
     run.save(schema.FINETUNE_SUMMARY, stage, summary)
     return {"selected": summary["selected"], "target": plan.suite.name,
             "mean_change": summary["mean_change"]}
