@@ -43,8 +43,8 @@ class TrainConfig:
         0.995, "Stop once held-out exact match reaches this.")
     checkpoint_every: int = 100
     grad_clip: float | None = 1.0
-    seed: int = described(0, "Data seed: the problems drawn and their order (the weights' "
-                          "is the model's).")
+    seed: int = described(0, "Data seed: which problems are drawn and in what order (model.seed "
+                          "seeds the weights).")
     curriculum: Curriculum | None = None
     extra_losses: tuple[ExtraLossConfig, ...] = ()
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW's; Nanda et al. grok with (0.9, 0.98)
