@@ -11,7 +11,9 @@ fractions sum to 1 by Parseval); ``fraction_centered`` its share once each colum
 over the p rows is removed (NaN for k = 0). ``compute_fourier_r2`` fits each column with
 the basis vectors of a frequency set (Bai et al. 2025 report a median R² of 0.84 for
 embeddings with {0, 1, 2, 5}); the same spectrum of a [p, d] table over Z_p gives Nanda et
-al.'s (2023) key frequencies for modular tasks.
+al.'s (2023) key frequencies for modular tasks. `llm_fourier` asks the same of a pretrained
+LLM's digit tokens and of its residual stream grouped by the digit it is about to write
+(Zhou et al. 2024).
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from arithinterp.core.cache import run_cached
 from arithinterp.components import hook_name
-from arithinterp.models import HookedModel, embedding, facts, readout
-from arithinterp.tasks import Dataset
+from arithinterp.core.cache import run_cached
+from arithinterp.models import HookedModel, LoadedModel, embedding, facts, readout
+from arithinterp.tasks import Dataset, TokenPrompts
 from arithinterp.tasks.vocab import CHAR_VOCAB
 
 BAI_FREQS = (0, 1, 2, 5)
@@ -201,3 +203,41 @@ def compute_fourier_report(
         df["layer"] = df["layer"].astype("Int64")
         df["pos"] = df["pos"].astype("Int64")
     return FourierReport(spectrum, r2_table)
+
+
+# ---- the digits of a pretrained LLM (Zhou et al. 2024) -------------------------------------
+def llm_fourier(loaded: LoadedModel, prompts: TokenPrompts, *, freqs=BAI_FREQS,
+                n_shuffles: int = 20, seed: int = 0, batch_size: int = 16) -> pd.DataFrame:
+    """How much of the digit tokens' embedding and unembedding, and of the residual stream
+    at the last position grouped by the digit the model is about to write (the answer's
+    first token), the Fourier basis over the ten digits explains with `freqs` (default
+    {0, 1, 2, 5}: periods 10, 5 and 2), against the same tables with their ten rows
+    shuffled (`n_shuffles` seeded permutations: the control's mean). Rows: source (W_E, W_U,
+    resid_post), layer, grouped_by, freqs, median_r2, shuffled_r2, n_features."""
+    digits = loaded.tokenizer.digit_ids()
+    value = {int(t): d for d, t in enumerate(digits.tolist())}
+    keep = [i for i, t in enumerate(prompts.target.tolist()) if t in value]
+    values = torch.tensor([value[int(prompts.target[i])] for i in keep])
+    if len(keep) == 0 or values.unique().numel() < 10:
+        raise ValueError(f"the prompts' answers start with {values.unique().numel()} of the "
+                         "ten digits; grouping by digit needs all ten (use more problems)")
+    weights = compute_weight_tables(loaded.model, digits)
+    tables = [("W_E", None, None, weights["W_E"]), ("W_U", None, None, weights["W_U"])]
+    names = [hook_name("resid_post", layer) for layer in range(facts(loaded.model).n_layers)]
+    cache = run_cached(loaded.model, prompts.tokens[keep], names, batch_size=batch_size)
+    for layer, name in enumerate(names):
+        tables.append(("resid_post", layer, "first answer digit",
+                       compute_digit_means(cache[name][:, -1], values)))
+    gen = torch.Generator().manual_seed(seed)
+    perms = [torch.randperm(10, generator=gen) for _ in range(n_shuffles)]
+    rows = []
+    for source, layer, grouped_by, table in tables:
+        shuffled = [float(compute_fourier_r2(table[perm], freqs).nanmedian()) for perm in perms]
+        rows.append({"source": source, "layer": layer, "grouped_by": grouped_by,
+                     "freqs": ",".join(map(str, sorted(freqs))),
+                     "median_r2": float(compute_fourier_r2(table, freqs).nanmedian()),
+                     "shuffled_r2": sum(shuffled) / len(shuffled),
+                     "n_features": int(table.shape[1])})
+    out = pd.DataFrame(rows)
+    out["layer"] = out["layer"].astype("Int64")
+    return out

@@ -47,17 +47,10 @@ from arithinterp.analysis.suite import (
     compute_localization,
 )
 from arithinterp.components import Component, hook_name
-from arithinterp.core.cache import run_cached
 from arithinterp.core.engine import run
 from arithinterp.core.metrics import AnswerMetric
 from arithinterp.evaluate import run_greedy, score_first_token
 from arithinterp.fields import check_int, described
-from arithinterp.fourier import (
-    BAI_FREQS,
-    compute_digit_means,
-    compute_fourier_r2,
-    compute_weight_tables,
-)
 from arithinterp.models import HookedModel, LoadedModel, device_of, facts
 from arithinterp.tasks import PromptPairs, PromptSuite, TokenPrompts
 from arithinterp.tasks.prompts import LLM_OPS
@@ -469,41 +462,3 @@ def _attention_rows(layer: int, n_heads: int, key: str, mass: torch.Tensor, quer
              "digit": 0, "query_pos": query, "key": key, "key_pos": None,
              "attention": float(mass[:, h].mean()), "std": float(mass[:, h].std())}
             for h in range(n_heads)]
-
-
-# ---- Fourier features (Zhou et al. 2024) ------------------------------------------------------
-def llm_fourier(loaded: LoadedModel, prompts: TokenPrompts, *, freqs=BAI_FREQS,
-                n_shuffles: int = 20, seed: int = 0, batch_size: int = 16) -> pd.DataFrame:
-    """How much of the digit tokens' embedding and unembedding, and of the residual stream
-    at the last position grouped by the digit the model is about to write (the answer's
-    first token), the Fourier basis over the ten digits explains with `freqs` (default
-    {0, 1, 2, 5}: periods 10, 5 and 2), against the same tables with their ten rows
-    shuffled (`n_shuffles` seeded permutations: the control's mean). Rows: source (W_E, W_U,
-    resid_post), layer, grouped_by, freqs, median_r2, shuffled_r2, n_features."""
-    digits = loaded.tokenizer.digit_ids()
-    value = {int(t): d for d, t in enumerate(digits.tolist())}
-    keep = [i for i, t in enumerate(prompts.target.tolist()) if t in value]
-    values = torch.tensor([value[int(prompts.target[i])] for i in keep])
-    if len(keep) == 0 or values.unique().numel() < 10:
-        raise ValueError(f"the prompts' answers start with {values.unique().numel()} of the "
-                         "ten digits; grouping by digit needs all ten (use more problems)")
-    weights = compute_weight_tables(loaded.model, digits)
-    tables = [("W_E", None, None, weights["W_E"]), ("W_U", None, None, weights["W_U"])]
-    names = [hook_name("resid_post", layer) for layer in range(facts(loaded.model).n_layers)]
-    cache = run_cached(loaded.model, prompts.tokens[keep], names, batch_size=batch_size)
-    for layer, name in enumerate(names):
-        tables.append(("resid_post", layer, "first answer digit",
-                       compute_digit_means(cache[name][:, -1], values)))
-    gen = torch.Generator().manual_seed(seed)
-    perms = [torch.randperm(10, generator=gen) for _ in range(n_shuffles)]
-    rows = []
-    for source, layer, grouped_by, table in tables:
-        shuffled = [float(compute_fourier_r2(table[perm], freqs).nanmedian()) for perm in perms]
-        rows.append({"source": source, "layer": layer, "grouped_by": grouped_by,
-                     "freqs": ",".join(map(str, sorted(freqs))),
-                     "median_r2": float(compute_fourier_r2(table, freqs).nanmedian()),
-                     "shuffled_r2": sum(shuffled) / len(shuffled),
-                     "n_features": int(table.shape[1])})
-    out = pd.DataFrame(rows)
-    out["layer"] = out["layer"].astype("Int64")
-    return out

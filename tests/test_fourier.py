@@ -1,4 +1,5 @@
-"""Fourier analysis: exact decompositions of synthetic tables, digit means, the report."""
+"""Fourier analysis: exact decompositions of synthetic tables, digit means, the report, and
+the tables of an LLM's digits against shuffled rows (the tiny Llama)."""
 
 import math
 
@@ -12,8 +13,12 @@ from arithinterp.fourier import (
     compute_fourier_spectrum,
     compute_weight_tables,
     fourier_basis,
+    llm_fourier,
 )
+from arithinterp.llm import make_prompts
+from arithinterp.pretrained import load_llm
 from arithinterp.probes import make_probe_dataset
+from arithinterp.tasks import PromptSuite
 from arithinterp.tasks.vocab import CHAR_VOCAB
 
 DIGIT_IDS = CHAR_VOCAB.digit_ids().tolist()
@@ -91,3 +96,19 @@ def test_report_on_a_tiny_model(tiny_model, tiny_task):
     assert report.r2["median_r2"].between(-1, 1).all()
     with pytest.raises(ValueError, match="sites"):
         compute_fourier_report(tiny_model, data, sites=("z",))
+
+
+def test_fourier_tables_of_an_llms_digits_against_shuffled_rows(tiny_llama_dir):
+    tiny = load_llm(tiny_llama_dir)
+    suite = PromptSuite(op="+", digits=1, n_shots=2)
+    prompts = make_prompts(tiny, suite, suite.problems(98))
+    table = llm_fourier(tiny, prompts, n_shuffles=5)
+    assert list(table["source"]) == ["W_E", "W_U", "resid_post", "resid_post"]
+    assert list(table["layer"].iloc[2:]) == [0, 1]
+    assert ((table["median_r2"] >= 0) & (table["median_r2"] <= 1)).all()
+    # the frequency set with every frequency fits any table exactly, shuffled or not
+    full = llm_fourier(tiny, prompts, freqs=(0, 1, 2, 3, 4, 5), n_shuffles=2)
+    assert full["median_r2"].to_numpy() == pytest.approx(1.0)
+    assert full["shuffled_r2"].to_numpy() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="all ten"):
+        llm_fourier(tiny, prompts[slice(0, 3)])

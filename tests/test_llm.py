@@ -226,21 +226,6 @@ def test_smollm2_answers_one_digit_addition_and_localizes(smollm2):
     assert llm.evaluate_llm(smollm2, chat, chat.problems(8)).exact_match > 0.3
 
 
-def test_fourier_tables_of_the_digits_against_shuffled_rows(tiny):
-    suite = PromptSuite(op="+", digits=1, n_shots=2)
-    prompts = llm.make_prompts(tiny, suite, suite.problems(98))
-    table = llm.llm_fourier(tiny, prompts, n_shuffles=5)
-    assert list(table["source"]) == ["W_E", "W_U", "resid_post", "resid_post"]
-    assert list(table["layer"].iloc[2:]) == [0, 1]
-    assert ((table["median_r2"] >= 0) & (table["median_r2"] <= 1)).all()
-    # the frequency set with every frequency fits any table exactly, shuffled or not
-    full = llm.llm_fourier(tiny, prompts, freqs=(0, 1, 2, 3, 4, 5), n_shuffles=2)
-    assert full["median_r2"].to_numpy() == pytest.approx(1.0)
-    assert full["shuffled_r2"].to_numpy() == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="all ten"):
-        llm.llm_fourier(tiny, prompts[slice(0, 3)])
-
-
 @pytest.mark.slow
 def test_the_fast_engine_on_smollm2_equals_the_hook_engine(smollm2):
     from arithinterp.analysis.patching import PatchSpec, sweep_patching

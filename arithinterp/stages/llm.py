@@ -14,12 +14,12 @@ from typing import Literal
 from arithinterp import schema
 from arithinterp.core.cache import batch_size_for
 from arithinterp.fields import check_choice, check_int, described
+from arithinterp.fourier import llm_fourier
 from arithinterp.llm import (
     CHANGES,
     LLMLocalizeConfig,
     SuiteSource,
     group_by_length,
-    llm_fourier,
     localize_llm,
     make_llm_pairs,
     prompt_text,
