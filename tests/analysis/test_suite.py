@@ -1,14 +1,24 @@
 """The localization suite: prompts from the held-out split, the metric's default digit, the
-accuracy warning and only_correct, pairs dropped said out loud, grids named in the config."""
+accuracy warning and only_correct, pairs dropped said out loud, grids named in the config; a
+plan's top components patched exactly equal the full grid's cells, on any prompt source."""
 
 import pytest
 import torch
 
 from arithinterp import schema
-from arithinterp.analysis.suite import GridConfig, LocalizeConfig, localize_task
+from arithinterp.analysis.suite import (
+    GridConfig,
+    LocalizeConfig,
+    LocalizePlan,
+    compute_localization,
+    localize_task,
+    make_pairs,
+)
 from arithinterp.checkpoints import load_model
+from arithinterp.core.metrics import answer_metric
 from arithinterp.evaluate import teacher_forced_correct
 from arithinterp.models import ModelSpec, build_model
+from arithinterp.sources import TaskSource
 from arithinterp.tasks import TaskSpec, make_dataset, make_splits
 from arithinterp.training.checkpoints import held_out_split
 from arithinterp.training.config import TrainConfig
@@ -112,6 +122,28 @@ def test_only_the_configured_grids_are_computed(tiny_model, tiny_task):
     expected = (v - k) / (c - k)
     ok = (c - k).abs() >= 1e-4
     torch.testing.assert_close(values["z_all_denoise.normalized"][..., ok], expected[..., ok])
+
+
+def test_the_top_components_patched_exactly_equal_the_full_grids_cells(tiny_model, tiny_task):
+    pairs, digit, _ = make_pairs(tiny_task, LocalizeConfig(n_pairs=32, prompts="fresh"))
+    metric = answer_metric(pairs, digit)
+    source, heads = TaskSource(tiny_task), GridConfig("z", by_pos=False, attribution=True)
+    runs = [compute_localization(tiny_model, source, pairs, metric, LocalizePlan(
+        ((heads, exact),), n_exact=3, agreement=False, paths="top", top_k=2, n_random=1),
+        eval_prompts=pairs.clean, progress=False) for exact in ("all", "top")]
+    full, top = (r.tables[schema.PATCHING].set_index("component") for r in runs)
+    estimate = runs[1].tables[schema.ATTRIBUTION].set_index("component")["normalized"]
+    assert list(top.index) == list(estimate.abs().sort_values(ascending=False).index[:3])
+    for name, row in top.iterrows():  # one hooked run per head against the batched grid
+        assert row["value"] == pytest.approx(full.loc[name, "value"], abs=1e-5)
+        assert row["normalized"] == pytest.approx(full.loc[name, "normalized"], abs=1e-4)
+    assert set(runs[1].tables[schema.RANKING]["component"]) == set(top.index)
+    assert list(runs[1].tables[schema.PATHS]["sender"]) == [c.name for c in runs[1].selected]
+    assert schema.PATCHING_VALUES in runs[0].tensors and schema.KNOCKOUT in runs[1].tables
+    with pytest.raises(ValueError, match="exact 'top' ranks heads"):
+        LocalizePlan(((GridConfig("resid_pre", attribution=True), "top"),))
+    with pytest.raises(ValueError, match="exact 'top' ranks heads"):
+        LocalizePlan(((GridConfig("z", by_pos=False), "top"),))  # nothing estimates it
 
 
 @pytest.mark.parametrize("kwargs, message", [
