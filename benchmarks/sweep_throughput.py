@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 
 from arithinterp import schema
 from arithinterp.models import ModelSpec
-from arithinterp.sweeps import Sweep, run_sweep
+from arithinterp.sweeps.run import run_sweep
+from arithinterp.sweeps.spec import Sweep
 from arithinterp.tasks import TaskSpec
 from arithinterp.training.config import TrainConfig
 

@@ -105,7 +105,8 @@ def tiny_sweep(tmp_path_factory):
     """A serial sweep of 4 tiny trials (2 seeds x 2 training-set sizes, training only, ~5 s):
     (runs_dir, the results table)."""
     from arithinterp.models import ModelSpec
-    from arithinterp.sweeps import Sweep, run_sweep
+    from arithinterp.sweeps.run import run_sweep
+    from arithinterp.sweeps.spec import Sweep
     from arithinterp.tasks import TaskSpec
     from arithinterp.training.config import TrainConfig
 

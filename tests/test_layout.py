@@ -39,6 +39,7 @@ INNER = {  # order of the modules inside a subpackage
             "neurons": 1, "attention": 1, "probes": 1, "fourier": 1, "multiplication": 1,
             "finetune": 1, "sweeps": 1},
     "training": {"plugins": 0, "config": 1, "recipes": 2, "checkpoints": 2, "loop": 3},
+    "sweeps": {"spec": 0, "results": 1, "run": 2},
 }
 
 

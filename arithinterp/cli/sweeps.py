@@ -41,7 +41,9 @@ def sweep_cmd(
     """Run a sweep: every combination of the spec's axes is a trial (a normal run, named
     from its values); complete trials are skipped, interrupted ones resume, a failing one is
     recorded and the others go on. The results table goes into <name>-sweep."""
-    from arithinterp.sweeps import load_spec, results_table, run_sweep
+    from arithinterp.sweeps.results import results_table
+    from arithinterp.sweeps.run import run_sweep
+    from arithinterp.sweeps.spec import load_spec
 
     with user_errors():
         sweep = load_spec(spec)

@@ -1,36 +1,7 @@
-"""Sweeps: a grid (or list) of training configs, each trial a normal run, run on Ray or
-serially, resumable, one table of results.
-
-A `Sweep` is a base `TrainConfig` (optionally a zoo recipe with fields overridden), axes of
-values for any of its fields (``seed``, ``n_train``, ``format``, ``d_model``,
-``task.digits_a``, ...) and the stages that follow training in every trial (default: the
-evaluation). Each trial is the job ``[train config, *stages]`` run into
-``<runs>/<name>.<axis>-<value>...`` (`stages.job.run_job`), so every command and explorer
-page works on it. The sweep's record is the run ``<name>-sweep``: its ``sweep/`` stage
-holds ``trials.parquet`` (one row per trial: status, error, config hash, the varied values
-and the metrics its stages recorded), rewritten as trials finish.
-
-- Resumable: a trial whose run is complete with the same configs is skipped; an unfinished
-  one resumes (training from its checkpoint, bitwise as if never stopped).
-- Fault-isolated: a trial whose config is invalid (say ``n_heads = 3`` with ``d_model =
-  128``), or that raises while running, is recorded as failed with its message; the
-  others run. Errors in the spec itself (unknown field, empty axis, a value of the wrong
-  type, two trials with one configuration) are refused before anything starts.
-- Backends: ``ray`` (a local Ray with one CPU and one torch thread per trial, or an
-  existing cluster by ``address``; the runs folder must then be on storage every node
-  sees) and ``serial`` (the same trial function in this process). Trials are seeded and
-  single-threaded, so both give bitwise-identical weights.
-
-Spec files are TOML (`load_spec`; see ``sweeps/*.toml``)::
-
-    name = "formats"
-    recipe = "add3-reversed"        # optional: start from a zoo recipe
-    stages = ["evaluate"]           # or [stages.localize] tables of config fields
-    [base]                          # TrainConfig fields (tables for task and model)
-    max_steps = 800
-    [grid]                          # every combination; or [[trials]] tables for a list
-    format = ["plain", "reversed"]
-    n_train = [500, 1000]
+"""A sweep's spec: the base config, the values to vary and the stages after training
+(`Sweep`), the trials it makes (`make_trials`: run names, configs, or why a config is
+invalid), and TOML spec files (`load_spec`). Spec errors are refused here, before anything
+runs.
 """
 
 from __future__ import annotations
@@ -40,34 +11,22 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
-import os
-import time
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
-import torch
-from tqdm.auto import tqdm
-
 from arithinterp import schema
-from arithinterp.catalog import is_run
 from arithinterp.disk import StrPath
-from arithinterp.runs import RunDir
-from arithinterp.stages.base import Context
 from arithinterp.stages.evaluate import EvaluateConfig
-from arithinterp.stages.job import holds_job, job_is_done, job_json, read_job, run_job
+from arithinterp.stages.job import job_json
 from arithinterp.stages.registry import STAGES, stage_name
 from arithinterp.training.config import TrainConfig
 from arithinterp.training.recipes import zoo_recipe
 
-Backend = Literal["ray", "serial"]
 REPORT = schema.SWEEP  # the record run's one stage
 # axes that set several fields at once
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -333,212 +292,3 @@ def sweep_json(sweep: Sweep) -> dict:
     return {"name": sweep.name, "base": schema.to_json(sweep.base),
             "grid": schema.to_json(sweep.grid), "trials": schema.to_json(list(sweep.trials)),
             "stages": job_json(list(sweep.stages))["job"]}
-
-
-# ---- running -----------------------------------------------------------------------------
-def run_trial(runs_dir: str, name: str, job: dict, device: str = "cpu") -> dict:
-    """Run (or resume) one trial's job into ``runs_dir/name``, on one torch thread; never
-    raises for the trial's own failure: returns {"status": "done"} or the error."""
-    torch.set_num_threads(1)
-    try:
-        run_job(runs_dir, name, read_job(job), ctx=Context(device=device, progress=False))
-        return {"status": "done", "error": None}
-    except Exception as e:  # the trial's failure is data; the sweep goes on
-        message = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        return {"status": "failed", "error": message.splitlines()[0]}
-
-
-def run_sweep(sweep: Sweep, runs_dir: StrPath, *, backend: Backend = "ray",
-              workers: int | None = None, address: str | None = None, device: str = "cpu",
-              progress: bool = True, on_start: Callable[[float], None] | None = None
-              ) -> pd.DataFrame:
-    """Run every trial not yet complete; returns (and writes into ``<name>-sweep``) the
-    results table. `on_start` gets Ray's start-up time in seconds."""
-    runs_dir = Path(runs_dir).resolve()
-    trials = make_trials(sweep)
-    todo = [t for t in trials if t.configs is not None
-            and not job_is_done(runs_dir / t.name, list(t.configs))]
-    report = RunDir.create(runs_dir, sweep.report_name, config=sweep_json(sweep),
-                           seeds={}, overwrite=True)
-    report.start_stage(REPORT, REPORT)
-    failures = {t.name: t.error for t in trials if t.error}
-    bar = tqdm(total=len(trials), desc=f"sweep {sweep.name}", unit="trial",
-               disable=not progress, initial=len(trials) - len(todo))
-
-    counts = {"done": len(trials) - len(todo) - len(failures), "failed": len(failures)}
-
-    def finished(trial: Trial, result: dict) -> None:
-        counts[result["status"]] += 1
-        if result["status"] == "failed":
-            failures[trial.name] = result["error"]
-        bar.update()
-        report.save(schema.SWEEP_TRIALS, REPORT, results_table(sweep, runs_dir, failures, trials))
-
-    def show(running: list[Trial]) -> None:
-        live = ", ".join(f"{t.name.removeprefix(sweep.name + '.')} "
-                         f"{trial_progress(runs_dir / t.name)}" for t in running[:3])
-        bar.set_postfix_str(f"done {counts['done']}, failed {counts['failed']}, running "
-                            f"{len(running)}" + (f" [{live}]" if live else ""))
-
-    try:
-        if backend == "serial":
-            for trial in todo:
-                show([trial])
-                finished(trial, run_trial(str(runs_dir), trial.name,
-                                          job_json(list(trial.configs)), device))
-        elif backend == "ray":
-            _run_on_ray(todo, runs_dir, device, workers, address, finished, show, on_start)
-        else:
-            raise ValueError(f"backend must be ray or serial, got {backend!r}")
-        show([])
-    except BaseException:
-        bar.close()
-        report.save(schema.SWEEP_TRIALS, REPORT, results_table(sweep, runs_dir, failures, trials))
-        report.close()  # unfinished: a rerun continues with the trials left
-        raise
-    bar.close()
-    table = results_table(sweep, runs_dir, failures, trials)
-    report.save(schema.SWEEP_TRIALS, REPORT, table)
-    report.finish_stage(REPORT, {"trials": len(table),
-                                 **table["status"].value_counts().to_dict()})
-    report.finish()
-    return table
-
-
-def _run_on_ray(todo: list[Trial], runs_dir: Path, device: str, workers: int | None,
-                address: str | None, finished, show, on_start) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("Ray is not installed (pip install ray); or run the sweep with "
-                         "--serial") from None
-    if not todo:
-        return
-    start = time.perf_counter()
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        n = workers or min(os.cpu_count() or 1, len(todo))
-        ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False)
-    if on_start:
-        on_start(time.perf_counter() - start)
-    remote = ray.remote(num_cpus=1, max_retries=0)(run_trial)
-    pending = {remote.remote(str(runs_dir), t.name, job_json(list(t.configs)), device): t
-               for t in todo}
-    try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            for ref in done:
-                trial = pending.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as e:  # the worker died (killed, out of memory)
-                    result = {"status": "failed",
-                              "error": f"{type(e).__name__}: {e}".splitlines()[0]}
-                finished(trial, result)
-            show([t for t in pending.values() if (runs_dir / t.name).is_dir()])
-    except BaseException:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        raise
-    finally:
-        ray.shutdown()
-
-
-def trial_progress(path: Path) -> str:
-    """'step/max_steps' of a trial's training as its log records it ('' before any)."""
-    log = path / schema.TRAIN_LOG.at(schema.MODEL)
-    config = path / schema.TRAIN_CONFIG.at(schema.MODEL)
-    try:
-        last = log.read_text(encoding="utf-8").strip().splitlines()[-1]
-        steps = json.loads(config.read_text(encoding="utf-8"))["max_steps"]
-        return f"{json.loads(last)['step']}/{steps}"
-    except (OSError, IndexError, KeyError, ValueError):
-        return ""
-
-
-# ---- results -------------------------------------------------------------------------------
-def results_table(sweep: Sweep, runs_dir: StrPath, failures: dict[str, str] | None = None,
-                  trials: list[Trial] | None = None) -> pd.DataFrame:
-    """One row per trial: status (done, failed, unfinished, pending), error, config hash,
-    the varied values, held-out exact match and per-digit accuracy, steps, steps to the
-    target accuracy, wall time, and every scalar the other stages recorded
-    (``<stage>.<key>``). Read from the trials' runs (`trials`: the sweep's, when already
-    made); writes nothing."""
-    failures = failures or {}
-    axes = sweep.axes
-    rows = []
-    for trial in make_trials(sweep) if trials is None else trials:
-        row = {"trial": trial.name, "run": None if trial.error else trial.name,
-               "status": "pending", "error": trial.error or failures.get(trial.name),
-               "config_hash": trial.config_hash, **{a: trial.values.get(a) for a in axes}}
-        path = Path(runs_dir) / trial.name
-        if trial.error:
-            row["status"] = "failed"
-        elif is_run(path):
-            run = RunDir.open(path)
-            row.update(_metrics(run, trial))
-            if holds_job(run, list(trial.configs)):
-                row["status"], row["error"] = "done", None
-            elif run.status == "failed":
-                row["status"] = "failed"
-                row["error"] = row["error"] or next(
-                    (s.get("error") for s in run.manifest["stages"].values()
-                     if s.get("status") == "failed"), None)
-            else:
-                row["status"] = "unfinished"
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    for axis in axes:  # parquet wants one type per column
-        kinds = {type(v) for v in table[axis] if v is not None}
-        if len(kinds) > 1 and not kinds <= {int, float}:
-            table[axis] = table[axis].map(lambda v: None if v is None else str(v))
-    return table
-
-
-def _metrics(run: RunDir, trial: Trial) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    stages = run.manifest["stages"]
-    seconds = [_seconds(s) for s in stages.values()]
-    out["wall_seconds"] = round(sum(s for s in seconds if s is not None), 1)
-    if run.stage_done(schema.MODEL):
-        summary = run.stage_summary(schema.MODEL)
-        final = run.load(schema.TRAIN_FINAL, schema.MODEL)
-        out.update(exact_match=final["exact_match"], steps=summary.get("steps"),
-                   train_seconds=summary.get("seconds"))
-        out.update({f"acc_c{k}": v for k, v in enumerate(final["digit_accuracy"])})
-        out["steps_to_target"] = _steps_to_target(run, trial.configs[0])
-    for key, stage in stages.items():
-        if key == schema.MODEL or stage.get("status") != "done":
-            continue
-        for k, v in _flatten(stage.get("summary") or {}).items():
-            if isinstance(v, int | float | str | bool) or v is None:
-                out[f"{key}.{k}"] = v
-    return out
-
-
-def _seconds(stage: dict) -> float | None:
-    try:
-        return (datetime.fromisoformat(stage["finished"])
-                - datetime.fromisoformat(stage["started"])).total_seconds()
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _steps_to_target(run: RunDir, config: TrainConfig) -> float:
-    """The first eval step whose held-out exact match reached the config's target accuracy
-    (0.99 without one); NaN if none did."""
-    target = config.target_accuracy if config.target_accuracy is not None else 0.99
-    curve = run.load(schema.TRAINING_CURVE, schema.MODEL).drop_duplicates("step")
-    hit = curve[curve["exact_match"] >= target]
-    return float(hit["step"].min()) if len(hit) else math.nan
-
-
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in data.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
