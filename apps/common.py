@@ -320,7 +320,7 @@ def _sample_prompts(task_json: str, n: int) -> list[tuple[int, int]]:
 @st.cache_data(show_spinner=False)
 def probe_targets(task_json: str, a: tuple[int, ...], b: tuple[int, ...]) -> dict[str, np.ndarray]:
     """Every probe target's value (digits, carries, running sums ...) for problems (a, b)."""
-    from arithinterp.probes import make_targets
+    from arithinterp.probes.targets import make_targets
     from arithinterp.tasks import make_dataset
 
     data = make_dataset(task_from_key(task_json), torch.tensor(a), torch.tensor(b))

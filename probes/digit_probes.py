@@ -54,7 +54,7 @@ def make_parser(description: str, *, n: int = 2000) -> Parser:
 
 def add_probe_options(p: Parser) -> None:
     """Options of the probe sweep."""
-    from arithinterp.probes import SITES
+    from arithinterp.probes.sweep import SITES
 
     p.add_argument("--sites", nargs="+", default=["resid_post"], choices=SITES, metavar="SITE",
                    help=f"activation sites: {', '.join(SITES)} (default: resid_post)")
@@ -111,7 +111,7 @@ def run_probes(argv: list[str] | None, *, name: str, groups: list[str], descript
     args = parser.parse_args(argv)
     try:
         from arithinterp import schema
-        from arithinterp.probes import ProbeConfig
+        from arithinterp.probes.sweep import ProbeConfig
         from arithinterp.stages.probes import ProbesConfig
 
         task = source_task(args)

@@ -17,7 +17,7 @@ from arithinterp.fourier import (
 )
 from arithinterp.llm import make_prompts
 from arithinterp.pretrained import load_llm
-from arithinterp.probes import make_probe_dataset
+from arithinterp.probes.targets import make_probe_dataset
 from arithinterp.tasks import PromptSuite
 from arithinterp.tasks.vocab import CHAR_VOCAB
 

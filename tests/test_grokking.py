@@ -178,7 +178,8 @@ def test_bad_input_is_refused():
 
 
 def test_fourier_probes_read_the_clock_models_features():
-    from arithinterp.probes import ProbeConfig, fit_probes, make_targets
+    from arithinterp.probes.sweep import ProbeConfig, fit_probes
+    from arithinterp.probes.targets import make_targets
 
     model, task = clock_model()
     data = full_grid(task)

@@ -40,6 +40,7 @@ INNER = {  # order of the modules inside a subpackage
             "finetune": 1, "sweeps": 1},
     "training": {"plugins": 0, "config": 1, "recipes": 2, "checkpoints": 2, "loop": 3},
     "sweeps": {"spec": 0, "results": 1, "run": 2},
+    "probes": {"fit": 0, "geometry": 0, "targets": 1, "summary": 1, "sweep": 2},
 }
 
 

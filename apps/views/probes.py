@@ -7,7 +7,7 @@ import streamlit as st
 
 from arithinterp import schema
 from arithinterp.components import layer_label
-from arithinterp.probes import direction_cosines, pca_projection
+from arithinterp.probes.geometry import direction_cosines, pca_projection
 from arithinterp.viz.fourier import fourier_spectrum_figure
 from arithinterp.viz.probes import (
     cosine_figure,

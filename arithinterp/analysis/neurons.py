@@ -175,7 +175,7 @@ def top_activating(model: HookedModel, data: Dataset, layer: int, neuron: int, p
 def activation_by(activations: Float[Tensor, " batch"],
                   values: Tensor | np.ndarray, *, name: str = "value") -> pd.DataFrame:
     """Mean, std and count of a neuron's activations grouped by one property of each prompt
-    (e.g. ``probes.make_targets`` values: a digit, a carry, a running sum)."""
+    (e.g. ``probes.targets.make_targets`` values: a digit, a carry, a running sum)."""
     if len(activations) != len(values):
         raise ValueError(f"{len(activations)} activations but {len(values)} values")
     df = pd.DataFrame({name: np.asarray(values), "activation": activations.double().numpy()})

@@ -30,7 +30,7 @@ from arithinterp.cli.common import (
 from arithinterp.cli.llm import print_llm
 from arithinterp.cli.options import Opt, Options, with_options
 from arithinterp.models import ModelSpec
-from arithinterp.probes import ProbeConfig
+from arithinterp.probes.sweep import ProbeConfig
 from arithinterp.stages.probes import ProbesConfig
 from arithinterp.tasks import TaskSpec
 from arithinterp.training.config import TrainConfig

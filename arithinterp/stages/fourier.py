@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from arithinterp import schema
 from arithinterp.fields import check_int
 from arithinterp.fourier import BAI_FREQS, TABLE_SITES, compute_fourier_report
-from arithinterp.probes import make_probe_dataset
+from arithinterp.probes.targets import make_probe_dataset
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, need_task, run_model
 

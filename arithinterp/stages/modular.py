@@ -32,7 +32,8 @@ from arithinterp.grokking import (
     compute_progress,
     full_grid,
 )
-from arithinterp.probes import ProbeConfig, fit_probes, make_targets
+from arithinterp.probes.sweep import ProbeConfig, fit_probes
+from arithinterp.probes.targets import make_targets
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, need_task, run_model
 from arithinterp.training.checkpoints import training_split

@@ -25,13 +25,9 @@ from arithinterp.analysis.attribution import compute_digit_attribution
 from arithinterp.fields import check_float, check_int
 from arithinterp.fourier import BAI_FREQS, compute_fourier_report
 from arithinterp.models import HookedModel, build_model, facts
-from arithinterp.probes import (
-    ProbeConfig,
-    compute_running_sum_summary,
-    fit_probes,
-    make_probe_dataset,
-    make_targets,
-)
+from arithinterp.probes.summary import compute_running_sum_summary
+from arithinterp.probes.sweep import ProbeConfig, fit_probes
+from arithinterp.probes.targets import make_probe_dataset, make_targets
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, need_task, run_model
 from arithinterp.tasks import Dataset

@@ -8,15 +8,9 @@ from dataclasses import dataclass, field
 
 from arithinterp import schema
 from arithinterp.fields import check_int, described
-from arithinterp.probes import (
-    GROUPS,
-    ProbeConfig,
-    compute_probe_summary,
-    fit_probes,
-    make_probe_dataset,
-    make_targets,
-    target_names,
-)
+from arithinterp.probes.summary import compute_probe_summary
+from arithinterp.probes.sweep import ProbeConfig, fit_probes
+from arithinterp.probes.targets import GROUPS, make_probe_dataset, make_targets, target_names
 from arithinterp.runs import RunDir
 from arithinterp.stages.base import Context, need_task, run_model
 from arithinterp.tasks import TaskSpec

@@ -8,7 +8,7 @@ from typing import Any
 
 from arithinterp.analysis.suite import LocalizeConfig
 from arithinterp.finetune import Schedule
-from arithinterp.probes import ProbeConfig
+from arithinterp.probes.sweep import ProbeConfig
 from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.finetune import FinetuneConfig, Selection
 from arithinterp.stages.fourier import FourierConfig

@@ -747,7 +747,7 @@ def test_two_runs_side_by_side_and_their_difference_on_one_scale(demo_runs, tmp_
 
 
 def test_residual_stream_pca_of_the_cached_activations(open_page, runs_dir):
-    from arithinterp.probes import pca_projection
+    from arithinterp.probes.geometry import pca_projection
 
     at = open_page("probes")
     hook = at.selectbox(key="pca_hook").value
@@ -796,7 +796,7 @@ def test_the_neurons_page_ranks_patches_and_profiles_one_layers_neurons(open_pag
 
 
 def test_probe_weights_as_cosines_between_classes_and_to_the_unembedding(open_page, runs_dir):
-    from arithinterp.probes import direction_cosines
+    from arithinterp.probes.geometry import direction_cosines
 
     at = open_page("probes")
     probe = at.selectbox(key="probes_weights").value

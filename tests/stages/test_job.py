@@ -9,7 +9,7 @@ from arithinterp import schema
 from arithinterp.analysis.suite import GridConfig, LocalizeConfig
 from arithinterp.catalog import list_runs
 from arithinterp.llm import LLMLocalizeConfig
-from arithinterp.probes import ProbeConfig
+from arithinterp.probes.sweep import ProbeConfig
 from arithinterp.runs import RunDir
 from arithinterp.stages.evaluate import EvaluateConfig
 from arithinterp.stages.finetune import FinetuneConfig, Selection
