@@ -288,12 +288,12 @@ def pair_tensors(pairs: PromptPairs) -> dict[str, Tensor]:
     return out
 
 
-def task_pairs(task: Task, tensors: dict[str, Tensor], change: str) -> PromptPairs:
-    """A task's minimal pairs back from what `pair_tensors` stored (rebuilt from the
-    operands)."""
+def task_pairs(task: Task, stored: dict, change: str) -> PromptPairs:
+    """A task's minimal pairs back from what `pair_tensors` stored (tensors or arrays: the
+    datasets are rebuilt from the operands)."""
     sides = [schema.pair_keys(side) for side in schema.PAIR_SIDES]
-    clean, corrupt = (make_dataset(task, torch.as_tensor(tensors[k["a"]]),
-                                   torch.as_tensor(tensors[k["b"]])) for k in sides)
+    clean, corrupt = (make_dataset(task, torch.as_tensor(stored[k["a"]]),
+                                   torch.as_tensor(stored[k["b"]])) for k in sides)
     return PromptPairs(clean, corrupt, change)
 
 
