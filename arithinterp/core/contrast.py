@@ -35,7 +35,7 @@ class Contrast:
 
     pairs: PromptPairs
     metric: AnswerMetric
-    direction: Direction = "denoise"
+    direction: str = "denoise"  # a Direction; `check` refuses others by name
 
     def check(self, model: HookedModel) -> None:
         """Refuse pairs, metric and direction that do not fit each other or the model,

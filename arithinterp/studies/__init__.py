@@ -1,0 +1,1 @@
+"""Studies built from stages: the shipped demo jobs, multiplication, selective fine-tuning."""
