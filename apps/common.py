@@ -368,9 +368,8 @@ def neuron_views(_loaded, model_key: str, stage_key: str, _pairs, digit: int, la
                  top: int) -> tuple:
     """`compute_neuron_ranking` of MLP `layer` toward the answer digit on a localization's
     pairs (keyed by run and stage)."""
-    from arithinterp.analysis.metrics import answer_metric
-
     from arithinterp.analysis.neurons import compute_neuron_ranking
+    from arithinterp.core.metrics import answer_metric
 
     return compute_neuron_ranking(_loaded.model, _pairs, answer_metric(_pairs, digit), layer,
                                   top=top)

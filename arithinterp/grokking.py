@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from arithinterp.core.cache import run_cached
 from arithinterp.components import hook_name
+from arithinterp.core.cache import run_cached
 from arithinterp.fourier import compute_fourier_spectrum, fourier_basis
 from arithinterp.models import HookedModel, device_of, embedding, facts
 from arithinterp.tasks import Dataset, ModularTask, Task, make_dataset

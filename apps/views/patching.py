@@ -16,10 +16,10 @@ import common
 import numpy as np
 import pandas as pd
 import streamlit as st
-from arithinterp.analysis.metrics import directed_effect
 
 from arithinterp import schema
 from arithinterp.components import Component, layer_label
+from arithinterp.core.metrics import directed_effect
 from arithinterp.viz.attention import attention_pattern_figure
 from arithinterp.viz.patching import (
     effect_distribution_figure,

@@ -31,9 +31,8 @@ SITES = {"z": "heads (z)", "q": "heads' queries (q)", "k": "heads' keys (k)",
 def live_patching(_loaded, model_key: str, task_json: str, clean: tuple[int, int],
                   corrupt: tuple[int, int], site: str, change: str, direction: str):
     """Exact patching of one clean / corrupt pair by position: the tidy grid and baselines."""
-    from arithinterp.analysis.metrics import answer_metric, default_digit
-
     from arithinterp.analysis.patching import PatchSpec, sweep_patching
+    from arithinterp.core.metrics import answer_metric, default_digit
     from arithinterp.tasks import PromptPairs, make_dataset
 
     task = common.task_from_key(task_json)

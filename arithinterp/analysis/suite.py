@@ -50,6 +50,7 @@ from arithinterp.analysis.patching import (
     sweep_patching,
 )
 from arithinterp.analysis.paths import sweep_paths
+from arithinterp.analysis.sources import PromptSource, TaskSource
 from arithinterp.components import Component
 from arithinterp.core.cache import act_names, run_cached
 from arithinterp.core.contrast import DIRECTIONS, Direction
@@ -65,7 +66,6 @@ from arithinterp.core.metrics import (
 from arithinterp.fields import check_choice, check_float, check_int, described
 from arithinterp.models import HookedModel, device_of, facts
 from arithinterp.schema import Artifact
-from arithinterp.sources import PromptSource, TaskSource
 from arithinterp.tasks import (
     Dataset,
     PromptPairs,

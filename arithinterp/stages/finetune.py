@@ -32,12 +32,12 @@ from arithinterp.analysis.localize import (
     max_random_sets,
     select_components,
 )
+from arithinterp.analysis.sources import Problem, PromptSource, TaskSource, problems_of
 from arithinterp.components import Component, parse_components
 from arithinterp.fields import check_int, described
 from arithinterp.finetune import Schedule, copy_model, finetune
 from arithinterp.models import HookedModel, LoadedModel, facts
 from arithinterp.runs import RunDir
-from arithinterp.sources import Problem, PromptSource, TaskSource, problems_of
 from arithinterp.stages.base import Context, need_task, run_model
 from arithinterp.tasks import TaskSpec, sample_problems
 from arithinterp.training.checkpoints import held_out_split

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from arithinterp.analysis.attribution import compute_dla_per_prompt
-from arithinterp.analysis.metrics import answer_metric
 from arithinterp.analysis.neurons import (
     activation_by,
     compute_neuron_dla,
@@ -18,6 +17,7 @@ from arithinterp.analysis.neurons import (
     top_activating,
 )
 from arithinterp.analysis.patching import PatchSpec, sweep_patching
+from arithinterp.core.metrics import answer_metric
 from arithinterp.models import ModelSpec, build_model
 from arithinterp.tasks import TaskSpec, make_digit_pairs
 from arithinterp.tasks.data import make_test_split

@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from arithinterp.core.metrics import AnswerMetric, answer_metric
 from arithinterp.analysis.patching import PatchSpec, sweep_patching
 from arithinterp.analysis.paths import senders_for, sweep_paths
+from arithinterp.core.metrics import AnswerMetric, answer_metric
 from arithinterp.models import ModelSpec, build_model
 from arithinterp.pretrained import load_pretrained
 from arithinterp.tasks import PromptPairs, TaskSpec, make_dataset, make_digit_pairs

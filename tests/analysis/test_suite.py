@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from arithinterp import schema
+from arithinterp.analysis.sources import TaskSource
 from arithinterp.analysis.suite import (
     GridConfig,
     LocalizeConfig,
@@ -18,7 +19,6 @@ from arithinterp.checkpoints import load_model
 from arithinterp.core.metrics import answer_metric
 from arithinterp.evaluate import teacher_forced_correct
 from arithinterp.models import ModelSpec, build_model
-from arithinterp.sources import TaskSource
 from arithinterp.tasks import TaskSpec, make_dataset, make_splits
 from arithinterp.training.checkpoints import held_out_split
 from arithinterp.training.config import TrainConfig

@@ -391,10 +391,9 @@ def test_playground_answers_a_typed_problem(open_page, runs_dir):
 
 
 def test_playground_typed_partner_noising_any_site_and_a_drill_down(open_page, runs_dir):
-    from arithinterp.analysis.metrics import answer_metric, default_digit
-
     from arithinterp.analysis.patching import PatchSpec, sweep_patching
     from arithinterp.checkpoints import load_model
+    from arithinterp.core.metrics import answer_metric, default_digit
     from arithinterp.tasks import PromptPairs, make_dataset
 
     at = open_page("playground")

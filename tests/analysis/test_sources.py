@@ -5,9 +5,9 @@ import torch
 
 from arithinterp import llm
 from arithinterp.analysis.attention import compute_operand_attention
+from arithinterp.analysis.sources import TaskSource, problems_of
 from arithinterp.evaluate import evaluate, teacher_forced_correct
 from arithinterp.pretrained import load_llm
-from arithinterp.sources import TaskSource, problems_of
 from arithinterp.tasks import PromptSuite, make_dataset
 
 PROBLEMS = [(12, 34), (56, 78), (90, 11)]
