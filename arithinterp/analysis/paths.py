@@ -89,14 +89,9 @@ def sweep_paths(
         _check(model, s, receiver, receiver_input)
     weights = engine_weights(model, engine)
     base_tokens, donor_tokens = contrast.tokens(model)
-    with torch.inference_mode():
-        clean_score, corrupt_score = (metric(model(t)).mean().item()
-                                      for t in contrast.clean_and_corrupted(base_tokens,
-                                                                            donor_tokens))
+    clean_score, corrupt_score = (s.mean().item() for s in contrast.baselines(model))
     if weights is not None:
-        end = metric.pos + 1
-        base = fw.run_trace(weights, base_tokens[:, :end])
-        donor = fw.run_trace(weights, donor_tokens[:, :end])
+        base, donor, _, _ = contrast.traces(weights, base_tokens.device)
         values = [_fast_path(weights, base, donor, s, receiver, receiver_input, metric)
                   for s in senders]
     else:

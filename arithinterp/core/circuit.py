@@ -36,15 +36,20 @@ def sender_outputs(w: NativeWeights, tokens: Int[Tensor, "batch pos"], graph: Gr
     trace = fw.run_trace(w, tokens)
     out: dict[Node, Tensor] = {}
     for node in graph.nodes:
-        if node.kind == "embed":
-            out[node] = w.W_E[tokens]
-        elif node.kind == "pos_embed":
-            out[node] = w.W_pos[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
+        if node.kind in ("embed", "pos_embed"):
+            out[node] = _embedding(w, node, tokens)
         elif node.kind == "head":
             out[node] = trace.z[node.layer][:, :, node.head] @ w.W_O[node.layer, node.head]
         elif node.kind == "mlp":
             out[node] = trace.mlp_out[node.layer]
     return out
+
+
+def _embedding(w: NativeWeights, node: Node, tokens: Tensor) -> Tensor:
+    """What the token or the position embedding writes: [batch pos d_model]."""
+    if node.kind == "embed":
+        return w.W_E[tokens]
+    return w.W_pos[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
 
 
 def ablated_outputs(w: NativeWeights, graph: Graph, ablation: str,
@@ -91,8 +96,7 @@ def run_edges(w: NativeWeights, tokens: Int[Tensor, "batch pos"], graph: Graph,
     resid = torch.zeros(())
     for node in graph.nodes:
         if node.kind in ("embed", "pos_embed"):
-            out = (w.W_E[tokens] if node.kind == "embed"
-                   else w.W_pos[: tokens.shape[1]].expand(tokens.shape[0], -1, -1))
+            out = _embedding(w, node, tokens)
             diffs[node] = out - ablated[node]
             resid = resid + out
     n_layers, n_heads = w.W_Q.shape[:2]
